@@ -1,0 +1,334 @@
+//! The node's TOML config: parsing, defaults, validation with file:line errors.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A config error that names the file, line and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is wrong.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// What a node does with a share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShareMode {
+    /// Announce local changes and apply remote ones.
+    #[default]
+    SendReceive,
+    /// Announce local changes; never apply remote ones.
+    SendOnly,
+    /// Apply remote changes; never announce local ones.
+    ReceiveOnly,
+}
+
+impl ShareMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareMode::SendReceive => "send-receive",
+            ShareMode::SendOnly => "send-only",
+            ShareMode::ReceiveOnly => "receive-only",
+        }
+    }
+}
+
+impl std::str::FromStr for ShareMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "send-receive" => Ok(Self::SendReceive),
+            "send-only" => Ok(Self::SendOnly),
+            "receive-only" => Ok(Self::ReceiveOnly),
+            _ => Err(format!("unknown mode {s:?}: expected send-receive, send-only or receive-only")),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[node]`: this node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Human name shown to peers.
+    pub name: String,
+    /// UDP address the daemon listens on.
+    pub listen: SocketAddr,
+    /// Addresses told to peers (default: `listen`).
+    pub advertise: Vec<SocketAddr>,
+    /// Full rescan period.
+    pub rescan_interval: Duration,
+    /// Free space to keep on a share's disk; below it downloads pause.
+    pub min_free_bytes: u64,
+    /// Log format.
+    pub log: LogFormat,
+}
+
+/// `[[share]]`: one replicated folder.
+#[derive(Clone, Debug)]
+pub struct ShareConfig {
+    /// Name, equal on every node that replicates it.
+    pub name: String,
+    /// Local folder.
+    pub path: PathBuf,
+    /// Send/receive mode.
+    pub mode: ShareMode,
+    /// Extra ignore patterns (globs on the relative path or file name).
+    pub ignore: Vec<String>,
+}
+
+/// A node's whole config.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[node]`.
+    pub node: NodeConfig,
+    /// `[[share]]` tables.
+    pub shares: Vec<ShareConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    share: Vec<RawShare>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: Spanned<String>,
+    listen: SocketAddr,
+    #[serde(default)]
+    advertise: Vec<SocketAddr>,
+    #[serde(default = "default_rescan")]
+    rescan_interval_secs: Spanned<u64>,
+    #[serde(default = "default_min_free")]
+    min_free_mib: u64,
+    #[serde(default)]
+    log: LogFormat,
+}
+
+fn default_rescan() -> Spanned<u64> {
+    Spanned::new(0..0, 5)
+}
+fn default_min_free() -> u64 {
+    256
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShare {
+    name: Spanned<String>,
+    path: Spanned<PathBuf>,
+    #[serde(default)]
+    mode: ShareMode,
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Checks a share name: it travels on the wire and names index trees.
+pub fn valid_share_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("share name must be 1 to 64 characters".into());
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!("share name {name:?} may only use letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |offset: usize, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, offset),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            invalid(offset, e.message().to_string())
+        })?;
+        let name = raw.node.name;
+        if name.get_ref().trim().is_empty() {
+            return Err(invalid(name.span().start, "node name must not be empty".into()));
+        }
+        if *raw.node.rescan_interval_secs.get_ref() == 0 {
+            return Err(invalid(
+                raw.node.rescan_interval_secs.span().start,
+                "rescan_interval_secs must be a whole number of seconds, at least 1".into(),
+            ));
+        }
+        let mut shares: Vec<ShareConfig> = Vec::new();
+        for s in raw.share {
+            valid_share_name(s.name.get_ref()).map_err(|m| invalid(s.name.span().start, m))?;
+            if shares.iter().any(|o| &o.name == s.name.get_ref()) {
+                return Err(invalid(s.name.span().start, format!("share {:?} is defined twice", s.name.get_ref())));
+            }
+            if !s.path.get_ref().is_absolute() {
+                return Err(invalid(s.path.span().start, "share path must be absolute".into()));
+            }
+            let mut ignore = Vec::new();
+            for g in s.ignore {
+                globset::Glob::new(g.get_ref())
+                    .map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
+                ignore.push(g.into_inner());
+            }
+            shares.push(ShareConfig {
+                name: s.name.into_inner(),
+                path: s.path.into_inner(),
+                mode: s.mode,
+                ignore,
+            });
+        }
+        let listen = raw.node.listen;
+        let advertise = if raw.node.advertise.is_empty() { vec![listen] } else { raw.node.advertise };
+        Ok(Config {
+            node: NodeConfig {
+                name: name.into_inner(),
+                listen,
+                advertise,
+                rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
+                min_free_bytes: raw.node.min_free_mib << 20,
+                log: raw.node.log,
+            },
+            shares,
+        })
+    }
+
+    /// Loads a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// The text of a new config file.
+    pub fn initial_text(name: &str, listen: SocketAddr) -> String {
+        format!(
+            "# meshsync node config; see README.md#config-reference\n\
+             [node]\n\
+             name = {}\n\
+             listen = \"{listen}\"\n\
+             # advertise = [\"203.0.113.7:7700\"]   # addresses told to peers (default: listen)\n\
+             rescan_interval_secs = 5\n\
+             min_free_mib = 256\n\
+             log = \"human\"\n",
+            toml_string(name)
+        )
+    }
+
+    /// Appends a `[[share]]` table to the config file, keeping comments, after checking it.
+    pub fn append_share(path: &Path, share: &ShareConfig) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let mut add = format!(
+            "\n[[share]]\nname = {}\npath = {}\nmode = \"{}\"\n",
+            toml_string(&share.name),
+            toml_string(&share.path.to_string_lossy()),
+            share.mode.as_str()
+        );
+        if !share.ignore.is_empty() {
+            let globs: Vec<String> = share.ignore.iter().map(|g| toml_string(g)).collect();
+            add.push_str(&format!("ignore = [{}]\n", globs.join(", ")));
+        }
+        let new_text = format!("{}{}", text, add);
+        let cfg = Self::parse(&new_text, path)?;
+        crate::home::write_atomic(path, new_text.as_bytes(), 0o644)
+            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        Ok(cfg)
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("/h/config.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_and_shares() {
+        let c = Config::parse(
+            "[node]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\n[[share]]\nname = \"web\"\npath = \"/srv/www\"\nmode = \"receive-only\"\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(c.node.rescan_interval, Duration::from_secs(5));
+        assert_eq!(c.node.advertise, vec![c.node.listen]);
+        assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_expectation() {
+        let e = err("[node]\nname = \"a\"\nlisten = \"nope\"\n");
+        assert!(e.starts_with("/h/config.toml:3: "), "{e}");
+        assert!(e.contains("socket address"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/x\"\nmode = \"both\"\n");
+        assert!(e.starts_with("/h/config.toml:7: "), "{e}");
+        assert!(e.contains("send-receive"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nrescan_interval_secs = 0\n");
+        assert!(e.starts_with("/h/config.toml:4: "), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"rel\"\n");
+        assert!(e.starts_with("/h/config.toml:6: ") && e.contains("absolute"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/a\"\n[[share]]\nname = \"w\"\npath = \"/b\"\n");
+        assert!(e.starts_with("/h/config.toml:8: ") && e.contains("twice"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
+        assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn append_share_keeps_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, Config::initial_text("n \"q\"", "127.0.0.1:9".parse().unwrap())).unwrap();
+        let share = ShareConfig {
+            name: "docs".into(),
+            path: "/tmp/some dir/ü".into(),
+            mode: ShareMode::SendOnly,
+            ignore: vec!["*.log".into()],
+        };
+        let c = Config::append_share(&p, &share).unwrap();
+        assert_eq!(c.node.name, "n \"q\"");
+        assert_eq!(c.shares[0].path, PathBuf::from("/tmp/some dir/ü"));
+        assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
+        assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
+    }
+}

@@ -1,0 +1,343 @@
+//! The node's index: entries, sequence numbers, remote indexes, chunk locations and
+//! known peers, in sled. Nothing outside this module touches sled.
+
+mod entry;
+mod vv;
+
+pub use entry::{
+    conflict_name, pick_winner, symlink_stays_inside, Block, ChunkHash, Entry, EntryKind, Mtime, PathError, RelPath,
+    PRIVATE_DIR,
+};
+pub use vv::{ShortId, VersionVector, VvOrder};
+
+use crate::identity::NodeId;
+use crate::proto::{self, PeerInfo};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Index failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The database failed (disk, corruption, locked by another process).
+    #[error("index database: {0}")]
+    Db(#[from] sled::Error),
+    /// A stored value does not decode.
+    #[error("index record: {0}")]
+    Codec(#[from] proto::CodecError),
+}
+
+/// This node's record of one path of a share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRecord {
+    /// The entry as announced (or, for a receive-only local change, as found on disk).
+    pub entry: Entry,
+    /// Local sequence number of the last change.
+    pub seq: u64,
+    /// Inode of the file when it was scanned or written (change detection).
+    pub ino: u64,
+    /// A change made on a receive-only share: recorded, never announced.
+    pub local_change: bool,
+}
+
+/// The open index of one node.
+#[derive(Clone)]
+pub struct Index {
+    db: sled::Db,
+    peers: sled::Tree,
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open()?;
+        let peers = db.open_tree("peers")?;
+        Ok(Self { db, peers })
+    }
+
+    /// The trees of one share.
+    pub fn share(&self, name: &str) -> Result<ShareIndex, IndexError> {
+        let t = |kind: &str| self.db.open_tree(format!("share/{name}/{kind}"));
+        let s = ShareIndex {
+            inner: Arc::new(ShareTrees {
+                local: t("local")?,
+                by_seq: t("seq")?,
+                remote: t("remote")?,
+                remote_state: t("remote_state")?,
+                chunks: t("chunks")?,
+                meta: t("meta")?,
+                seq_lock: Mutex::new(()),
+            }),
+        };
+        if s.inner.meta.get("index_id")?.is_none() {
+            s.inner.meta.insert("index_id", &rand::random::<u64>().to_be_bytes())?;
+        }
+        Ok(s)
+    }
+
+    /// Remembers a peer (replacing what was known of it).
+    pub fn put_peer(&self, p: &PeerInfo) -> Result<(), IndexError> {
+        self.peers.insert(p.id, proto::encode(p)?)?;
+        Ok(())
+    }
+
+    /// All known peers.
+    pub fn peers(&self) -> Result<Vec<PeerInfo>, IndexError> {
+        self.peers.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
+    }
+
+    /// Writes everything to disk.
+    pub fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+struct ShareTrees {
+    local: sled::Tree,
+    by_seq: sled::Tree,
+    remote: sled::Tree,
+    remote_state: sled::Tree,
+    chunks: sled::Tree,
+    meta: sled::Tree,
+    seq_lock: Mutex<()>,
+}
+
+/// One share's part of the index.
+#[derive(Clone)]
+pub struct ShareIndex {
+    inner: Arc<ShareTrees>,
+}
+
+fn u64_at(v: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = v.len().min(8);
+    b[..n].copy_from_slice(&v[..n]);
+    u64::from_be_bytes(b)
+}
+
+fn remote_key(path: &RelPath, peer: &NodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(path.as_str().len() + 33);
+    k.extend_from_slice(path.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&peer.0);
+    k
+}
+
+fn chunk_key(hash: &ChunkHash, path: &RelPath) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32 + path.as_str().len());
+    k.extend_from_slice(&hash.0);
+    k.extend_from_slice(path.as_str().as_bytes());
+    k
+}
+
+impl ShareIndex {
+    /// Random id of this index; a new one means peers must resend everything.
+    pub fn index_id(&self) -> Result<u64, IndexError> {
+        Ok(self.inner.meta.get("index_id")?.map(|v| u64_at(&v)).unwrap_or(0))
+    }
+
+    /// Newest local sequence number.
+    pub fn max_seq(&self) -> Result<u64, IndexError> {
+        Ok(self.inner.meta.get("max_seq")?.map(|v| u64_at(&v)).unwrap_or(0))
+    }
+
+    /// This node's record of a path.
+    pub fn get(&self, path: &RelPath) -> Result<Option<LocalRecord>, IndexError> {
+        match self.inner.local.get(path.as_str())? {
+            Some(v) => Ok(Some(proto::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a local change under the next sequence number and returns it.
+    pub fn put(&self, entry: Entry, ino: u64, local_change: bool) -> Result<u64, IndexError> {
+        let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.get(&entry.path)?;
+        let seq = self.max_seq()? + 1;
+        if let Some(old) = &old {
+            self.inner.by_seq.remove(old.seq.to_be_bytes())?;
+            if old.entry.blocks != entry.blocks || entry.deleted {
+                for b in &old.entry.blocks {
+                    self.inner.chunks.remove(chunk_key(&b.hash, &old.entry.path))?;
+                }
+            }
+        }
+        if !entry.deleted {
+            for (off, b) in entry.block_offsets() {
+                self.inner.chunks.insert(chunk_key(&b.hash, &entry.path), &off.to_be_bytes())?;
+            }
+        }
+        let path = entry.path.clone();
+        let rec = LocalRecord { entry, seq, ino, local_change };
+        self.inner.local.insert(path.as_str(), proto::encode(&rec)?)?;
+        self.inner.by_seq.insert(seq.to_be_bytes(), path.as_str())?;
+        self.inner.meta.insert("max_seq", &seq.to_be_bytes())?;
+        Ok(seq)
+    }
+
+    /// Updates the inode of a record without a new sequence (nothing a peer needs).
+    pub fn set_ino(&self, path: &RelPath, ino: u64) -> Result<(), IndexError> {
+        let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut rec) = self.get(path)? {
+            rec.ino = ino;
+            self.inner.local.insert(path.as_str(), proto::encode(&rec)?)?;
+        }
+        Ok(())
+    }
+
+    /// Local records changed after `seq`, in sequence order, at most `limit`.
+    pub fn since(&self, seq: u64, limit: usize) -> Result<Vec<LocalRecord>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.inner.by_seq.range((seq + 1).to_be_bytes()..) {
+            let (k, path) = kv?;
+            let Some(rec) = self.inner.local.get(&path)? else { continue };
+            let rec: LocalRecord = proto::decode(&rec)?;
+            // A stale sequence key (crash between writes) points at a newer record.
+            if rec.seq != u64_at(&k) {
+                continue;
+            }
+            out.push(rec);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every local record.
+    pub fn all(&self) -> Result<Vec<LocalRecord>, IndexError> {
+        self.inner.local.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
+    }
+
+    /// Where a chunk lies in this share's files: (path, offset). To be verified on read.
+    pub fn chunk_locations(&self, hash: &ChunkHash) -> Result<Vec<(RelPath, u64)>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.inner.chunks.scan_prefix(hash.0) {
+            let (k, v) = kv?;
+            if let Ok(p) = std::str::from_utf8(&k[32..]).map_err(|_| ()).and_then(|s| RelPath::parse(s).map_err(|_| ())) {
+                out.push((p, u64_at(&v)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What we hold of a peer's index: (its index id, last sequence received).
+    pub fn remote_state(&self, peer: &NodeId) -> Result<Option<(u64, u64)>, IndexError> {
+        Ok(self.inner.remote_state.get(peer.0)?.map(|v| (u64_at(&v[..8]), u64_at(&v[8..]))))
+    }
+
+    /// Stores a batch of a peer's entries and the sequence it reaches.
+    ///
+    /// A batch under a different index id than before replaces everything of that peer.
+    pub fn apply_remote(&self, peer: &NodeId, index_id: u64, entries: &[Entry], upto: u64) -> Result<(), IndexError> {
+        if let Some((old_id, _)) = self.remote_state(peer)? {
+            if old_id != index_id {
+                self.forget_peer(peer)?;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(remote_key(&e.path, peer), proto::encode(e)?);
+        }
+        self.inner.remote.apply_batch(batch)?;
+        let mut st = index_id.to_be_bytes().to_vec();
+        st.extend_from_slice(&upto.to_be_bytes());
+        self.inner.remote_state.insert(peer.0, st)?;
+        Ok(())
+    }
+
+    /// Drops everything known of a peer's index.
+    pub fn forget_peer(&self, peer: &NodeId) -> Result<(), IndexError> {
+        for k in self.inner.remote.iter().keys() {
+            let k = k?;
+            if k.len() > 33 && k[k.len() - 32..] == peer.0 {
+                self.inner.remote.remove(k)?;
+            }
+        }
+        self.inner.remote_state.remove(peer.0)?;
+        Ok(())
+    }
+
+    /// Every peer's entry for one path.
+    pub fn remote_for(&self, path: &RelPath) -> Result<Vec<(NodeId, Entry)>, IndexError> {
+        let mut prefix = path.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.inner.remote.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[k.len() - 32..]);
+            out.push((NodeId(id), proto::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every (peer, entry) pair known, in path order.
+    pub fn all_remote(&self) -> Result<Vec<(NodeId, Entry)>, IndexError> {
+        let mut out = Vec::new();
+        for kv in self.inner.remote.iter() {
+            let (k, v) = kv?;
+            if k.len() < 33 {
+                continue;
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[k.len() - 32..]);
+            out.push((NodeId(id), proto::decode(&v)?));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, blocks: Vec<Block>) -> Entry {
+        Entry {
+            path: RelPath::parse(path).unwrap(),
+            kind: EntryKind::File,
+            size: blocks.iter().map(|b| b.len as u64).sum(),
+            mode: 0o644,
+            mtime: Mtime::default(),
+            version: VersionVector::new().bump(ShortId(1)),
+            modified_by: ShortId(1),
+            deleted: false,
+            blocks,
+        }
+    }
+
+    #[test]
+    fn sequences_and_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        let s = idx.share("docs").unwrap();
+        let b1 = Block { hash: ChunkHash::of(b"one"), len: 3 };
+        let b2 = Block { hash: ChunkHash::of(b"two"), len: 3 };
+        assert_eq!(s.put(entry("a", vec![b1, b2]), 1, false).unwrap(), 1);
+        assert_eq!(s.put(entry("b", vec![b2]), 2, false).unwrap(), 2);
+        assert_eq!(s.put(entry("a", vec![b1]), 1, false).unwrap(), 3);
+        let since: Vec<_> = s.since(0, 100).unwrap().into_iter().map(|r| r.seq).collect();
+        assert_eq!(since, vec![2, 3]);
+        assert_eq!(s.since(2, 100).unwrap().len(), 1);
+        assert_eq!(s.chunk_locations(&b2.hash).unwrap(), vec![(RelPath::parse("b").unwrap(), 0)]);
+        assert_eq!(s.chunk_locations(&b1.hash).unwrap().len(), 1);
+        let id = s.index_id().unwrap();
+        drop(s);
+        assert_eq!(idx.share("docs").unwrap().index_id().unwrap(), id);
+    }
+
+    #[test]
+    fn remote_reset_on_new_index_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        let s = idx.share("docs").unwrap();
+        let p = NodeId([7; 32]);
+        s.apply_remote(&p, 11, &[entry("x", vec![]), entry("y", vec![])], 2).unwrap();
+        assert_eq!(s.remote_state(&p).unwrap(), Some((11, 2)));
+        assert_eq!(s.remote_for(&RelPath::parse("x").unwrap()).unwrap().len(), 1);
+        s.apply_remote(&p, 12, &[entry("z", vec![])], 1).unwrap();
+        assert_eq!(s.all_remote().unwrap().len(), 1);
+        assert_eq!(s.remote_state(&p).unwrap(), Some((12, 1)));
+    }
+}

@@ -1,0 +1,200 @@
+//! rustls configuration: TLS 1.3 only, ring provider, certificates pinned to the mesh CA.
+
+use crate::identity::{Identity, NodeId};
+use crate::proto::{ALPN_JOIN, ALPN_MESH};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+
+/// TLS setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the material.
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The CA certificate is unusable as a trust anchor.
+    #[error("mesh CA certificate unusable: {0}")]
+    Anchor(String),
+    /// quinn refused the rustls config.
+    #[error("quic crypto: {0}")]
+    Quic(String),
+}
+
+/// The server name every node certificate carries and every client asks for;
+/// peers are told apart by node id, not by name.
+pub const NODE_NAME: &str = "node.meshsync.invalid";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut r = RootCertStore::empty();
+    r.add(CertificateDer::from(ca_der.to_vec())).map_err(|e| TlsError::Anchor(e.to_string()))?;
+    Ok(Arc::new(r))
+}
+
+fn chain_and_key(ident: &Identity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let chain = vec![CertificateDer::from(ident.cert_der.clone()), CertificateDer::from(ident.ca_cert_der.clone())];
+    (chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ident.key_der.clone())))
+}
+
+/// Server side for both ALPNs. A client certificate is optional at the TLS layer
+/// (a joining node has none yet) but, when present, must chain to the mesh CA;
+/// mesh-ALPN connections without one are closed right after the handshake.
+pub fn server_config(ident: &Identity) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Anchor(e.to_string()))?;
+    let (chain, key) = chain_and_key(ident);
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_JOIN.to_vec()];
+    Ok(cfg)
+}
+
+/// Client side of mesh connections: presents this node's certificate, accepts only
+/// servers whose certificate chains to the mesh CA.
+pub fn mesh_client_config(ident: &Identity) -> Result<rustls::ClientConfig, TlsError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider())
+        .build()
+        .map_err(|e| TlsError::Anchor(e.to_string()))?;
+    let verifier = Arc::new(MeshServerVerifier { inner });
+    let (chain, key) = chain_and_key(ident);
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)?;
+    cfg.alpn_protocols = vec![ALPN_MESH.to_vec()];
+    Ok(cfg)
+}
+
+/// Client side of a join: no certificate yet; the server must present a chain whose
+/// CA has the fingerprint from the token.
+pub fn join_client_config(ca_fingerprint: [u8; 32]) -> Result<rustls::ClientConfig, TlsError> {
+    let verifier = Arc::new(JoinServerVerifier { fingerprint: ca_fingerprint });
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![ALPN_JOIN.to_vec()];
+    Ok(cfg)
+}
+
+/// Verifies a server certificate against the mesh CA held in the root store.
+#[derive(Debug)]
+struct MeshServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+/// Verifies the inviter during a join: only the CA's fingerprint is known, so the CA
+/// must come in the presented chain and hash to that fingerprint.
+#[derive(Debug)]
+struct JoinServerVerifier {
+    fingerprint: [u8; 32],
+}
+
+fn verify_with_fingerprint(
+    fingerprint: &[u8; 32],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<ServerCertVerified, rustls::Error> {
+    let ca = intermediates.iter().find(|c| blake3::hash(c.as_ref()).as_bytes() == fingerprint).ok_or_else(|| {
+        rustls::Error::General("inviter's certificate is not from the mesh named in the token (CA fingerprint mismatch)".into())
+    })?;
+    let v = WebPkiServerVerifier::builder_with_provider(
+        roots(ca.as_ref()).map_err(|e| rustls::Error::General(e.to_string()))?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| rustls::Error::General(e.to_string()))?;
+    v.verify_server_cert(end_entity, &[], server_name, &[], now)
+}
+
+impl ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now).map_err(|e| {
+            rustls::Error::General(format!("peer certificate is not valid in this mesh: {e}"))
+        })
+    }
+    fn verify_tls12_signature(
+        &self,
+        _m: &[u8],
+        _c: &CertificateDer<'_>,
+        _d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+impl ServerCertVerifier for JoinServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_with_fingerprint(&self.fingerprint, end_entity, intermediates, server_name, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        _m: &[u8],
+        _c: &CertificateDer<'_>,
+        _d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &provider().signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The node id of the peer's certificate, if it presented one.
+pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    NodeId::from_cert_der(certs.first()?.as_ref()).ok()
+}
+
+/// The negotiated ALPN.
+pub fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}

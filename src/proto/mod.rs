@@ -1,0 +1,138 @@
+//! The wire protocol: every message that crosses the network, and their encoding.
+//!
+//! `proto/PROTOCOL.md` is the spec; `proto/golden/` holds encoded vectors that the
+//! tests decode, so the format cannot drift by accident.
+
+pub mod codec;
+
+use crate::index::{ChunkHash, Entry};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+pub use codec::{decode, encode, read_frame, write_frame, CodecError};
+
+/// ALPN for mesh connections; the trailing number is the major protocol version.
+pub const ALPN_MESH: &[u8] = b"meshsync/1";
+/// ALPN for the one-off connection a joining node makes to its inviter.
+pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
+/// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
+pub const PROTOCOL_MINOR: u32 = 0;
+/// Largest frame either side accepts (an entry of a 1 TiB file is about 9.5 MiB).
+pub const MAX_FRAME: usize = 32 << 20;
+/// Largest chunk a peer may ask for or send.
+pub const MAX_CHUNK: u32 = 16 << 20;
+/// Most entries in one [`Control::Index`] batch.
+pub const MAX_BATCH_ENTRIES: usize = 1000;
+
+/// A peer as gossiped: who it is and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// blake3 of the peer's public key.
+    pub id: [u8; 32],
+    /// Human name.
+    pub name: String,
+    /// Addresses it accepts connections on.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Where a node stands with one share, sent in [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareHello {
+    /// Share name.
+    pub name: String,
+    /// Random id of the sender's index for this share; changes when the index is reset.
+    pub index_id: u64,
+    /// The sender's newest sequence number for this share.
+    pub max_seq: u64,
+    /// What the sender already holds of the receiver's index: (index id, sequence).
+    pub have: Option<(u64, u64)>,
+}
+
+/// First message on the control stream, both ways.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Minor protocol version.
+    pub minor: u32,
+    /// Sender's name.
+    pub name: String,
+    /// Addresses the sender listens on.
+    pub addrs: Vec<SocketAddr>,
+    /// Shares the sender takes part in.
+    pub shares: Vec<ShareHello>,
+}
+
+/// Messages on the long-lived control stream after [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// Index entries of the sender's share, in sequence order, up to `upto_seq`.
+    Index {
+        /// Share name.
+        share: String,
+        /// Sender's index id for the share.
+        index_id: u64,
+        /// Entries changed since the last batch.
+        entries: Vec<Entry>,
+        /// Highest sequence included; the receiver stores it to resume from.
+        upto_seq: u64,
+    },
+    /// The peers the sender knows (gossip).
+    Peers(Vec<PeerInfo>),
+}
+
+/// A request for one chunk, first frame of a request stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    /// Share the chunk belongs to.
+    pub share: String,
+    /// Its hash.
+    pub hash: ChunkHash,
+    /// Its expected length.
+    pub len: u32,
+}
+
+/// The answer header; `Data` is followed by `len` raw bytes on the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkReply {
+    /// The chunk follows.
+    Data {
+        /// Number of raw bytes after this header.
+        len: u32,
+    },
+    /// The sender does not have it (any more).
+    NotFound,
+}
+
+/// What a joining node sends to its inviter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Token id (selects the stored secret hash).
+    pub token_id: [u8; 16],
+    /// The token secret; the inviter compares its blake3 hash.
+    pub secret: [u8; 32],
+    /// Name of the new node.
+    pub name: String,
+    /// Addresses it will listen on.
+    pub addrs: Vec<SocketAddr>,
+    /// PKCS#10 request for its certificate (proves it holds the key).
+    pub csr_der: Vec<u8>,
+}
+
+/// The inviter's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinReply {
+    /// Welcome: the signed certificate, the CA material and who to talk to.
+    Accepted {
+        /// The new node's certificate, signed by the mesh CA.
+        node_cert_der: Vec<u8>,
+        /// The mesh CA certificate.
+        ca_cert_der: Vec<u8>,
+        /// The CA private key (PKCS#8), absent for `--no-invite` members.
+        ca_key_der: Option<Vec<u8>>,
+        /// The inviter itself.
+        inviter: PeerInfo,
+        /// Everyone else the inviter knows.
+        peers: Vec<PeerInfo>,
+    },
+    /// Refused, with the reason shown to the user.
+    Refused(String),
+}

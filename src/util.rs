@@ -1,0 +1,77 @@
+//! Small filesystem helpers shared by the scanner and the assembler.
+
+use crate::index::{Mtime, RelPath};
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The modification time of a file, with nanoseconds.
+pub fn mtime_of(m: &Metadata) -> Mtime {
+    Mtime { secs: m.mtime(), nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32 }
+}
+
+/// Converts to `SystemTime`.
+pub fn system_time(t: Mtime) -> SystemTime {
+    if t.secs >= 0 {
+        UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(t.nanos as u64)
+    }
+}
+
+/// Sets the modification time of a file or directory (not following symlinks is
+/// not needed: symlinks are never opened here).
+pub fn set_mtime(path: &Path, t: Mtime) -> io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    f.set_times(std::fs::FileTimes::new().set_modified(system_time(t)))
+}
+
+/// Joins a checked relative path to a share root, refusing to pass through a
+/// symlink: a link planted in the share must not redirect a write outside it.
+pub fn safe_join(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    let parts: Vec<&str> = rel.as_str().split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        p.push(part);
+        if i + 1 < parts.len() {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("{} passes through a symlink", rel),
+                    ))
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(io::Error::new(io::ErrorKind::Other, format!("{} is not a directory", p.display())))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(p)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// fsyncs a directory so a rename in it is durable.
+pub fn fsync_dir(path: &Path) -> io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// Unix permission bits of a file.
+pub fn mode_of(m: &Metadata) -> u32 {
+    m.mode() & 0o7777
+}

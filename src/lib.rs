@@ -3,14 +3,15 @@
 //! The module tree is the architecture: see `../shared/DESIGN.md` and `README.md`.
 
 pub mod config;
-//pub mod daemon;
-//pub mod demo;
+pub mod daemon;
+pub mod demo;
 pub mod home;
 pub mod identity;
 pub mod index;
 pub mod net;
-//pub mod ops;
+pub mod ops;
 pub mod proto;
 pub mod scan;
-//pub mod sync;
+pub mod setup;
+pub mod sync;
 pub mod util;

@@ -1,1 +1,198 @@
-fn main() {}
+//! The `meshsync` command line: parse, call the library, print.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use meshsync::config::{Config, LogFormat, ShareMode};
+use meshsync::home::Home;
+use meshsync::identity::token::InviteRight;
+use meshsync::{daemon, demo, ops, setup};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "meshsync",
+    version,
+    about = "Peer-to-peer mesh sync: every host feeds every other host"
+)]
+struct Cli {
+    /// Node home directory (keys, config, index). Defaults to ~/.meshsync.
+    #[arg(long, global = true, env = "MESHSYNC_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new mesh with this node as its first member.
+    Init {
+        /// This node's name.
+        #[arg(long)]
+        name: String,
+        /// UDP address to listen on, e.g. 0.0.0.0:7700.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Print a one-time join token for another host.
+    Invite {
+        /// How long the token is valid (s, m, h, d).
+        #[arg(long, default_value = "1h", value_parser = setup::parse_ttl)]
+        ttl: std::time::Duration,
+        /// The joining node gets no CA key, so it cannot invite others.
+        #[arg(long)]
+        no_invite: bool,
+    },
+    /// Join a mesh with a token from `meshsync invite`.
+    Join {
+        /// The token.
+        token: String,
+        /// This node's name.
+        #[arg(long)]
+        name: String,
+        /// UDP address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Manage shares.
+    Share {
+        #[command(subcommand)]
+        cmd: ShareCmd,
+    },
+    /// Run the daemon in the foreground (SIGINT/SIGTERM stop it cleanly).
+    Run,
+    /// Show peers, shares and transfers of the running daemon.
+    Status {
+        /// Machine-readable output (shape documented in README.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a local 3-node demo mesh on 127.0.0.1.
+    Demo {
+        /// Leave the mesh running and print how to look at it.
+        #[arg(long)]
+        keep: bool,
+        /// Size of the demo file in MiB.
+        #[arg(long, default_value_t = 64)]
+        size_mib: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShareCmd {
+    /// Take part in share NAME with the local folder PATH (created if missing).
+    Add {
+        /// Share name, the same on every node.
+        name: String,
+        /// Local folder.
+        path: PathBuf,
+        /// send-receive, send-only or receive-only.
+        #[arg(long, default_value = "send-receive")]
+        mode: ShareMode,
+    },
+}
+
+fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
+    match cli_home {
+        Some(h) => Ok(Home::new(h)),
+        None => {
+            let base = std::env::var_os("HOME")
+                .context("neither --home, MESHSYNC_HOME nor HOME is set")?;
+            Ok(Home::new(PathBuf::from(base).join(".meshsync")))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Human => b.init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Init { name, listen } => {
+            let h = home(cli.home)?;
+            let id = setup::init(&h, &name, listen)?;
+            println!(
+                "created mesh; node {name} is {id}\nhome: {}",
+                h.dir().display()
+            );
+            println!("next: `meshsync share add NAME PATH`, `meshsync run`, and `meshsync invite` for other hosts");
+        }
+        Cmd::Invite { ttl, no_invite } => {
+            let right = if no_invite {
+                InviteRight::NoInvite
+            } else {
+                InviteRight::CanInvite
+            };
+            println!("{}", setup::invite(&home(cli.home)?, ttl, right)?);
+        }
+        Cmd::Join {
+            token,
+            name,
+            listen,
+        } => {
+            let h = home(cli.home)?;
+            let out = daemon::join(&h, &token, &name, listen).await?;
+            println!(
+                "joined via {}; node {name} is {}; {} peer(s) known",
+                out.inviter, out.id, out.peers
+            );
+        }
+        Cmd::Share {
+            cmd: ShareCmd::Add { name, path, mode },
+        } => {
+            let h = home(cli.home)?;
+            setup::share_add(&h, &name, &path, mode)?;
+            println!("share {name} added ({})", mode.as_str());
+        }
+        Cmd::Run => {
+            let h = home(cli.home)?;
+            let cfg = Config::load(&h.config())?;
+            init_logging(cfg.node.log, "info,quinn=warn,quinn_proto=warn");
+            daemon::run(&h).await?;
+        }
+        Cmd::Status { json } => {
+            let h = home(cli.home)?;
+            let raw = ops::control::request(&h, &ops::control::Request::Status).await?;
+            if json {
+                print!("{raw}");
+            } else {
+                let st: ops::status::Status = serde_json::from_str(&raw)
+                    .with_context(|| format!("daemon answered: {raw}"))?;
+                print!("{}", st.human());
+            }
+        }
+        Cmd::Demo { keep, size_mib } => demo::run(keep, size_mib).await?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run) {
+        init_logging(LogFormat::Human, "warn");
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The modification time of a file, with nanoseconds.
 pub fn mtime_of(m: &Metadata) -> Mtime {
-    Mtime { secs: m.mtime(), nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32 }
+    Mtime {
+        secs: m.mtime(),
+        nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+    }
 }
 
 /// Converts to `SystemTime`.
@@ -17,7 +20,8 @@ pub fn system_time(t: Mtime) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(t.nanos as u64)
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+            + Duration::from_nanos(t.nanos as u64)
     }
 }
 
@@ -44,7 +48,10 @@ pub fn safe_join(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
                     ))
                 }
                 Ok(m) if !m.is_dir() => {
-                    return Err(io::Error::new(io::ErrorKind::Other, format!("{} is not a directory", p.display())))
+                    return Err(io::Error::new(
+                        io::ErrorKind::Other,
+                        format!("{} is not a directory", p.display()),
+                    ))
                 }
                 _ => {}
             }
@@ -56,7 +63,8 @@ pub fn safe_join(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
 /// Bytes available to unprivileged users on the filesystem holding `path`.
 pub fn free_space(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
     let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };

@@ -141,7 +141,9 @@ impl fmt::Display for RelPath {
 }
 
 /// Modification time with nanoseconds.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug, Default,
+)]
 pub struct Mtime {
     /// Seconds since the Unix epoch.
     pub secs: i64,
@@ -190,12 +192,16 @@ impl Entry {
     /// True when two entries describe the same content (ignoring version and mtime).
     pub fn same_content(&self, other: &Entry) -> bool {
         self.deleted == other.deleted
-            && (self.deleted || (self.kind == other.kind && self.size == other.size && self.blocks == other.blocks))
+            && (self.deleted
+                || (self.kind == other.kind
+                    && self.size == other.size
+                    && self.blocks == other.blocks))
     }
 
     /// True when content, mode and mtime match: nothing to do on disk.
     pub fn same_on_disk(&self, other: &Entry) -> bool {
-        self.same_content(other) && (self.deleted || (self.mode == other.mode && self.mtime == other.mtime))
+        self.same_content(other)
+            && (self.deleted || (self.mode == other.mode && self.mtime == other.mtime))
     }
 
     /// Byte offset of each block.
@@ -217,7 +223,10 @@ impl Entry {
             EntryKind::File => {
                 let sum: u64 = self.blocks.iter().map(|b| b.len as u64).sum();
                 if sum != self.size {
-                    return Err(format!("blocks add up to {sum} bytes, size says {}", self.size));
+                    return Err(format!(
+                        "blocks add up to {sum} bytes, size says {}",
+                        self.size
+                    ));
                 }
                 if self.blocks.iter().any(|b| b.len == 0) {
                     return Err("empty block".into());
@@ -293,8 +302,13 @@ pub fn conflict_name(loser: &Entry) -> Result<RelPath, PathError> {
     let stamp = time::OffsetDateTime::from_unix_timestamp(loser.mtime.secs)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    let stamp = stamp.format(&fmt).unwrap_or_else(|_| "00000000-000000".into());
-    loser.path.with_file_name(&format!("{stem}.sync-conflict-{stamp}-{}{ext}", loser.modified_by))
+    let stamp = stamp
+        .format(&fmt)
+        .unwrap_or_else(|_| "00000000-000000".into());
+    loser.path.with_file_name(&format!(
+        "{stem}.sync-conflict-{stamp}-{}{ext}",
+        loser.modified_by
+    ))
 }
 
 #[cfg(test)]
@@ -305,13 +319,34 @@ mod tests {
     fn relpath_refusals() {
         assert!(RelPath::parse("a/b c/ü.txt").is_ok());
         assert_eq!(RelPath::parse(""), Err(PathError::Empty));
-        assert!(matches!(RelPath::parse("/etc/passwd"), Err(PathError::Absolute(_))));
-        assert!(matches!(RelPath::parse("a/../../x"), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse(".."), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse("a//b"), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse("a/./b"), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse("a\\..\\b"), Err(PathError::BadChar(_))));
-        assert!(matches!(RelPath::parse(".meshsync/tmp"), Err(PathError::Private(_))));
+        assert!(matches!(
+            RelPath::parse("/etc/passwd"),
+            Err(PathError::Absolute(_))
+        ));
+        assert!(matches!(
+            RelPath::parse("a/../../x"),
+            Err(PathError::BadComponent(_))
+        ));
+        assert!(matches!(
+            RelPath::parse(".."),
+            Err(PathError::BadComponent(_))
+        ));
+        assert!(matches!(
+            RelPath::parse("a//b"),
+            Err(PathError::BadComponent(_))
+        ));
+        assert!(matches!(
+            RelPath::parse("a/./b"),
+            Err(PathError::BadComponent(_))
+        ));
+        assert!(matches!(
+            RelPath::parse("a\\..\\b"),
+            Err(PathError::BadChar(_))
+        ));
+        assert!(matches!(
+            RelPath::parse(".meshsync/tmp"),
+            Err(PathError::Private(_))
+        ));
         assert!(RelPath::parse(".meshsyncx").is_ok());
     }
 
@@ -366,10 +401,17 @@ mod tests {
     fn conflict_names() {
         let a = e(0x0102030405060708, 1, 1_700_000_000);
         let n = conflict_name(&a).unwrap();
-        assert!(n.as_str().starts_with("dir/report.sync-conflict-20231114-221320-"), "{n}");
+        assert!(
+            n.as_str()
+                .starts_with("dir/report.sync-conflict-20231114-221320-"),
+            "{n}"
+        );
         assert!(n.as_str().ends_with(".txt"));
         let mut b = a.clone();
         b.path = RelPath::parse(".bashrc").unwrap();
-        assert!(conflict_name(&b).unwrap().as_str().starts_with(".bashrc.sync-conflict-"));
+        assert!(conflict_name(&b)
+            .unwrap()
+            .as_str()
+            .starts_with(".bashrc.sync-conflict-"));
     }
 }

@@ -185,14 +185,16 @@ mod tests {
         let m = b.merge(&c);
         assert_eq!(m.compare(&b), VvOrder::Greater);
         assert_eq!(m.compare(&c), VvOrder::Greater);
-        assert_eq!(VersionVector::new().compare(&VersionVector::new()), VvOrder::Equal);
+        assert_eq!(
+            VersionVector::new().compare(&VersionVector::new()),
+            VvOrder::Equal
+        );
         assert_eq!(vv(&[(5, 0)]), VersionVector::new());
     }
 
     fn arb_vv() -> impl Strategy<Value = VersionVector> {
-        proptest::collection::vec((0u64..6, 0u64..5), 0..6).prop_map(|p| {
-            VersionVector::from_pairs(p.into_iter().map(|(a, b)| (ShortId(a), b)))
-        })
+        proptest::collection::vec((0u64..6, 0u64..5), 0..6)
+            .prop_map(|p| VersionVector::from_pairs(p.into_iter().map(|(a, b)| (ShortId(a), b))))
     }
 
     proptest! {

@@ -77,6 +77,8 @@ pub enum Control {
     },
     /// The peers the sender knows (gossip).
     Peers(Vec<PeerInfo>),
+    /// The sender started taking part in a share after its Hello.
+    ShareAdded(ShareHello),
 }
 
 /// A request for one chunk, first frame of a request stream.

@@ -4,7 +4,15 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 /// Names of files still being written by common tools (SFTP clients, browsers, editors).
-pub const PARTIAL_PATTERNS: &[&str] = &["*.filepart", "*.part", "*.crdownload", "*.tmp", "~$*", ".*.swp", ".*.swx"];
+pub const PARTIAL_PATTERNS: &[&str] = &[
+    "*.filepart",
+    "*.part",
+    "*.crdownload",
+    "*.tmp",
+    "~$*",
+    ".*.swp",
+    ".*.swx",
+];
 
 /// A compiled set of ignore patterns.
 #[derive(Clone, Debug)]
@@ -16,7 +24,11 @@ impl Ignore {
     /// Builds from the built-in partial patterns plus `extra`.
     pub fn new(extra: &[String]) -> Result<Self, globset::Error> {
         let mut b = GlobSetBuilder::new();
-        for p in PARTIAL_PATTERNS.iter().copied().chain(extra.iter().map(|s| s.as_str())) {
+        for p in PARTIAL_PATTERNS
+            .iter()
+            .copied()
+            .chain(extra.iter().map(|s| s.as_str()))
+        {
             let p = p.trim_end_matches('/');
             b.add(Glob::new(p)?);
         }
@@ -40,7 +52,18 @@ mod tests {
     #[test]
     fn partials_and_custom() {
         let i = Ignore::new(&["cache".into(), "*.log".into(), "build/out/*".into()]).unwrap();
-        for p in ["a/report.pdf.filepart", "x.part", "d/f.crdownload", "t.tmp", "~$doc.docx", ".f.txt.swp", ".meshsync/tmp/x", "cache", "a/b.log", "build/out/x"] {
+        for p in [
+            "a/report.pdf.filepart",
+            "x.part",
+            "d/f.crdownload",
+            "t.tmp",
+            "~$doc.docx",
+            ".f.txt.swp",
+            ".meshsync/tmp/x",
+            "cache",
+            "a/b.log",
+            "build/out/x",
+        ] {
             assert!(i.is_ignored(p), "{p}");
         }
         for p in ["report.pdf", "a/partial.txt", "d/cache.txt", "build/x"] {

@@ -7,7 +7,9 @@ pub mod ignore;
 pub use ignore::Ignore;
 
 use crate::config::ShareMode;
-use crate::index::{symlink_stays_inside, Entry, EntryKind, IndexError, RelPath, ShareIndex, ShortId, VersionVector};
+use crate::index::{
+    symlink_stays_inside, Entry, EntryKind, IndexError, RelPath, ShareIndex, ShortId, VersionVector,
+};
 use crate::util::{mode_of, mtime_of};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -53,7 +55,8 @@ pub struct Scanner<'a> {
 impl Scanner<'_> {
     /// Walks the whole share once.
     pub fn scan(&self) -> Result<ScanStats, ScanError> {
-        std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
+        std::fs::read_dir(self.root)
+            .map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
         let mut stats = ScanStats::default();
         let mut seen = HashSet::new();
         let mut unreadable: Vec<String> = Vec::new();
@@ -72,11 +75,17 @@ impl Scanner<'_> {
                     warn!(path = %de.path().display(), "skipping a name that is not UTF-8");
                     continue;
                 };
-                let rel_s = if rel_dir.is_empty() { name } else { format!("{rel_dir}/{name}") };
+                let rel_s = if rel_dir.is_empty() {
+                    name
+                } else {
+                    format!("{rel_dir}/{name}")
+                };
                 if self.ignore.is_ignored(&rel_s) {
                     continue;
                 }
-                let Ok(rel) = RelPath::parse(&rel_s) else { continue };
+                let Ok(rel) = RelPath::parse(&rel_s) else {
+                    continue;
+                };
                 let meta = match std::fs::symlink_metadata(de.path()) {
                     Ok(m) => m,
                     Err(_) => continue,
@@ -106,7 +115,10 @@ impl Scanner<'_> {
             if rec.entry.deleted || seen.contains(p) || self.ignore.is_ignored(p) {
                 continue;
             }
-            if unreadable.iter().any(|d| d.is_empty() || p.starts_with(&format!("{d}/"))) {
+            if unreadable
+                .iter()
+                .any(|d| d.is_empty() || p.starts_with(&format!("{d}/")))
+            {
                 continue;
             }
             let mut e = rec.entry.clone();
@@ -133,7 +145,13 @@ impl Scanner<'_> {
     }
 
     /// Returns Ok(true) if the path is present (changed or not), Ok(false) if skipped.
-    fn scan_one(&self, abs: &Path, rel: RelPath, meta: &std::fs::Metadata, stats: &mut ScanStats) -> Result<bool, ScanFileError> {
+    fn scan_one(
+        &self,
+        abs: &Path,
+        rel: RelPath,
+        meta: &std::fs::Metadata,
+        stats: &mut ScanStats,
+    ) -> Result<bool, ScanFileError> {
         let old = self.index.get(&rel)?;
         let ft = meta.file_type();
         let mode = mode_of(meta);
@@ -143,7 +161,9 @@ impl Scanner<'_> {
             EntryKind::Dir
         } else if ft.is_symlink() {
             let target = std::fs::read_link(abs)?;
-            let Some(target) = target.to_str().map(str::to_string) else { return Ok(false) };
+            let Some(target) = target.to_str().map(str::to_string) else {
+                return Ok(false);
+            };
             if !symlink_stays_inside(&rel, &target) {
                 warn!(path = %rel, target, "skipping symlink whose target leaves the share");
                 return Ok(false);
@@ -168,12 +188,21 @@ impl Scanner<'_> {
         let blocks = if kind == EntryKind::File {
             // Reuse the blocks when only the mode changed.
             match &old {
-                Some(o) if !o.entry.deleted && o.entry.kind == kind && o.entry.size == meta.len() && o.entry.mtime == mtime && o.ino == ino => {
+                Some(o)
+                    if !o.entry.deleted
+                        && o.entry.kind == kind
+                        && o.entry.size == meta.len()
+                        && o.entry.mtime == mtime
+                        && o.ino == ino =>
+                {
                     o.entry.blocks.clone()
                 }
                 _ => {
                     let f = std::fs::File::open(abs)?;
-                    let blocks = chunker::chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), meta.len())?;
+                    let blocks = chunker::chunk_reader(
+                        std::io::BufReader::with_capacity(1 << 20, f),
+                        meta.len(),
+                    )?;
                     // Changed while we read it: it is still being written, next scan.
                     let after = std::fs::symlink_metadata(abs)?;
                     if after.len() != meta.len() || mtime_of(&after) != mtime {
@@ -186,7 +215,11 @@ impl Scanner<'_> {
         } else {
             Vec::new()
         };
-        let size = if kind == EntryKind::File { meta.len() } else { 0 };
+        let size = if kind == EntryKind::File {
+            meta.len()
+        } else {
+            0
+        };
         let e = Entry {
             path: rel,
             kind,

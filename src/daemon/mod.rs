@@ -1,0 +1,314 @@
+//! The running node: wires index, network, sessions and share workers together.
+//! `meshsync run` and the tests start it through [`start`].
+
+mod join;
+mod session;
+mod share;
+
+pub use join::{join, JoinOutcome};
+pub use share::Share;
+
+use crate::config::{Config, ShareConfig};
+use crate::home::Home;
+use crate::identity::{Identity, NodeId};
+use crate::index::Index;
+use crate::net::{Net, Peers};
+use crate::ops::stats::{Counters, Progress};
+use crate::proto::PeerInfo;
+use anyhow::Context;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// A running node's shared state.
+pub struct Node {
+    /// Home directory.
+    pub home: Home,
+    /// Keys and certificates.
+    pub ident: Identity,
+    /// Config as loaded (node part; shares live in `shares`).
+    pub config: Config,
+    /// The index.
+    pub index: Index,
+    /// QUIC endpoint.
+    pub net: Net,
+    /// Live sessions.
+    pub peers: Arc<Peers>,
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// Downloads in progress.
+    pub progress: Arc<Progress>,
+    /// Shares by name.
+    pub shares: RwLock<BTreeMap<String, Arc<Share>>>,
+    /// Stops everything.
+    pub cancel: CancellationToken,
+    /// Wakes the dialer (a peer was learned).
+    pub dial_now: tokio::sync::Notify,
+    /// Tells sessions about shares added while running.
+    pub share_added: tokio::sync::broadcast::Sender<String>,
+    dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
+}
+
+/// A started node; drop or [`NodeHandle::shutdown`] to stop it.
+pub struct NodeHandle {
+    /// The node.
+    pub node: Arc<Node>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl NodeHandle {
+    /// Stops the node cleanly: sessions closed, index flushed, control socket removed.
+    pub async fn shutdown(mut self) {
+        self.node.cancel.cancel();
+        self.node
+            .net
+            .endpoint()
+            .close(0u32.into(), b"shutting down");
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = self.tasks.join_next() => if r.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        if let Err(e) = self.node.index.flush() {
+            warn!(error = %e, "index flush failed");
+        }
+        let _ = std::fs::remove_file(self.node.home.control_socket());
+        info!("stopped");
+    }
+}
+
+impl Node {
+    /// This node as gossiped.
+    pub fn me(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.ident.id.0,
+            name: self.config.node.name.clone(),
+            addrs: self.config.node.advertise.clone(),
+        }
+    }
+
+    /// One share.
+    pub fn share(&self, name: &str) -> Option<Arc<Share>> {
+        self.shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All shares.
+    pub fn share_list(&self) -> Vec<Arc<Share>> {
+        self.shares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a peer learned by gossip or join; wakes the dialer when it is new or moved.
+    pub fn learn_peer(&self, p: PeerInfo) {
+        if p.id == self.ident.id.0 || p.addrs.is_empty() {
+            return;
+        }
+        let known = self.index.peers().unwrap_or_default();
+        let old = known.iter().find(|k| k.id == p.id);
+        if old.is_some_and(|o| o.addrs == p.addrs && o.name == p.name) {
+            return;
+        }
+        if let Err(e) = self.index.put_peer(&p) {
+            warn!(error = %e, "cannot store peer");
+            return;
+        }
+        info!(peer = ?NodeId(p.id), name = %p.name, addrs = ?p.addrs, "learned peer");
+        self.dial_now.notify_one();
+    }
+
+    fn add_share(
+        self: &Arc<Self>,
+        cfg: ShareConfig,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> anyhow::Result<()> {
+        let share = Arc::new(Share::open(self, cfg)?);
+        let name = share.cfg.name.clone();
+        self.shares
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), share.clone());
+        let node = self.clone();
+        let span = tracing::info_span!("share", share = %name);
+        tasks.spawn(share::run(node, share).instrument(span));
+        let _ = self.share_added.send(name);
+        Ok(())
+    }
+}
+
+/// Starts a node from its home: index, endpoint, share workers, sessions, control socket.
+pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
+    let config = Config::load(&home.config())?;
+    let ident = Identity::load(home)
+        .context("loading this node's identity (did you run `meshsync init` or `join`?)")?;
+    let index = Index::open(&home.index()).with_context(|| {
+        format!(
+            "opening the index in {} (is another meshsync running with this home?)",
+            home.index().display()
+        )
+    })?;
+    let net = Net::bind(&ident, config.node.listen)
+        .with_context(|| format!("listening on {}", config.node.listen))?;
+    let node = Arc::new(Node {
+        home: home.clone(),
+        peers: Arc::new(Peers::new(ident.id)),
+        ident,
+        index,
+        net,
+        counters: Arc::new(Counters::default()),
+        progress: Arc::new(Progress::default()),
+        shares: RwLock::new(BTreeMap::new()),
+        cancel: CancellationToken::new(),
+        dial_now: tokio::sync::Notify::new(),
+        share_added: tokio::sync::broadcast::channel(16).0,
+        dial_state: Mutex::new(HashMap::new()),
+        config: config.clone(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in config.shares.clone() {
+        node.add_share(s, &mut tasks)?;
+    }
+    let span = tracing::info_span!("node", node = %node.config.node.name);
+    info!(parent: &span, id = %node.ident.id, listen = %config.node.listen, "started");
+    tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(crate::ops::control::serve(node.clone()).instrument(span.clone()));
+    tasks.spawn(config_reload_loop(node.clone()).instrument(span));
+    Ok(NodeHandle { node, tasks })
+}
+
+/// Picks up shares added to the config while running (`meshsync share add`).
+async fn config_reload_loop(node: Arc<Node>) {
+    let path = node.home.config();
+    let mut last = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let mut workers = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = node.cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match Config::load(&path) {
+            Ok(cfg) => {
+                for s in cfg.shares {
+                    if node.share(&s.name).is_none() {
+                        info!(share = %s.name, path = %s.path.display(), "share added");
+                        if let Err(e) = node.add_share(s, &mut workers) {
+                            warn!(error = %e, "cannot start share");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "config changed but does not load; keeping the running config")
+            }
+        }
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+async fn accept_loop(node: Arc<Node>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            i = node.net.endpoint().accept() => match i { Some(i) => i, None => return },
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%remote, error = %e, "refused connection (handshake failed)");
+                    return;
+                }
+            };
+            match crate::net::alpn(&conn).as_deref() {
+                Some(a) if a == crate::proto::ALPN_JOIN => join::serve(node, conn).await,
+                Some(a) if a == crate::proto::ALPN_MESH => session::run(node, conn, false).await,
+                _ => conn.close(1u32.into(), b"unknown protocol"),
+            }
+        });
+    }
+}
+
+/// Dials known peers that are not connected, with per-peer backoff.
+async fn dial_loop(node: Arc<Node>) {
+    loop {
+        let peers = node.index.peers().unwrap_or_default();
+        for p in peers {
+            let id = NodeId(p.id);
+            if id == node.ident.id || node.peers.is_connected(&id) {
+                continue;
+            }
+            {
+                let mut st = node.dial_state.lock().unwrap_or_else(|e| e.into_inner());
+                let (next, fails) = st.get(&id).copied().unwrap_or((Instant::now(), 0));
+                if Instant::now() < next {
+                    continue;
+                }
+                let backoff = Duration::from_millis(500u64 << fails.min(7));
+                st.insert(id, (Instant::now() + backoff, fails + 1));
+            }
+            let node = node.clone();
+            tokio::spawn(async move {
+                for addr in &p.addrs {
+                    match tokio::time::timeout(Duration::from_secs(5), node.net.connect(*addr))
+                        .await
+                    {
+                        Ok(Ok(conn)) => {
+                            if crate::net::peer_node_id(&conn) != Some(id) {
+                                warn!(%addr, "a different node answered at this peer's address");
+                                conn.close(2u32.into(), b"unexpected node");
+                                continue;
+                            }
+                            node.dial_state
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&id);
+                            session::run(node.clone(), conn, true).await;
+                            return;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed"),
+                        Err(_) => tracing::debug!(%addr, "dial timed out"),
+                    }
+                }
+            });
+        }
+        tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            _ = node.dial_now.notified() => {
+                node.dial_state.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(home: &Home) -> anyhow::Result<()> {
+    let handle = start(home).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+    handle.shutdown().await;
+    Ok(())
+}

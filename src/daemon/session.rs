@@ -1,0 +1,320 @@
+//! One authenticated connection to a peer: Hello, index exchange both ways,
+//! gossip, and serving chunk requests.
+
+use super::{Node, Share};
+use crate::identity::NodeId;
+use crate::index::RelPath;
+use crate::net::{NetError, PeerConn};
+use crate::ops::stats::Counters;
+use crate::proto::{
+    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, MAX_BATCH_ENTRIES, MAX_CHUNK,
+    PROTOCOL_MINOR,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn, Instrument};
+
+/// Runs a session until the connection ends.
+pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
+    let Some(peer) = crate::net::peer_node_id(&conn) else {
+        warn!(remote = %conn.remote_address(), "refused mesh connection without a certificate");
+        conn.close(3u32.into(), b"certificate required");
+        return;
+    };
+    if peer == node.ident.id {
+        conn.close(4u32.into(), b"connected to self");
+        return;
+    }
+    let span = tracing::info_span!("peer", peer = ?peer, addr = %conn.remote_address());
+    async {
+        match session(&node, &conn, peer, dialed).await {
+            Ok(()) => info!("disconnected"),
+            Err(NetError::Connection(e)) => info!(reason = %e, "disconnected"),
+            Err(e) => {
+                warn!(error = %e, "session closed on a protocol error");
+                conn.close(5u32.into(), b"protocol error");
+            }
+        }
+        node.peers.unregister(&peer, &conn);
+    }
+    .instrument(span)
+    .await
+}
+
+fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, NetError> {
+    let idx = &share.ctx.index;
+    let err = |e: crate::index::IndexError| NetError::Protocol(format!("index: {e}"));
+    Ok(ShareHello {
+        name: share.cfg.name.clone(),
+        index_id: idx.index_id().map_err(err)?,
+        max_seq: idx.max_seq().map_err(err)?,
+        have: idx.remote_state(peer).map_err(err)?,
+    })
+}
+
+async fn session(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    peer: NodeId,
+    dialed: bool,
+) -> Result<(), NetError> {
+    let (mut send, mut recv) = if dialed {
+        conn.open_bi().await?
+    } else {
+        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+            .await
+            .map_err(|_| NetError::Protocol("no control stream within 10 s".into()))??
+    };
+    let mut share_added = node.share_added.subscribe();
+    let shares = node
+        .share_list()
+        .iter()
+        .map(|s| share_hello(s, &peer))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hello = Hello {
+        minor: PROTOCOL_MINOR,
+        name: node.config.node.name.clone(),
+        addrs: node.config.node.advertise.clone(),
+        shares,
+    };
+    proto::write_frame(&mut send, &hello).await?;
+    let theirs: Hello = proto::read_frame(&mut recv)
+        .await?
+        .ok_or_else(|| NetError::Protocol("closed before Hello".into()))?;
+    node.learn_peer(proto::PeerInfo {
+        id: peer.0,
+        name: theirs.name.clone(),
+        addrs: theirs.addrs.clone(),
+    });
+    let registered = node.peers.register(PeerConn {
+        id: peer,
+        name: theirs.name.clone(),
+        addr: conn.remote_address(),
+        conn: conn.clone(),
+        dialed_by_us: dialed,
+    });
+    if !registered {
+        debug!("duplicate connection; keeping the other one");
+        conn.close(0u32.into(), b"duplicate connection");
+        return Ok(());
+    }
+    info!(name = %theirs.name, minor = theirs.minor.min(PROTOCOL_MINOR), "connected");
+
+    let (tx, mut rx) = mpsc::channel::<Control>(16);
+    let mut tasks = tokio::task::JoinSet::new();
+    let writer_counters = node.counters.clone();
+    tasks.spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Control::Index { entries, .. } = &msg {
+                Counters::add(&writer_counters.entries_sent, entries.len() as u64);
+            }
+            if proto::write_frame(&mut send, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut gossip: Vec<proto::PeerInfo> = node.index.peers().unwrap_or_default();
+    gossip.push(node.me());
+    let _ = tx.send(Control::Peers(gossip)).await;
+
+    let mut peer_shares: HashMap<String, ShareHello> = theirs
+        .shares
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut sending: HashSet<String> = HashSet::new();
+    let start_senders = |peer_shares: &HashMap<String, ShareHello>,
+                         sending: &mut HashSet<String>,
+                         tasks: &mut tokio::task::JoinSet<()>| {
+        for (name, sh) in peer_shares {
+            let Some(share) = node.share(name) else {
+                continue;
+            };
+            if !sending.insert(name.clone()) {
+                continue;
+            }
+            let our_id = share.ctx.index.index_id().unwrap_or(0);
+            let start = match sh.have {
+                Some((id, seq)) if id == our_id => seq,
+                _ => 0,
+            };
+            tasks.spawn(
+                index_sender(share, tx.clone(), start)
+                    .instrument(tracing::info_span!("share", share = %name)),
+            );
+        }
+    };
+    start_senders(&peer_shares, &mut sending, &mut tasks);
+    tasks.spawn(serve_requests(node.clone(), conn.clone()));
+
+    let result = loop {
+        tokio::select! {
+            _ = node.cancel.cancelled() => break Ok(()),
+            added = share_added.recv() => {
+                let Ok(name) = added else { continue };
+                if let Some(share) = node.share(&name) {
+                    let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
+                }
+                start_senders(&peer_shares, &mut sending, &mut tasks);
+            }
+            msg = proto::read_frame::<_, Control>(&mut recv) => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break Ok(()),
+                    Err(e) => {
+                        Counters::add(&node.counters.refused, 1);
+                        break Err(NetError::from(e));
+                    }
+                };
+                match msg {
+                    Control::Index { share, index_id, entries, upto_seq } => {
+                        receive_index(node, &peer, &share, index_id, entries, upto_seq).await?;
+                    }
+                    Control::Peers(list) => {
+                        for p in list {
+                            node.learn_peer(p);
+                        }
+                    }
+                    Control::ShareAdded(sh) => {
+                        peer_shares.insert(sh.name.clone(), sh);
+                        start_senders(&peer_shares, &mut sending, &mut tasks);
+                    }
+                }
+            }
+        }
+    };
+    tasks.abort_all();
+    result
+}
+
+/// Stores a peer's index batch after checking every entry; refused entries are logged.
+async fn receive_index(
+    node: &Arc<Node>,
+    peer: &NodeId,
+    share_name: &str,
+    index_id: u64,
+    entries: Vec<crate::index::Entry>,
+    upto: u64,
+) -> Result<(), NetError> {
+    let Some(share) = node.share(share_name) else {
+        return Ok(());
+    };
+    Counters::add(&node.counters.entries_received, entries.len() as u64);
+    let mut good = Vec::with_capacity(entries.len());
+    for e in entries {
+        match e.validate() {
+            Ok(()) => good.push(e),
+            Err(why) => {
+                Counters::add(&node.counters.refused, 1);
+                warn!(share = share_name, path = %e.path, why, "refused entry from peer");
+            }
+        }
+    }
+    let paths: Vec<RelPath> = good.iter().map(|e| e.path.clone()).collect();
+    let idx = share.ctx.index.clone();
+    let p = *peer;
+    tokio::task::spawn_blocking(move || idx.apply_remote(&p, index_id, &good, upto))
+        .await
+        .map_err(|e| NetError::Protocol(format!("task: {e}")))?
+        .map_err(|e| NetError::Protocol(format!("index: {e}")))?;
+    share.mark_dirty(paths);
+    Ok(())
+}
+
+/// Streams this node's index changes of one share to a peer, from `sent` on.
+async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u64) {
+    let mut seq_rx = share.seq.subscribe();
+    loop {
+        seq_rx.borrow_and_update();
+        let idx = share.ctx.index.clone();
+        let from = sent;
+        let recs =
+            match tokio::task::spawn_blocking(move || idx.since(from, MAX_BATCH_ENTRIES)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "index read failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+        let Some(last) = recs.last() else {
+            if seq_rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let upto = last.seq;
+        let entries = recs
+            .into_iter()
+            .filter(|r| !r.local_change)
+            .map(|r| r.entry)
+            .collect();
+        let msg = Control::Index {
+            share: share.cfg.name.clone(),
+            index_id: share.ctx.index.index_id().unwrap_or(0),
+            entries,
+            upto_seq: upto,
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+        sent = upto;
+    }
+}
+
+/// Answers the peer's chunk requests, each on its own stream.
+async fn serve_requests(node: Arc<Node>, conn: quinn::Connection) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(serve_one(node.clone(), send, recv));
+    }
+}
+
+async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let req: ChunkRequest = match proto::read_frame(&mut recv).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    let data = match node.share(&req.share) {
+        Some(share) if req.len <= MAX_CHUNK => {
+            let ctx = share.ctx.clone();
+            tokio::task::spawn_blocking(move || {
+                ctx.read_local_chunk(&req.hash, req.len).ok().flatten()
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+        _ => None,
+    };
+    let res = match data {
+        Some(d) => {
+            let r = proto::write_frame(
+                &mut send,
+                &ChunkReply::Data {
+                    len: d.len() as u32,
+                },
+            )
+            .await;
+            match r {
+                Ok(()) => match send.write_all(&d).await {
+                    Ok(()) => {
+                        Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
+                        Counters::add(&node.counters.chunks_sent, 1);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        None => proto::write_frame(&mut send, &ChunkReply::NotFound)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = res {
+        debug!(error = %e, "chunk reply failed");
+    }
+    let _ = send.finish();
+}

@@ -1,0 +1,231 @@
+//! One share's worker: rescans on a timer, plans against the peers' indexes, and
+//! applies the plan. Scanning and applying never overlap within a share.
+
+use super::Node;
+use crate::config::ShareConfig;
+use crate::index::{LocalRecord, RelPath};
+use crate::scan::{Ignore, Scanner};
+use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
+use anyhow::Context;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+
+/// Files fetched at the same time within one share.
+const PARALLEL_FILES: usize = 4;
+
+#[derive(Default)]
+struct Dirty {
+    paths: BTreeSet<RelPath>,
+}
+
+/// A share taken part in by this node.
+pub struct Share {
+    /// Its config.
+    pub cfg: ShareConfig,
+    /// What the executor needs (index, root, peers...).
+    pub ctx: ShareCtx,
+    /// The newest local sequence; index senders wait on it.
+    pub seq: watch::Sender<u64>,
+    /// Why the share is paused, if it is (disk full).
+    pub paused: Mutex<Option<String>>,
+    ignore: Ignore,
+    dirty: Mutex<Dirty>,
+    wake: Notify,
+}
+
+impl Share {
+    /// Opens the share's index trees and creates its folder if missing.
+    pub fn open(node: &Node, cfg: ShareConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&cfg.path)
+            .with_context(|| format!("creating share folder {}", cfg.path.display()))?;
+        let index = node.index.share(&cfg.name)?;
+        let ignore = Ignore::new(&cfg.ignore)
+            .with_context(|| format!("ignore patterns of share {}", cfg.name))?;
+        let seq = watch::channel(index.max_seq()?).0;
+        Ok(Self {
+            ctx: ShareCtx {
+                name: cfg.name.clone(),
+                root: cfg.path.clone(),
+                index,
+                mode: cfg.mode,
+                min_free: node.config.node.min_free_bytes,
+                peers: node.peers.clone(),
+                counters: node.counters.clone(),
+                progress: node.progress.clone(),
+            },
+            cfg,
+            seq,
+            paused: Mutex::new(None),
+            ignore,
+            dirty: Mutex::new(Dirty::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Asks the worker to re-plan these paths (a peer announced changes).
+    pub fn mark_dirty(&self, paths: Vec<RelPath>) {
+        if paths.is_empty() {
+            return;
+        }
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .paths
+            .extend(paths);
+        self.wake.notify_one();
+    }
+
+    fn take_dirty(&self) -> Vec<RelPath> {
+        std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths)
+            .into_iter()
+            .collect()
+    }
+
+    fn publish_seq(&self) {
+        if let Ok(s) = self.ctx.index.max_seq() {
+            self.seq.send_if_modified(|v| {
+                let changed = *v != s;
+                *v = s;
+                changed
+            });
+        }
+    }
+}
+
+/// The worker loop of one share.
+pub async fn run(node: Arc<Node>, share: Arc<Share>) {
+    let interval = node.config.node.rescan_interval;
+    let me = node.ident.id.short();
+    loop {
+        // Scan.
+        let s2 = share.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            Scanner {
+                root: &s2.ctx.root,
+                index: &s2.ctx.index,
+                me,
+                mode: s2.cfg.mode,
+                ignore: &s2.ignore,
+            }
+            .scan()
+        })
+        .await;
+        match scanned {
+            Ok(Ok(st)) => {
+                if st.changed + st.deleted > 0 {
+                    info!(
+                        changed = st.changed,
+                        deleted = st.deleted,
+                        hashed = st.hashed_bytes,
+                        "local changes"
+                    );
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "scan failed"),
+            Err(e) => warn!(error = %e, "scan task failed"),
+        }
+        share.publish_seq();
+        // A full plan after every scan retries what failed before (no source, disk full).
+        let all = all_remote_paths(&share);
+        plan_and_apply(&share, all).await;
+        // Then follow peers' announcements until the next scan is due.
+        let next_scan = tokio::time::Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = node.cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(next_scan) => break,
+                _ = share.wake.notified() => {
+                    let paths = share.take_dirty();
+                    plan_and_apply(&share, paths).await;
+                }
+            }
+        }
+    }
+}
+
+fn all_remote_paths(share: &Share) -> Vec<RelPath> {
+    let mut set: BTreeSet<RelPath> = BTreeSet::new();
+    match share.ctx.index.all_remote() {
+        Ok(all) => set.extend(all.into_iter().map(|(_, e)| e.path)),
+        Err(e) => warn!(error = %e, "index read failed"),
+    }
+    set.into_iter().collect()
+}
+
+fn plan(share: &Share, paths: &[RelPath]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for p in paths {
+        let local: Option<LocalRecord> = share.ctx.index.get(p).ok().flatten();
+        let remotes = share.ctx.index.remote_for(p).unwrap_or_default();
+        if let Some(a) = plan_path(local.as_ref(), &remotes, share.cfg.mode) {
+            actions.push(a);
+        }
+    }
+    actions.sort_by_key(|a| a.order_key());
+    actions
+}
+
+async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) {
+    if paths.is_empty() {
+        return;
+    }
+    let s2 = share.clone();
+    let actions = match tokio::task::spawn_blocking(move || plan(&s2, &paths)).await {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    if actions.is_empty() {
+        return;
+    }
+    debug!(count = actions.len(), "applying");
+    let mut disk_full = None;
+    let mut i = 0;
+    while i < actions.len() {
+        let class = actions[i].order_key().0;
+        let mut j = i;
+        while j < actions.len() && actions[j].order_key().0 == class {
+            j += 1;
+        }
+        // Content actions run in parallel; directory and delete steps in order.
+        let batch: Vec<Action> = actions[i..j].to_vec();
+        let parallel = if class == 1 { PARALLEL_FILES } else { 1 };
+        let mut set = tokio::task::JoinSet::new();
+        let mut queue = batch.into_iter();
+        loop {
+            while set.len() < parallel {
+                let Some(a) = queue.next() else { break };
+                let ctx = share.ctx.clone();
+                set.spawn(async move {
+                    let p = a.path().clone();
+                    (p, ctx.execute(a).await)
+                });
+            }
+            let Some(res) = set.join_next().await else {
+                break;
+            };
+            let Ok((path, res)) = res else { continue };
+            match res {
+                Ok(()) => share.publish_seq(),
+                Err(e @ ApplyError::DiskFull { .. }) => {
+                    disk_full = Some(e.to_string());
+                }
+                Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
+                    debug!(path = %path, error = %e, "not applied yet; retried after the next scan");
+                }
+                Err(e) => {
+                    warn!(path = %path, error = %e, "not applied");
+                }
+            }
+        }
+        i = j;
+    }
+    let mut paused = share.paused.lock().unwrap_or_else(|e| e.into_inner());
+    match (&disk_full, paused.is_some()) {
+        (Some(m), false) => warn!(reason = %m, "share paused until space is free"),
+        (None, true) => info!("share resumed"),
+        _ => {}
+    }
+    *paused = disk_full;
+}

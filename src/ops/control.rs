@@ -1,0 +1,91 @@
+//! The local control socket (`$MESHSYNC_HOME/control.sock`, mode 0600): one JSON
+//! request line in, one JSON answer out.
+
+use crate::daemon::Node;
+use crate::home::Home;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::warn;
+
+/// A request on the control socket.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// The status document.
+    Status,
+}
+
+/// Serves the control socket until the node stops.
+pub async fn serve(node: Arc<Node>) {
+    let path = node.home.control_socket();
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "control socket unavailable; `meshsync status` will not work");
+            return;
+        }
+    };
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        warn!(error = %e, "cannot restrict the control socket to its owner");
+    }
+    loop {
+        tokio::select! {
+            _ = node.cancel.cancelled() => break,
+            c = listener.accept() => {
+                let Ok((stream, _)) = c else { continue };
+                tokio::spawn(handle(node.clone(), stream));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn handle(node: Arc<Node>, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(r).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let answer = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(Request::Status) => {
+            let n = node.clone();
+            match tokio::task::spawn_blocking(move || super::status::status(&n)).await {
+                Ok(st) => {
+                    serde_json::to_string(&st).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                }
+                Err(e) => format!("{{\"error\":\"{e}\"}}"),
+            }
+        }
+        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }).to_string(),
+    };
+    let _ = w.write_all(answer.as_bytes()).await;
+    let _ = w.write_all(b"\n").await;
+}
+
+/// Sends a request to the daemon of `home` and returns the raw JSON answer.
+pub async fn request(home: &Home, req: &Request) -> anyhow::Result<String> {
+    let path = home.control_socket();
+    let stream = UnixStream::connect(&path).await.with_context(|| {
+        format!(
+            "no daemon answers on {} (start it with `meshsync run`)",
+            path.display()
+        )
+    })?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(serde_json::to_string(req)?.as_bytes()).await?;
+    w.write_all(b"\n").await?;
+    let mut line = String::new();
+    BufReader::new(r).read_line(&mut line).await?;
+    Ok(line)
+}
+
+/// Fetches and decodes the status of the daemon of `home`.
+pub async fn status(home: &Home) -> anyhow::Result<super::status::Status> {
+    let raw = request(home, &Request::Status).await?;
+    serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))
+}

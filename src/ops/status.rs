@@ -1,0 +1,325 @@
+//! `meshsync status`: what a node knows of its peers and shares. The JSON shape is
+//! stable and documented in README.md.
+
+use super::stats::{CounterSnapshot, Transfer};
+use crate::daemon::Node;
+use crate::identity::NodeId;
+use crate::index::{Entry, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// The whole status document.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// This node.
+    pub node: NodeStatus,
+    /// Known peers.
+    pub peers: Vec<PeerStatus>,
+    /// Shares.
+    pub shares: Vec<ShareStatus>,
+    /// Downloads in progress.
+    pub transfers: Vec<Transfer>,
+    /// Counters since start.
+    pub counters: CounterSnapshot,
+}
+
+/// This node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NodeStatus {
+    /// Node id (base32).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Listen address.
+    pub listen: String,
+}
+
+/// One known peer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    /// Node id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Addresses it advertises.
+    pub addresses: Vec<String>,
+    /// Connected now.
+    pub connected: bool,
+    /// Address of the live connection.
+    pub address: Option<String>,
+}
+
+/// One share.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShareStatus {
+    /// Name.
+    pub name: String,
+    /// Local folder.
+    pub path: String,
+    /// send-receive, send-only or receive-only.
+    pub mode: String,
+    /// Files present.
+    pub files: u64,
+    /// Directories present.
+    pub dirs: u64,
+    /// Bytes in files.
+    pub bytes: u64,
+    /// Local changes not announced (receive-only).
+    pub local_changes: u64,
+    /// Why the share is paused, if it is.
+    pub paused: Option<String>,
+    /// True when every connected peer of this share has exactly our versions.
+    pub in_sync: bool,
+    /// Per peer that takes part in this share.
+    pub peers: Vec<SharePeerStatus>,
+}
+
+/// One peer's standing in one share.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SharePeerStatus {
+    /// Node id.
+    pub id: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Same versions of every path on both sides.
+    pub in_sync: bool,
+    /// Paths where the peer has a version we lack.
+    pub we_need: u64,
+    /// Paths where we have a version the peer lacks.
+    pub they_need: u64,
+}
+
+fn differs(a: Option<&(VersionVector, bool)>, b: Option<&(VersionVector, bool)>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => x.0 != y.0,
+        (Some(x), None) | (None, Some(x)) => !x.1,
+        (None, None) => false,
+    }
+}
+
+/// Builds the status of a running node.
+pub fn status(node: &Node) -> Status {
+    let known = node.index.peers().unwrap_or_default();
+    let live: HashMap<NodeId, String> = node
+        .peers
+        .list()
+        .into_iter()
+        .filter(|p| p.conn.close_reason().is_none())
+        .map(|p| (p.id, p.addr.to_string()))
+        .collect();
+    let peers = known
+        .iter()
+        .map(|p| {
+            let id = NodeId(p.id);
+            PeerStatus {
+                id: id.to_string(),
+                name: p.name.clone(),
+                addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
+                connected: live.contains_key(&id),
+                address: live.get(&id).cloned(),
+            }
+        })
+        .collect();
+    let mut shares = Vec::new();
+    for share in node.share_list() {
+        let idx = &share.ctx.index;
+        let locals = idx.all().unwrap_or_default();
+        let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
+        let mut mine: HashMap<String, (VersionVector, bool)> = HashMap::new();
+        for r in &locals {
+            if r.local_change {
+                local_changes += 1;
+            }
+            if !r.entry.deleted {
+                match r.entry.kind {
+                    crate::index::EntryKind::Dir => dirs += 1,
+                    _ => {
+                        files += 1;
+                        bytes += r.entry.size;
+                    }
+                }
+            }
+            mine.insert(
+                r.entry.path.as_str().to_string(),
+                (r.entry.version.clone(), r.entry.deleted),
+            );
+        }
+        let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
+        for (peer, e) in idx.all_remote().unwrap_or_default() {
+            let Entry {
+                path,
+                version,
+                deleted,
+                ..
+            } = e;
+            theirs
+                .entry(peer)
+                .or_default()
+                .insert(path.as_str().to_string(), (version, deleted));
+        }
+        let mut share_peers = Vec::new();
+        for (peer, map) in &theirs {
+            let (mut we_need, mut they_need) = (0, 0);
+            for (path, t) in map {
+                let m = mine.get(path);
+                if differs(m, Some(t)) {
+                    match m {
+                        Some(m) if m.0.dominates_or_equals(&t.0) => they_need += 1,
+                        _ => we_need += 1,
+                    }
+                }
+            }
+            for (path, m) in &mine {
+                if !map.contains_key(path) && differs(Some(m), None) {
+                    they_need += 1;
+                }
+            }
+            share_peers.push(SharePeerStatus {
+                id: peer.to_string(),
+                connected: live.contains_key(peer),
+                in_sync: we_need == 0 && they_need == 0,
+                we_need,
+                they_need,
+            });
+        }
+        share_peers.sort_by(|a, b| a.id.cmp(&b.id));
+        let in_sync = share_peers
+            .iter()
+            .filter(|p| p.connected)
+            .all(|p| p.in_sync);
+        shares.push(ShareStatus {
+            name: share.cfg.name.clone(),
+            path: share.cfg.path.display().to_string(),
+            mode: share.cfg.mode.as_str().to_string(),
+            files,
+            dirs,
+            bytes,
+            local_changes,
+            paused: share
+                .paused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            in_sync,
+            peers: share_peers,
+        });
+    }
+    Status {
+        node: NodeStatus {
+            id: node.ident.id.to_string(),
+            name: node.config.node.name.clone(),
+            listen: node.config.node.listen.to_string(),
+        },
+        peers,
+        shares,
+        transfers: node.progress.list(),
+        counters: node.counters.snapshot(),
+    }
+}
+
+/// Formats bytes for people.
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+impl Status {
+    /// The human-readable form.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "node {} ({}) listening on {}",
+            self.node.name, &self.node.id, self.node.listen
+        );
+        let _ = writeln!(s, "\npeers:");
+        if self.peers.is_empty() {
+            let _ = writeln!(
+                s,
+                "  (none yet: `meshsync invite` on this node, `meshsync join` on another)"
+            );
+        }
+        let names: HashMap<&str, &str> = self
+            .peers
+            .iter()
+            .map(|p| (p.id.as_str(), p.name.as_str()))
+            .collect();
+        for p in &self.peers {
+            let state = match &p.address {
+                Some(a) => format!("connected via {a}"),
+                None => format!("not connected (known at {})", p.addresses.join(", ")),
+            };
+            let _ = writeln!(s, "  {:<12} {}  {}", p.name, &p.id[..7], state);
+        }
+        let _ = writeln!(s, "\nshares:");
+        for sh in &self.shares {
+            let state = if let Some(p) = &sh.paused {
+                format!("PAUSED: {p}")
+            } else if sh.in_sync {
+                "in sync with every connected peer".to_string()
+            } else {
+                "syncing".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "  {} ({}) {}: {} files, {} dirs, {} — {}",
+                sh.name,
+                sh.mode,
+                sh.path,
+                sh.files,
+                sh.dirs,
+                human_bytes(sh.bytes),
+                state
+            );
+            if sh.local_changes > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} local changes not sent (receive-only share)",
+                    sh.local_changes
+                );
+            }
+            for p in &sh.peers {
+                let name = names.get(p.id.as_str()).copied().unwrap_or(&p.id[..7]);
+                let _ = writeln!(
+                    s,
+                    "    {:<12} {} we need {} · they need {}{}",
+                    name,
+                    if p.in_sync { "in sync " } else { "behind  " },
+                    p.we_need,
+                    p.they_need,
+                    if p.connected { "" } else { " (offline)" }
+                );
+            }
+        }
+        if !self.transfers.is_empty() {
+            let _ = writeln!(s, "\ntransfers:");
+            for t in &self.transfers {
+                let pct = if t.total == 0 {
+                    100.0
+                } else {
+                    t.done as f64 * 100.0 / t.total as f64
+                };
+                let _ = writeln!(
+                    s,
+                    "  {}/{}: {} of {} ({pct:.0}%)",
+                    t.share,
+                    t.path,
+                    human_bytes(t.done),
+                    human_bytes(t.total)
+                );
+            }
+        }
+        s
+    }
+}

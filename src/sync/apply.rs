@@ -1,0 +1,523 @@
+//! Carries out planner actions on disk: fetch chunks (local first, then the swarm),
+//! assemble in a temp file under `.meshsync/`, verify, fsync, set mode and mtime,
+//! and rename into place atomically. Never clobbers a file changed since the scan.
+
+use super::planner::Action;
+use super::swarm::{Have, Outcome, Request, Swarm};
+use crate::config::ShareMode;
+use crate::index::{
+    ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR,
+};
+use crate::net::{self, Peers};
+use crate::ops::stats::{Counters, Progress};
+use crate::proto::ChunkRequest;
+use crate::util::{free_space, fsync_dir, mtime_of, safe_join, set_mtime};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// Why an action was not carried out. None of these loses data.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Not enough free space: the share pauses.
+    #[error("disk full: need {need} bytes plus the configured minimum free, {free} available")]
+    DiskFull {
+        /// Bytes the file needs.
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
+    /// No connected peer can serve some chunks now; retried later.
+    #[error("{0}: no connected peer has the missing chunks")]
+    NoSource(RelPath),
+    /// The local file changed after the plan; the next scan turns it into a conflict.
+    #[error("{0}: changed locally since the last scan, not overwritten")]
+    LocalChanged(RelPath),
+    /// A path refused for safety.
+    #[error("refused: {0}")]
+    Unsafe(String),
+    /// Disk I/O.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Everything the executor needs about one share.
+#[derive(Clone)]
+pub struct ShareCtx {
+    /// Share name.
+    pub name: String,
+    /// Local root.
+    pub root: PathBuf,
+    /// The share's index.
+    pub index: ShareIndex,
+    /// Mode.
+    pub mode: ShareMode,
+    /// Free bytes to keep.
+    pub min_free: u64,
+    /// Live connections.
+    pub peers: Arc<Peers>,
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// Download progress.
+    pub progress: Arc<Progress>,
+}
+
+fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + '_ {
+    move |e| ApplyError::Io(p.display().to_string(), e)
+}
+
+impl ShareCtx {
+    fn abs(&self, rel: &RelPath) -> Result<PathBuf, ApplyError> {
+        safe_join(&self.root, rel).map_err(|e| ApplyError::Unsafe(e.to_string()))
+    }
+
+    fn private_dir(&self) -> PathBuf {
+        self.root.join(PRIVATE_DIR).join("tmp")
+    }
+
+    /// Carries out one action.
+    pub async fn execute(&self, action: Action) -> Result<(), ApplyError> {
+        match action {
+            Action::Fetch {
+                target,
+                sources,
+                conflict,
+            } => self.fetch(target, sources, conflict).await,
+            other => {
+                let ctx = self.clone();
+                tokio::task::spawn_blocking(move || ctx.execute_local(other))
+                    .await
+                    .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
+            }
+        }
+    }
+
+    fn execute_local(&self, action: Action) -> Result<(), ApplyError> {
+        let rec = self.index.get(action.path())?;
+        match action {
+            Action::Merge { target } => {
+                self.index
+                    .put(target, rec.map(|r| r.ino).unwrap_or(0), false)?;
+            }
+            Action::Adopt { target } => {
+                let abs = self.abs(&target.path)?;
+                if !self.disk_matches(rec.as_ref(), &abs) {
+                    return Err(ApplyError::LocalChanged(target.path));
+                }
+                let mut ino = 0;
+                if !target.deleted {
+                    let meta = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+                    if !meta.file_type().is_symlink() {
+                        std::fs::set_permissions(
+                            &abs,
+                            std::fs::Permissions::from_mode(target.mode),
+                        )
+                        .map_err(io_err(&abs))?;
+                    }
+                    if target.kind == EntryKind::File {
+                        set_mtime(&abs, target.mtime).map_err(io_err(&abs))?;
+                    }
+                    ino = meta.ino();
+                }
+                self.index.put(target, ino, false)?;
+            }
+            Action::MakeDir { target } => {
+                let abs = self.abs(&target.path)?;
+                match std::fs::symlink_metadata(&abs) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err(ApplyError::LocalChanged(target.path)),
+                    Err(_) => std::fs::create_dir_all(&abs).map_err(io_err(&abs))?,
+                }
+                std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(target.mode))
+                    .map_err(io_err(&abs))?;
+                let ino = std::fs::metadata(&abs).map(|m| m.ino()).unwrap_or(0);
+                self.index.put(target, ino, false)?;
+            }
+            Action::MakeSymlink { target, conflict } => {
+                let EntryKind::Symlink { target: link_to } = &target.kind else {
+                    return Err(ApplyError::Unsafe(
+                        "symlink action for a non-symlink".into(),
+                    ));
+                };
+                let abs = self.abs(&target.path)?;
+                if !self.disk_matches(rec.as_ref(), &abs) {
+                    return Err(ApplyError::LocalChanged(target.path));
+                }
+                self.ensure_parent(&abs)?;
+                if std::fs::symlink_metadata(&abs).is_ok() {
+                    self.set_aside(&abs, conflict.as_ref())?;
+                }
+                std::os::unix::fs::symlink(link_to, &abs).map_err(io_err(&abs))?;
+                let ino = std::fs::symlink_metadata(&abs)
+                    .map(|m| m.ino())
+                    .unwrap_or(0);
+                self.index.put(target, ino, false)?;
+            }
+            Action::Delete { target } => {
+                let abs = self.abs(&target.path)?;
+                if !self.disk_matches(rec.as_ref(), &abs) {
+                    return Err(ApplyError::LocalChanged(target.path));
+                }
+                match std::fs::symlink_metadata(&abs) {
+                    Ok(m) if m.is_dir() => {
+                        if let Err(e) = std::fs::remove_dir(&abs) {
+                            // Unknown or ignored files inside: keep the directory.
+                            warn!(share = %self.name, path = %target.path, error = %e, "directory not removed");
+                            return Ok(());
+                        }
+                    }
+                    Ok(_) => std::fs::remove_file(&abs).map_err(io_err(&abs))?,
+                    Err(_) => {}
+                }
+                if let Some(parent) = abs.parent() {
+                    let _ = fsync_dir(parent);
+                }
+                self.index.put(target, 0, false)?;
+            }
+            Action::Fetch { target, .. } => {
+                return Err(ApplyError::Unsafe(format!(
+                    "{}: a fetch needs the async executor",
+                    target.path
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the disk still shows what the index recorded (nothing new to scan).
+    fn disk_matches(&self, rec: Option<&LocalRecord>, abs: &Path) -> bool {
+        let meta = std::fs::symlink_metadata(abs).ok();
+        match (rec.filter(|r| !r.entry.deleted), meta) {
+            (None, None) => true,
+            (None, Some(_)) | (Some(_), None) => false,
+            (Some(r), Some(m)) => match &r.entry.kind {
+                EntryKind::Dir => m.is_dir(),
+                EntryKind::Symlink { target } => {
+                    m.file_type().is_symlink()
+                        && std::fs::read_link(abs)
+                            .ok()
+                            .and_then(|t| t.to_str().map(|s| s == target))
+                            .unwrap_or(false)
+                }
+                EntryKind::File => {
+                    m.is_file()
+                        && m.len() == r.entry.size
+                        && mtime_of(&m) == r.entry.mtime
+                        && m.ino() == r.ino
+                }
+            },
+        }
+    }
+
+    fn ensure_parent(&self, abs: &Path) -> Result<(), ApplyError> {
+        if let Some(parent) = abs.parent() {
+            if !parent.is_dir() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves what is at `abs` to its conflict name (or removes it when it is not worth keeping).
+    fn set_aside(&self, abs: &Path, conflict: Option<&RelPath>) -> Result<(), ApplyError> {
+        match conflict {
+            Some(c) => {
+                let to = self.abs(c)?;
+                std::fs::rename(abs, &to).map_err(io_err(abs))?;
+                Counters::add(&self.counters.conflicts, 1);
+                info!(share = %self.name, copy = %c, "conflict: the losing version is kept as a copy");
+            }
+            None => {
+                let m = std::fs::symlink_metadata(abs).map_err(io_err(abs))?;
+                if m.is_dir() {
+                    std::fs::remove_dir(abs).map_err(io_err(abs))?;
+                } else {
+                    std::fs::remove_file(abs).map_err(io_err(abs))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn temp_path(&self, target: &Entry) -> PathBuf {
+        let mut h = blake3::Hasher::new();
+        h.update(target.path.as_str().as_bytes());
+        for b in &target.blocks {
+            h.update(&b.hash.0);
+        }
+        self.private_dir()
+            .join(format!("{}.part", &h.finalize().to_hex()[..32]))
+    }
+
+    async fn fetch(
+        &self,
+        target: Entry,
+        sources: Vec<crate::identity::NodeId>,
+        conflict: Option<RelPath>,
+    ) -> Result<(), ApplyError> {
+        let abs = self.abs(&target.path)?;
+        let free = free_space(&self.root).map_err(io_err(&self.root))?;
+        let tmp = self.temp_path(&target);
+        let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+        let need = target.size.saturating_sub(have_tmp);
+        if free < need.saturating_add(self.min_free) {
+            return Err(ApplyError::DiskFull { need, free });
+        }
+        std::fs::create_dir_all(self.private_dir()).map_err(io_err(&self.private_dir()))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        file.set_len(target.size).map_err(io_err(&tmp))?;
+        let file = Arc::new(file);
+
+        // Where each distinct chunk goes.
+        let mut positions: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
+        for (off, b) in target.block_offsets() {
+            positions
+                .entry(b.hash)
+                .or_insert((b.len, Vec::new()))
+                .1
+                .push(off);
+        }
+        let positions = Arc::new(positions);
+        self.progress
+            .set(&self.name, target.path.as_str(), 0, target.size);
+
+        // Local phase: the temp file itself (resume), then any local file with the chunk.
+        let ctx = self.clone();
+        let (f2, p2) = (file.clone(), positions.clone());
+        let (missing, local_bytes) =
+            tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2))
+                .await
+                .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))??;
+        let mut done_bytes = local_bytes;
+        self.progress
+            .set(&self.name, target.path.as_str(), done_bytes, target.size);
+
+        if !missing.is_empty() {
+            done_bytes = self
+                .fetch_remote(&target, missing, &sources, &file, &positions, done_bytes)
+                .await?;
+        }
+        debug!(share = %self.name, path = %target.path, bytes = done_bytes, "assembled");
+
+        let ctx = self.clone();
+        let res =
+            tokio::task::spawn_blocking(move || ctx.finish(target, conflict, file, &tmp, &abs))
+                .await
+                .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?;
+        res
+    }
+
+    /// Writes every chunk found on disk; returns the chunks still missing and the bytes placed.
+    fn fill_from_local(
+        &self,
+        file: &File,
+        positions: &HashMap<ChunkHash, (u32, Vec<u64>)>,
+    ) -> Result<(Vec<(ChunkHash, u32)>, u64), ApplyError> {
+        let mut missing = Vec::new();
+        let mut placed = 0u64;
+        for (hash, (len, offs)) in positions.iter() {
+            let mut buf = vec![0u8; *len as usize];
+            // Already in the temp file from an interrupted run?
+            if file.read_exact_at(&mut buf, offs[0]).is_ok() && ChunkHash::of(&buf) == *hash {
+                for off in &offs[1..] {
+                    write_chunk(file, &buf, *off).map_err(io_err(Path::new("temp file")))?;
+                }
+                placed += *len as u64 * offs.len() as u64;
+                continue;
+            }
+            match self.read_local_chunk(hash, *len)? {
+                Some(data) => {
+                    for off in offs {
+                        write_chunk(file, &data, *off).map_err(io_err(Path::new("temp file")))?;
+                    }
+                    Counters::add(
+                        &self.counters.chunk_bytes_reused,
+                        *len as u64 * offs.len() as u64,
+                    );
+                    placed += *len as u64 * offs.len() as u64;
+                }
+                None => missing.push((*hash, *len)),
+            }
+        }
+        Ok((missing, placed))
+    }
+
+    /// Reads a chunk from any local file that the index says holds it, verified.
+    pub fn read_local_chunk(
+        &self,
+        hash: &ChunkHash,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, IndexError> {
+        for (path, off) in self.index.chunk_locations(hash)? {
+            let Ok(abs) = safe_join(&self.root, &path) else {
+                continue;
+            };
+            let Ok(f) = File::open(&abs) else { continue };
+            let mut buf = vec![0u8; len as usize];
+            if f.read_exact_at(&mut buf, off).is_ok() && ChunkHash::of(&buf) == *hash {
+                return Ok(Some(buf));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fetch_remote(
+        &self,
+        target: &Entry,
+        missing: Vec<(ChunkHash, u32)>,
+        sources: &[crate::identity::NodeId],
+        file: &Arc<File>,
+        positions: &Arc<HashMap<ChunkHash, (u32, Vec<u64>)>>,
+        mut done_bytes: u64,
+    ) -> Result<u64, ApplyError> {
+        let mut swarm = Swarm::new(missing, rand::random());
+        for s in sources {
+            if self.peers.is_connected(s) {
+                swarm.set_peer(*s, Have::All);
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
+        loop {
+            for req in swarm.poll() {
+                let Some(conn) = self.peers.get(&req.peer) else {
+                    swarm.remove_peer(&req.peer);
+                    continue;
+                };
+                let (hash, len) = swarm.chunk(req.chunk);
+                let cr = ChunkRequest {
+                    share: self.name.clone(),
+                    hash,
+                    len,
+                };
+                let h = tasks.spawn(async move { (req, net::request_chunk(&conn, &cr).await) });
+                running.insert(req, h);
+            }
+            if swarm.is_complete() {
+                break;
+            }
+            if tasks.is_empty() {
+                // Nothing in flight and nothing to ask: no one has the rest.
+                return Err(ApplyError::NoSource(target.path.clone()));
+            }
+            let Some(joined) = tasks.join_next().await else {
+                continue;
+            };
+            let Ok((req, res)) = joined else { continue };
+            running.remove(&req);
+            let (hash, len) = swarm.chunk(req.chunk);
+            let outcome = match res {
+                Ok(Some(data)) if ChunkHash::of(&data) == hash => {
+                    let f = file.clone();
+                    let offs = positions
+                        .get(&hash)
+                        .map(|p| p.1.clone())
+                        .unwrap_or_default();
+                    let n = offs.len() as u64;
+                    tokio::task::spawn_blocking(move || {
+                        offs.iter().try_for_each(|o| write_chunk(&f, &data, *o))
+                    })
+                    .await
+                    .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
+                    .map_err(io_err(Path::new("temp file")))?;
+                    Counters::add(&self.counters.chunk_bytes_received, len as u64);
+                    done_bytes += len as u64 * n;
+                    self.progress
+                        .set(&self.name, target.path.as_str(), done_bytes, target.size);
+                    Outcome::Verified
+                }
+                Ok(Some(_)) => {
+                    warn!(share = %self.name, peer = ?req.peer, path = %target.path, "chunk failed verification; fetching it elsewhere");
+                    Counters::add(&self.counters.chunks_corrupt, 1);
+                    Outcome::Corrupt
+                }
+                Ok(None) => Outcome::NotFound,
+                Err(e) => {
+                    debug!(share = %self.name, peer = ?req.peer, error = %e, "chunk request failed");
+                    if !self.peers.is_connected(&req.peer) {
+                        swarm.remove_peer(&req.peer);
+                    }
+                    Outcome::Failed
+                }
+            };
+            for dup in swarm.complete(req, outcome) {
+                if let Some(h) = running.remove(&dup) {
+                    h.abort();
+                }
+            }
+        }
+        for (_, h) in running {
+            h.abort();
+        }
+        Ok(done_bytes)
+    }
+
+    fn finish(
+        &self,
+        target: Entry,
+        conflict: Option<RelPath>,
+        file: Arc<File>,
+        tmp: &Path,
+        abs: &Path,
+    ) -> Result<(), ApplyError> {
+        file.sync_all().map_err(io_err(tmp))?;
+        file.set_permissions(std::fs::Permissions::from_mode(target.mode))
+            .map_err(io_err(tmp))?;
+        drop(file);
+        set_mtime(tmp, target.mtime).map_err(io_err(tmp))?;
+        // Re-check right before the rename: a local edit since the scan must survive.
+        let rec = self.index.get(&target.path)?;
+        if !self.disk_matches(rec.as_ref(), abs) {
+            self.progress.finish(&self.name, target.path.as_str());
+            return Err(ApplyError::LocalChanged(target.path));
+        }
+        self.ensure_parent(abs)?;
+        if std::fs::symlink_metadata(abs).is_ok() {
+            // Only a live local version is worth a conflict copy; else replace.
+            self.set_aside_or_replace(abs, conflict.as_ref())?;
+        }
+        std::fs::rename(tmp, abs).map_err(io_err(abs))?;
+        if let Some(parent) = abs.parent() {
+            fsync_dir(parent).map_err(io_err(parent))?;
+        }
+        let ino = std::fs::metadata(abs).map(|m| m.ino()).unwrap_or(0);
+        let path = target.path.clone();
+        self.index.put(target, ino, false)?;
+        self.progress.finish(&self.name, path.as_str());
+        Counters::add(&self.counters.files_applied, 1);
+        Ok(())
+    }
+
+    fn set_aside_or_replace(
+        &self,
+        abs: &Path,
+        conflict: Option<&RelPath>,
+    ) -> Result<(), ApplyError> {
+        let m = std::fs::symlink_metadata(abs).map_err(io_err(abs))?;
+        if conflict.is_none() && m.is_file() {
+            // rename(2) replaces a file atomically; nothing to do first.
+            return Ok(());
+        }
+        self.set_aside(abs, conflict)
+    }
+}
+
+/// Writes a chunk, leaving all-zero chunks as holes (sparse files stay sparse).
+fn write_chunk(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    if data.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    f.write_all_at(data, off)
+}

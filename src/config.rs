@@ -60,9 +60,7 @@ impl std::str::FromStr for ShareMode {
             "send-receive" => Ok(Self::SendReceive),
             "send-only" => Ok(Self::SendOnly),
             "receive-only" => Ok(Self::ReceiveOnly),
-            _ => Err(format!(
-                "unknown mode {s:?}: expected send-receive, send-only or receive-only"
-            )),
+            _ => Err(format!("unknown mode {s:?}: expected send-receive, send-only or receive-only")),
         }
     }
 }
@@ -167,13 +165,8 @@ pub fn valid_share_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("share name must be 1 to 64 characters".into());
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(format!(
-            "share name {name:?} may only use letters, digits, '-', '_' and '.'"
-        ));
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(format!("share name {name:?} may only use letters, digits, '-', '_' and '.'"));
     }
     Ok(())
 }
@@ -192,10 +185,7 @@ impl Config {
         })?;
         let name = raw.node.name;
         if name.get_ref().trim().is_empty() {
-            return Err(invalid(
-                name.span().start,
-                "node name must not be empty".into(),
-            ));
+            return Err(invalid(name.span().start, "node name must not be empty".into()));
         }
         if *raw.node.rescan_interval_secs.get_ref() == 0 {
             return Err(invalid(
@@ -207,16 +197,10 @@ impl Config {
         for s in raw.share {
             valid_share_name(s.name.get_ref()).map_err(|m| invalid(s.name.span().start, m))?;
             if shares.iter().any(|o| &o.name == s.name.get_ref()) {
-                return Err(invalid(
-                    s.name.span().start,
-                    format!("share {:?} is defined twice", s.name.get_ref()),
-                ));
+                return Err(invalid(s.name.span().start, format!("share {:?} is defined twice", s.name.get_ref())));
             }
             if !s.path.get_ref().is_absolute() {
-                return Err(invalid(
-                    s.path.span().start,
-                    "share path must be absolute".into(),
-                ));
+                return Err(invalid(s.path.span().start, "share path must be absolute".into()));
             }
             let mut ignore = Vec::new();
             for g in s.ignore {
@@ -224,19 +208,10 @@ impl Config {
                     .map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
                 ignore.push(g.into_inner());
             }
-            shares.push(ShareConfig {
-                name: s.name.into_inner(),
-                path: s.path.into_inner(),
-                mode: s.mode,
-                ignore,
-            });
+            shares.push(ShareConfig { name: s.name.into_inner(), path: s.path.into_inner(), mode: s.mode, ignore });
         }
         let listen = raw.node.listen;
-        let advertise = if raw.node.advertise.is_empty() {
-            vec![listen]
-        } else {
-            raw.node.advertise
-        };
+        let advertise = if raw.node.advertise.is_empty() { vec![listen] } else { raw.node.advertise };
         Ok(Config {
             node: NodeConfig {
                 name: name.into_inner(),
@@ -252,10 +227,8 @@ impl Config {
 
     /// Loads a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 
@@ -276,10 +249,8 @@ impl Config {
 
     /// Appends a `[[share]]` table to the config file, keeping comments, after checking it.
     pub fn append_share(path: &Path, share: &ShareConfig) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         let mut add = format!(
             "\n[[share]]\nname = {}\npath = {}\nmode = \"{}\"\n",
             toml_string(&share.name),
@@ -292,12 +263,8 @@ impl Config {
         }
         let new_text = format!("{}{}", text, add);
         let cfg = Self::parse(&new_text, path)?;
-        crate::home::write_atomic(path, new_text.as_bytes(), 0o644).map_err(|source| {
-            ConfigError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        crate::home::write_atomic(path, new_text.as_bytes(), 0o644)
+            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         Ok(cfg)
     }
 }
@@ -311,9 +278,7 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::parse(text, Path::new("/h/config.toml"))
-            .unwrap_err()
-            .to_string()
+        Config::parse(text, Path::new("/h/config.toml")).unwrap_err().to_string()
     }
 
     #[test]
@@ -333,37 +298,26 @@ mod tests {
         let e = err("[node]\nname = \"a\"\nlisten = \"nope\"\n");
         assert!(e.starts_with("/h/config.toml:3: "), "{e}");
         assert!(e.contains("socket address"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/x\"\nmode = \"both\"\n");
+        let e = err(
+            "[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/x\"\nmode = \"both\"\n",
+        );
         assert!(e.starts_with("/h/config.toml:7: "), "{e}");
         assert!(e.contains("send-receive"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nrescan_interval_secs = 0\n");
         assert!(e.starts_with("/h/config.toml:4: "), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"rel\"\n");
-        assert!(
-            e.starts_with("/h/config.toml:6: ") && e.contains("absolute"),
-            "{e}"
-        );
+        assert!(e.starts_with("/h/config.toml:6: ") && e.contains("absolute"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/a\"\n[[share]]\nname = \"w\"\npath = \"/b\"\n");
-        assert!(
-            e.starts_with("/h/config.toml:8: ") && e.contains("twice"),
-            "{e}"
-        );
+        assert!(e.starts_with("/h/config.toml:8: ") && e.contains("twice"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
-        assert!(
-            e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"),
-            "{e}"
-        );
+        assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
     }
 
     #[test]
     fn append_share_keeps_text() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(
-            &p,
-            Config::initial_text("n \"q\"", "127.0.0.1:9".parse().unwrap()),
-        )
-        .unwrap();
+        std::fs::write(&p, Config::initial_text("n \"q\"", "127.0.0.1:9".parse().unwrap())).unwrap();
         let share = ShareConfig {
             name: "docs".into(),
             path: "/tmp/some dir/ü".into(),
@@ -373,12 +327,7 @@ mod tests {
         let c = Config::append_share(&p, &share).unwrap();
         assert_eq!(c.node.name, "n \"q\"");
         assert_eq!(c.shares[0].path, PathBuf::from("/tmp/some dir/ü"));
-        assert!(std::fs::read_to_string(&p)
-            .unwrap()
-            .starts_with("# meshsync node config"));
-        assert!(Config::append_share(&p, &share)
-            .unwrap_err()
-            .to_string()
-            .contains("twice"));
+        assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
+        assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
     }
 }

@@ -21,10 +21,7 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         for c in &mut self.children {
             // SIGTERM for a clean shutdown (index flushed), then reap.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         }
         for c in &mut self.children {
             let _ = c.wait();
@@ -37,36 +34,20 @@ fn exe() -> anyhow::Result<PathBuf> {
 }
 
 fn cli(home: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(exe()?)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()?;
+    let out = Command::new(exe()?).arg("--home").arg(home).args(args).output()?;
     if !out.status.success() {
-        bail!(
-            "meshsync {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("meshsync {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn start(mesh: &mut Mesh, home: &Path) -> anyhow::Result<()> {
     let log = std::fs::File::create(home.join("daemon.log"))?;
-    let child = Command::new(exe()?)
-        .arg("--home")
-        .arg(home)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
+    let child = Command::new(exe()?).arg("--home").arg(home).arg("run").stdout(Stdio::null()).stderr(log).spawn()?;
     mesh.children.push(child);
     Ok(())
 }
@@ -80,19 +61,11 @@ fn file_hash(p: &Path) -> Option<blake3::Hash> {
 /// Runs the demo.
 pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let tmp = tempfile::Builder::new()
-        .prefix("meshsync-demo-")
-        .tempdir()?;
-    let mut mesh = Mesh {
-        dir: tmp.path().to_path_buf(),
-        children: Vec::new(),
-    };
+    let tmp = tempfile::Builder::new().prefix("meshsync-demo-").tempdir()?;
+    let mut mesh = Mesh { dir: tmp.path().to_path_buf(), children: Vec::new() };
     let names = ["alpha", "beta", "gamma"];
     let homes: Vec<PathBuf> = names.iter().map(|n| mesh.dir.join(n)).collect();
-    let shares: Vec<PathBuf> = names
-        .iter()
-        .map(|n| mesh.dir.join(format!("{n}-share")))
-        .collect();
+    let shares: Vec<PathBuf> = names.iter().map(|n| mesh.dir.join(format!("{n}-share"))).collect();
     println!("demo mesh in {}", mesh.dir.display());
     for (i, name) in names.iter().enumerate() {
         let listen = format!("127.0.0.1:{}", free_port()?);
@@ -102,20 +75,16 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
         } else {
             // Every member can invite: gamma is invited by beta, not by the first node.
             let token = cli(&homes[i - 1], &["invite", "--ttl", "10m"])?;
-            cli(
-                &homes[i],
-                &["join", token.trim(), "--name", name, "--listen", &listen],
-            )?;
-            println!("  $ meshsync invite   (on {})  ->  meshsync join <token> --name {name} --listen {listen}", names[i - 1]);
+            cli(&homes[i], &["join", token.trim(), "--name", name, "--listen", &listen])?;
+            println!(
+                "  $ meshsync invite   (on {})  ->  meshsync join <token> --name {name} --listen {listen}",
+                names[i - 1]
+            );
         }
         let cfg = homes[i].join("config.toml");
-        let text = std::fs::read_to_string(&cfg)?
-            .replace("rescan_interval_secs = 5", "rescan_interval_secs = 1");
+        let text = std::fs::read_to_string(&cfg)?.replace("rescan_interval_secs = 5", "rescan_interval_secs = 1");
         std::fs::write(&cfg, text)?;
-        cli(
-            &homes[i],
-            &["share", "add", "demo", &shares[i].to_string_lossy()],
-        )?;
+        cli(&homes[i], &["share", "add", "demo", &shares[i].to_string_lossy()])?;
         println!("  $ meshsync share add demo {}", shares[i].display());
         start(&mut mesh, &homes[i])?;
         println!("  $ meshsync run      ({name})");
@@ -133,10 +102,7 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            bail!(
-                "mesh did not connect within 15 s; logs are in {}/*/daemon.log",
-                mesh.dir.display()
-            );
+            bail!("mesh did not connect within 15 s; logs are in {}/*/daemon.log", mesh.dir.display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -160,11 +126,9 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
     println!("wrote {size_mib} MiB to alpha:{}", final_path.display());
 
     let mp = MultiProgress::new();
-    let style = ProgressStyle::with_template(
-        "{prefix:>6} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style = ProgressStyle::with_template("{prefix:>6} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
     let bars: Vec<ProgressBar> = names[1..]
         .iter()
         .map(|n| {
@@ -196,10 +160,7 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
             }
         }
         if Instant::now() > deadline {
-            bail!(
-                "file did not arrive within 60 s; logs are in {}/*/daemon.log",
-                mesh.dir.display()
-            );
+            bail!("file did not arrive within 60 s; logs are in {}/*/daemon.log", mesh.dir.display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -210,11 +171,7 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
     // Give the indexes a moment to settle so status shows the mesh in sync.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let st = control::status(&Home::new(&homes[0])).await?;
-    println!(
-        "\n$ meshsync --home {} status\n{}",
-        homes[0].display(),
-        st.human()
-    );
+    println!("\n$ meshsync --home {} status\n{}", homes[0].display(), st.human());
     for (i, n) in names.iter().enumerate() {
         let st = control::status(&Home::new(&homes[i])).await?;
         println!(
@@ -229,23 +186,13 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
         for h in &homes {
             println!("  meshsync --home {} status", h.display());
         }
-        println!(
-            "drop files into {}/*-share/ and watch them spread.",
-            mesh.dir.display()
-        );
-        println!(
-            "stop it with: kill {}   (then rm -r {})",
-            pids.join(" "),
-            mesh.dir.display()
-        );
+        println!("drop files into {}/*-share/ and watch them spread.", mesh.dir.display());
+        println!("stop it with: kill {}   (then rm -r {})", pids.join(" "), mesh.dir.display());
         mesh.children.clear();
         let _ = tmp.keep();
     } else {
         drop(mesh);
-        println!(
-            "\ndemo done in {:.1} s; cleaned up",
-            started.elapsed().as_secs_f64()
-        );
+        println!("\ndemo done in {:.1} s; cleaned up", started.elapsed().as_secs_f64());
     }
     Ok(())
 }

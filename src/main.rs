@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "meshsync",
-    version,
-    about = "Peer-to-peer mesh sync: every host feeds every other host"
-)]
+#[command(name = "meshsync", version, about = "Peer-to-peer mesh sync: every host feeds every other host")]
 struct Cli {
     /// Node home directory (keys, config, index). Defaults to ~/.meshsync.
     #[arg(long, global = true, env = "MESHSYNC_HOME")]
@@ -97,8 +93,7 @@ fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
     match cli_home {
         Some(h) => Ok(Home::new(h)),
         None => {
-            let base = std::env::var_os("HOME")
-                .context("neither --home, MESHSYNC_HOME nor HOME is set")?;
+            let base = std::env::var_os("HOME").context("neither --home, MESHSYNC_HOME nor HOME is set")?;
             Ok(Home::new(PathBuf::from(base).join(".meshsync")))
         }
     }
@@ -107,9 +102,7 @@ fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Human => b.init(),
@@ -121,35 +114,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Init { name, listen } => {
             let h = home(cli.home)?;
             let id = setup::init(&h, &name, listen)?;
-            println!(
-                "created mesh; node {name} is {id}\nhome: {}",
-                h.dir().display()
-            );
+            println!("created mesh; node {name} is {id}\nhome: {}", h.dir().display());
             println!("next: `meshsync share add NAME PATH`, `meshsync run`, and `meshsync invite` for other hosts");
         }
         Cmd::Invite { ttl, no_invite } => {
-            let right = if no_invite {
-                InviteRight::NoInvite
-            } else {
-                InviteRight::CanInvite
-            };
+            let right = if no_invite { InviteRight::NoInvite } else { InviteRight::CanInvite };
             println!("{}", setup::invite(&home(cli.home)?, ttl, right)?);
         }
-        Cmd::Join {
-            token,
-            name,
-            listen,
-        } => {
+        Cmd::Join { token, name, listen } => {
             let h = home(cli.home)?;
             let out = daemon::join(&h, &token, &name, listen).await?;
-            println!(
-                "joined via {}; node {name} is {}; {} peer(s) known",
-                out.inviter, out.id, out.peers
-            );
+            println!("joined via {}; node {name} is {}; {} peer(s) known", out.inviter, out.id, out.peers);
         }
-        Cmd::Share {
-            cmd: ShareCmd::Add { name, path, mode },
-        } => {
+        Cmd::Share { cmd: ShareCmd::Add { name, path, mode } } => {
             let h = home(cli.home)?;
             setup::share_add(&h, &name, &path, mode)?;
             println!("share {name} added ({})", mode.as_str());
@@ -166,8 +143,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print!("{raw}");
             } else {
-                let st: ops::status::Status = serde_json::from_str(&raw)
-                    .with_context(|| format!("daemon answered: {raw}"))?;
+                let st: ops::status::Status =
+                    serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
                 print!("{}", st.human());
             }
         }

@@ -12,25 +12,16 @@ use std::time::Duration;
 /// Creates a new mesh in `home`: CA, this node's identity, config.
 pub fn init(home: &Home, name: &str, listen: SocketAddr) -> anyhow::Result<NodeId> {
     if home.config().exists() {
-        bail!(
-            "{} already holds a node (found {})",
-            home.dir().display(),
-            home.config().display()
-        );
+        bail!("{} already holds a node (found {})", home.dir().display(), home.config().display());
     }
     if name.trim().is_empty() {
         bail!("--name must not be empty");
     }
-    std::fs::create_dir_all(home.dir())
-        .with_context(|| format!("creating {}", home.dir().display()))?;
+    std::fs::create_dir_all(home.dir()).with_context(|| format!("creating {}", home.dir().display()))?;
     let ident = new_mesh(name)?;
     ident.save(home)?;
-    crate::home::write_atomic(
-        &home.config(),
-        Config::initial_text(name, listen).as_bytes(),
-        0o644,
-    )
-    .with_context(|| format!("writing {}", home.config().display()))?;
+    crate::home::write_atomic(&home.config(), Config::initial_text(name, listen).as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", home.config().display()))?;
     Ok(ident.id)
 }
 
@@ -41,37 +32,17 @@ pub fn invite(home: &Home, ttl: Duration, right: InviteRight) -> anyhow::Result<
     if ident.ca_key_der.is_none() {
         bail!("this node joined with --no-invite and holds no CA key; run `meshsync invite` on another member");
     }
-    let t = token::issue(
-        home,
-        ident.ca_fingerprint(),
-        cfg.node.advertise.clone(),
-        ttl,
-        right,
-    )?;
+    let t = token::issue(home, ident.ca_fingerprint(), cfg.node.advertise.clone(), ttl, right)?;
     Ok(t.encode())
 }
 
 /// Adds a share to the config (the running daemon picks it up).
 pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyhow::Result<()> {
     valid_share_name(name).map_err(anyhow::Error::msg)?;
-    let path = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(path)
-    };
+    let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-    let path = path
-        .canonicalize()
-        .with_context(|| format!("resolving {}", path.display()))?;
-    Config::append_share(
-        &home.config(),
-        &ShareConfig {
-            name: name.to_string(),
-            path,
-            mode,
-            ignore: Vec::new(),
-        },
-    )?;
+    let path = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+    Config::append_share(&home.config(), &ShareConfig { name: name.to_string(), path, mode, ignore: Vec::new() })?;
     Ok(())
 }
 
@@ -79,9 +50,7 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 30m, 1h, 2d"))?;
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 30m, 1h, 2d"))?;
     let mul = match unit {
         "" | "s" => 1,
         "m" => 60,

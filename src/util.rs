@@ -9,20 +9,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The modification time of a file, with nanoseconds.
 pub fn mtime_of(m: &Metadata) -> Mtime {
-    Mtime {
-        secs: m.mtime(),
-        nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32,
-    }
+    Mtime { secs: m.mtime(), nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32 }
 }
 
 /// Converts to `SystemTime`.
 pub fn system_time(t: Mtime) -> SystemTime {
-    if t.secs >= 0 {
-        UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
+    // Peers send these: out-of-range values clamp to the epoch instead of panicking.
+    let nanos = Duration::from_nanos(t.nanos.min(999_999_999) as u64);
+    let t = if t.secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(t.secs as u64))
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
-            + Duration::from_nanos(t.nanos as u64)
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.secs.unsigned_abs()))
+    };
+    t.and_then(|t| t.checked_add(nanos)).unwrap_or(UNIX_EPOCH)
 }
 
 /// Sets the modification time of a file or directory (not following symlinks is
@@ -47,12 +46,7 @@ pub fn safe_join(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
                         format!("{} passes through a symlink", rel),
                     ))
                 }
-                Ok(m) if !m.is_dir() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Other,
-                        format!("{} is not a directory", p.display()),
-                    ))
-                }
+                Ok(m) if !m.is_dir() => return Err(io::Error::other(format!("{} is not a directory", p.display()))),
                 _ => {}
             }
         }

@@ -62,10 +62,7 @@ impl NodeHandle {
     /// Stops the node cleanly: sessions closed, index flushed, control socket removed.
     pub async fn shutdown(mut self) {
         self.node.cancel.cancel();
-        self.node
-            .net
-            .endpoint()
-            .close(0u32.into(), b"shutting down");
+        self.node.net.endpoint().close(0u32.into(), b"shutting down");
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
         loop {
@@ -85,30 +82,17 @@ impl NodeHandle {
 impl Node {
     /// This node as gossiped.
     pub fn me(&self) -> PeerInfo {
-        PeerInfo {
-            id: self.ident.id.0,
-            name: self.config.node.name.clone(),
-            addrs: self.config.node.advertise.clone(),
-        }
+        PeerInfo { id: self.ident.id.0, name: self.config.node.name.clone(), addrs: self.config.node.advertise.clone() }
     }
 
     /// One share.
     pub fn share(&self, name: &str) -> Option<Arc<Share>> {
-        self.shares
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.shares.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
     /// All shares.
     pub fn share_list(&self) -> Vec<Arc<Share>> {
-        self.shares
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.shares.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Records a peer learned by gossip or join; wakes the dialer when it is new or moved.
@@ -129,17 +113,10 @@ impl Node {
         self.dial_now.notify_one();
     }
 
-    fn add_share(
-        self: &Arc<Self>,
-        cfg: ShareConfig,
-        tasks: &mut tokio::task::JoinSet<()>,
-    ) -> anyhow::Result<()> {
+    fn add_share(self: &Arc<Self>, cfg: ShareConfig, tasks: &mut tokio::task::JoinSet<()>) -> anyhow::Result<()> {
         let share = Arc::new(Share::open(self, cfg)?);
         let name = share.cfg.name.clone();
-        self.shares
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), share.clone());
+        self.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), share.clone());
         let node = self.clone();
         let span = tracing::info_span!("share", share = %name);
         tasks.spawn(share::run(node, share).instrument(span));
@@ -151,16 +128,12 @@ impl Node {
 /// Starts a node from its home: index, endpoint, share workers, sessions, control socket.
 pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     let config = Config::load(&home.config())?;
-    let ident = Identity::load(home)
-        .context("loading this node's identity (did you run `meshsync init` or `join`?)")?;
+    let ident =
+        Identity::load(home).context("loading this node's identity (did you run `meshsync init` or `join`?)")?;
     let index = Index::open(&home.index()).with_context(|| {
-        format!(
-            "opening the index in {} (is another meshsync running with this home?)",
-            home.index().display()
-        )
+        format!("opening the index in {} (is another meshsync running with this home?)", home.index().display())
     })?;
-    let net = Net::bind(&ident, config.node.listen)
-        .with_context(|| format!("listening on {}", config.node.listen))?;
+    let net = Net::bind(&ident, config.node.listen).with_context(|| format!("listening on {}", config.node.listen))?;
     let node = Arc::new(Node {
         home: home.clone(),
         peers: Arc::new(Peers::new(ident.id)),
@@ -269,19 +242,14 @@ async fn dial_loop(node: Arc<Node>) {
             let node = node.clone();
             tokio::spawn(async move {
                 for addr in &p.addrs {
-                    match tokio::time::timeout(Duration::from_secs(5), node.net.connect(*addr))
-                        .await
-                    {
+                    match tokio::time::timeout(Duration::from_secs(5), node.net.connect(*addr)).await {
                         Ok(Ok(conn)) => {
                             if crate::net::peer_node_id(&conn) != Some(id) {
                                 warn!(%addr, "a different node answered at this peer's address");
                                 conn.close(2u32.into(), b"unexpected node");
                                 continue;
                             }
-                            node.dial_state
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&id);
+                            node.dial_state.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                             session::run(node.clone(), conn, true).await;
                             return;
                         }

@@ -7,8 +7,7 @@ use crate::index::RelPath;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
-    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, MAX_BATCH_ENTRIES, MAX_CHUNK,
-    PROTOCOL_MINOR,
+    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, MAX_BATCH_ENTRIES, MAX_CHUNK, PROTOCOL_MINOR,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -54,12 +53,7 @@ fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, NetError> {
     })
 }
 
-async fn session(
-    node: &Arc<Node>,
-    conn: &quinn::Connection,
-    peer: NodeId,
-    dialed: bool,
-) -> Result<(), NetError> {
+async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, dialed: bool) -> Result<(), NetError> {
     let (mut send, mut recv) = if dialed {
         conn.open_bi().await?
     } else {
@@ -68,11 +62,7 @@ async fn session(
             .map_err(|_| NetError::Protocol("no control stream within 10 s".into()))??
     };
     let mut share_added = node.share_added.subscribe();
-    let shares = node
-        .share_list()
-        .iter()
-        .map(|s| share_hello(s, &peer))
-        .collect::<Result<Vec<_>, _>>()?;
+    let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
     let hello = Hello {
         minor: PROTOCOL_MINOR,
         name: node.config.node.name.clone(),
@@ -80,14 +70,9 @@ async fn session(
         shares,
     };
     proto::write_frame(&mut send, &hello).await?;
-    let theirs: Hello = proto::read_frame(&mut recv)
-        .await?
-        .ok_or_else(|| NetError::Protocol("closed before Hello".into()))?;
-    node.learn_peer(proto::PeerInfo {
-        id: peer.0,
-        name: theirs.name.clone(),
-        addrs: theirs.addrs.clone(),
-    });
+    let theirs: Hello =
+        proto::read_frame(&mut recv).await?.ok_or_else(|| NetError::Protocol("closed before Hello".into()))?;
+    node.learn_peer(proto::PeerInfo { id: peer.0, name: theirs.name.clone(), addrs: theirs.addrs.clone() });
     let registered = node.peers.register(PeerConn {
         id: peer,
         name: theirs.name.clone(),
@@ -100,7 +85,7 @@ async fn session(
         conn.close(0u32.into(), b"duplicate connection");
         return Ok(());
     }
-    info!(name = %theirs.name, minor = theirs.minor.min(PROTOCOL_MINOR), "connected");
+    info!(name = %theirs.name, their_minor = theirs.minor, "connected");
 
     let (tx, mut rx) = mpsc::channel::<Control>(16);
     let mut tasks = tokio::task::JoinSet::new();
@@ -119,11 +104,7 @@ async fn session(
     gossip.push(node.me());
     let _ = tx.send(Control::Peers(gossip)).await;
 
-    let mut peer_shares: HashMap<String, ShareHello> = theirs
-        .shares
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
+    let mut peer_shares: HashMap<String, ShareHello> = theirs.shares.into_iter().map(|s| (s.name.clone(), s)).collect();
     let mut sending: HashSet<String> = HashSet::new();
     let start_senders = |peer_shares: &HashMap<String, ShareHello>,
                          sending: &mut HashSet<String>,
@@ -140,10 +121,7 @@ async fn session(
                 Some((id, seq)) if id == our_id => seq,
                 _ => 0,
             };
-            tasks.spawn(
-                index_sender(share, tx.clone(), start)
-                    .instrument(tracing::info_span!("share", share = %name)),
-            );
+            tasks.spawn(index_sender(share, tx.clone(), start).instrument(tracing::info_span!("share", share = %name)));
         }
     };
     start_senders(&peer_shares, &mut sending, &mut tasks);
@@ -230,15 +208,14 @@ async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u6
         seq_rx.borrow_and_update();
         let idx = share.ctx.index.clone();
         let from = sent;
-        let recs =
-            match tokio::task::spawn_blocking(move || idx.since(from, MAX_BATCH_ENTRIES)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "index read failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+        let recs = match tokio::task::spawn_blocking(move || idx.since(from, MAX_BATCH_ENTRIES)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                warn!(error = %e, "index read failed");
+                return;
+            }
+            Err(_) => return,
+        };
         let Some(last) = recs.last() else {
             if seq_rx.changed().await.is_err() {
                 return;
@@ -246,11 +223,7 @@ async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u6
             continue;
         };
         let upto = last.seq;
-        let entries = recs
-            .into_iter()
-            .filter(|r| !r.local_change)
-            .map(|r| r.entry)
-            .collect();
+        let entries = recs.into_iter().filter(|r| !r.local_change).map(|r| r.entry).collect();
         let msg = Control::Index {
             share: share.cfg.name.clone(),
             index_id: share.ctx.index.index_id().unwrap_or(0),
@@ -279,24 +252,16 @@ async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn
     let data = match node.share(&req.share) {
         Some(share) if req.len <= MAX_CHUNK => {
             let ctx = share.ctx.clone();
-            tokio::task::spawn_blocking(move || {
-                ctx.read_local_chunk(&req.hash, req.len).ok().flatten()
-            })
-            .await
-            .ok()
-            .flatten()
+            tokio::task::spawn_blocking(move || ctx.read_local_chunk(&req.hash, req.len).ok().flatten())
+                .await
+                .ok()
+                .flatten()
         }
         _ => None,
     };
     let res = match data {
         Some(d) => {
-            let r = proto::write_frame(
-                &mut send,
-                &ChunkReply::Data {
-                    len: d.len() as u32,
-                },
-            )
-            .await;
+            let r = proto::write_frame(&mut send, &ChunkReply::Data { len: d.len() as u32 }).await;
             match r {
                 Ok(()) => match send.write_all(&d).await {
                     Ok(()) => {
@@ -309,9 +274,7 @@ async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn
                 Err(e) => Err(e.to_string()),
             }
         }
-        None => proto::write_frame(&mut send, &ChunkReply::NotFound)
-            .await
-            .map_err(|e| e.to_string()),
+        None => proto::write_frame(&mut send, &ChunkReply::NotFound).await.map_err(|e| e.to_string()),
     };
     if let Err(e) = res {
         debug!(error = %e, "chunk reply failed");

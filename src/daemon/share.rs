@@ -38,11 +38,9 @@ pub struct Share {
 impl Share {
     /// Opens the share's index trees and creates its folder if missing.
     pub fn open(node: &Node, cfg: ShareConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&cfg.path)
-            .with_context(|| format!("creating share folder {}", cfg.path.display()))?;
+        std::fs::create_dir_all(&cfg.path).with_context(|| format!("creating share folder {}", cfg.path.display()))?;
         let index = node.index.share(&cfg.name)?;
-        let ignore = Ignore::new(&cfg.ignore)
-            .with_context(|| format!("ignore patterns of share {}", cfg.name))?;
+        let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
         Ok(Self {
             ctx: ShareCtx {
@@ -69,18 +67,12 @@ impl Share {
         if paths.is_empty() {
             return;
         }
-        self.dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .paths
-            .extend(paths);
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths.extend(paths);
         self.wake.notify_one();
     }
 
     fn take_dirty(&self) -> Vec<RelPath> {
-        std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths)
-            .into_iter()
-            .collect()
+        std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths).into_iter().collect()
     }
 
     fn publish_seq(&self) {
@@ -102,25 +94,13 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         // Scan.
         let s2 = share.clone();
         let scanned = tokio::task::spawn_blocking(move || {
-            Scanner {
-                root: &s2.ctx.root,
-                index: &s2.ctx.index,
-                me,
-                mode: s2.cfg.mode,
-                ignore: &s2.ignore,
-            }
-            .scan()
+            Scanner { root: &s2.ctx.root, index: &s2.ctx.index, me, mode: s2.cfg.mode, ignore: &s2.ignore }.scan()
         })
         .await;
         match scanned {
             Ok(Ok(st)) => {
                 if st.changed + st.deleted > 0 {
-                    info!(
-                        changed = st.changed,
-                        deleted = st.deleted,
-                        hashed = st.hashed_bytes,
-                        "local changes"
-                    );
+                    info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, "local changes");
                 }
             }
             Ok(Err(e)) => warn!(error = %e, "scan failed"),

@@ -2,8 +2,8 @@
 
 use super::{Identity, IdentityError, NodeId};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivatePkcs8KeyDer};
 
@@ -34,10 +34,7 @@ fn node_params(name: &str) -> Result<CertificateParams, IdentityError> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, name);
     p.distinguished_name = dn;
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.use_authority_key_identifier_extension = true;
     validity(&mut p, 20);
@@ -47,17 +44,13 @@ fn node_params(name: &str) -> Result<CertificateParams, IdentityError> {
 impl CaMaterial {
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, IdentityError> {
         let key = key_from_der(&self.key_der)?;
-        Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.clone()), key)
-            .map_err(IdentityError::from)
+        Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.clone()), key).map_err(IdentityError::from)
     }
 
     /// Signs a certificate for a public key.
     fn sign(&self, public_key: &impl PublicKeyData, name: &str) -> Result<Vec<u8>, IdentityError> {
         let issuer = self.issuer()?;
-        Ok(node_params(name)?
-            .signed_by(public_key, &issuer)?
-            .der()
-            .to_vec())
+        Ok(node_params(name)?.signed_by(public_key, &issuer)?.der().to_vec())
     }
 }
 
@@ -72,10 +65,7 @@ pub fn new_mesh(mesh_label: &str) -> Result<Identity, IdentityError> {
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut p, 30);
     let ca_cert = p.self_signed(&ca_key)?;
-    let ca = CaMaterial {
-        cert_der: ca_cert.der().to_vec(),
-        key_der: ca_key.serialize_der(),
-    };
+    let ca = CaMaterial { cert_der: ca_cert.der().to_vec(), key_der: ca_key.serialize_der() };
     let node_key = KeyPair::generate()?;
     let cert_der = ca.sign(&node_key, mesh_label)?;
     Ok(Identity {
@@ -101,9 +91,7 @@ pub fn make_csr(name: &str) -> Result<(Vec<u8>, Vec<u8>), IdentityError> {
 
 /// Verifies a certificate request (proof of key possession) and signs it for `name`.
 pub fn sign_csr(ca: &CaMaterial, csr_der: &[u8], name: &str) -> Result<Vec<u8>, IdentityError> {
-    let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-        csr_der.to_vec(),
-    ))?;
+    let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der.to_vec()))?;
     ca.sign(&csr.public_key, name)
 }
 
@@ -118,10 +106,7 @@ mod tests {
         let (key_der, csr) = make_csr("b").unwrap();
         let cert = sign_csr(&ca, &csr, "b").unwrap();
         let key = key_from_der(&key_der).unwrap();
-        assert_eq!(
-            NodeId::from_cert_der(&cert).unwrap(),
-            NodeId::from_spki(&key.subject_public_key_info())
-        );
+        assert_eq!(NodeId::from_cert_der(&cert).unwrap(), NodeId::from_spki(&key.subject_public_key_info()));
     }
 
     #[test]

@@ -46,8 +46,8 @@ impl NodeId {
 
     /// The id of the key in a DER certificate.
     pub fn from_cert_der(der: &[u8]) -> Result<Self, IdentityError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| IdentityError::Cert(format!("parse: {e}")))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Cert(format!("parse: {e}")))?;
         Ok(Self::from_spki(cert.tbs_certificate.subject_pki.raw))
     }
 
@@ -61,12 +61,9 @@ impl NodeId {
     /// Parses the base32 form (case-insensitive).
     pub fn parse(s: &str) -> Result<Self, IdentityError> {
         let up = s.trim().to_ascii_uppercase();
-        let v = data_encoding::BASE32_NOPAD
-            .decode(up.as_bytes())
-            .map_err(|_| IdentityError::BadNodeId(s.to_string()))?;
-        let arr: [u8; 32] = v
-            .try_into()
-            .map_err(|_| IdentityError::BadNodeId(s.to_string()))?;
+        let v =
+            data_encoding::BASE32_NOPAD.decode(up.as_bytes()).map_err(|_| IdentityError::BadNodeId(s.to_string()))?;
+        let arr: [u8; 32] = v.try_into().map_err(|_| IdentityError::BadNodeId(s.to_string()))?;
         Ok(Self(arr))
     }
 }
@@ -109,10 +106,7 @@ fn pem_decode(text: &str, path: &std::path::Path) -> Result<Vec<u8>, IdentityErr
 }
 
 fn read(path: &std::path::Path) -> Result<String, IdentityError> {
-    std::fs::read_to_string(path).map_err(|source| IdentityError::File {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| IdentityError::File { path: path.to_path_buf(), source })
 }
 
 impl Identity {
@@ -124,21 +118,10 @@ impl Identity {
         let ca_key_der = match std::fs::read_to_string(home.ca_key()) {
             Ok(t) => Some(pem_decode(&t, &home.ca_key())?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(IdentityError::File {
-                    path: home.ca_key(),
-                    source,
-                })
-            }
+            Err(source) => return Err(IdentityError::File { path: home.ca_key(), source }),
         };
         let id = NodeId::from_cert_der(&cert_der)?;
-        Ok(Self {
-            id,
-            key_der,
-            cert_der,
-            ca_cert_der,
-            ca_key_der,
-        })
+        Ok(Self { id, key_der, cert_der, ca_cert_der, ca_key_der })
     }
 
     /// Writes the identity files (keys 0600).
@@ -151,21 +134,9 @@ impl Identity {
             };
             r.map_err(|source| IdentityError::File { path, source })
         };
-        w(
-            home.node_key(),
-            pem_encode("PRIVATE KEY", &self.key_der),
-            true,
-        )?;
-        w(
-            home.node_cert(),
-            pem_encode("CERTIFICATE", &self.cert_der),
-            false,
-        )?;
-        w(
-            home.ca_cert(),
-            pem_encode("CERTIFICATE", &self.ca_cert_der),
-            false,
-        )?;
+        w(home.node_key(), pem_encode("PRIVATE KEY", &self.key_der), true)?;
+        w(home.node_cert(), pem_encode("CERTIFICATE", &self.cert_der), false)?;
+        w(home.ca_cert(), pem_encode("CERTIFICATE", &self.ca_cert_der), false)?;
         if let Some(k) = &self.ca_key_der {
             w(home.ca_key(), pem_encode("PRIVATE KEY", k), true)?;
         }
@@ -179,10 +150,7 @@ impl Identity {
 
     /// The CA, when this node holds its key.
     pub fn ca(&self) -> Option<CaMaterial> {
-        self.ca_key_der.as_ref().map(|k| CaMaterial {
-            cert_der: self.ca_cert_der.clone(),
-            key_der: k.clone(),
-        })
+        self.ca_key_der.as_ref().map(|k| CaMaterial { cert_der: self.ca_cert_der.clone(), key_der: k.clone() })
     }
 }
 
@@ -210,10 +178,7 @@ mod tests {
         assert_eq!(back.id, ident.id);
         assert_eq!(back.key_der, ident.key_der);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.node_key())
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(home.node_key()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

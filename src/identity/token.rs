@@ -64,10 +64,7 @@ pub enum InviteRight {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -84,12 +81,9 @@ impl JoinToken {
     /// Parses the text form.
     pub fn decode(s: &str) -> Result<Self, TokenError> {
         let s = s.trim();
-        let body = s
-            .strip_prefix(PREFIX)
-            .ok_or_else(|| TokenError::Malformed("wrong prefix".into()))?;
-        let bytes = data_encoding::BASE64URL_NOPAD
-            .decode(body.as_bytes())
-            .map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let body = s.strip_prefix(PREFIX).ok_or_else(|| TokenError::Malformed("wrong prefix".into()))?;
+        let bytes =
+            data_encoding::BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|e| TokenError::Malformed(e.to_string()))?;
         proto::decode(&bytes).map_err(|e| TokenError::Malformed(e.to_string()))
     }
 }
@@ -110,8 +104,7 @@ pub fn issue(
         expires: now_secs() + ttl.as_secs(),
     };
     let dir = home.invites();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| TokenError::Store(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| TokenError::Store(format!("{}: {e}", dir.display())))?;
     let stored = StoredInvite {
         secret_hash: *blake3::hash(&token.secret).as_bytes(),
         expires: token.expires,
@@ -119,17 +112,12 @@ pub fn issue(
     };
     let bytes = proto::encode(&stored).map_err(|e| TokenError::Store(e.to_string()))?;
     let path = dir.join(format!("{}.invite", hex(&token.token_id)));
-    write_private(&path, &bytes)
-        .map_err(|e| TokenError::Store(format!("{}: {e}", path.display())))?;
+    write_private(&path, &bytes).map_err(|e| TokenError::Store(format!("{}: {e}", path.display())))?;
     Ok(token)
 }
 
 /// Checks a presented token and marks it used; fails without side effects otherwise.
-pub fn redeem(
-    home: &Home,
-    token_id: &[u8; 16],
-    secret: &[u8; 32],
-) -> Result<InviteRight, TokenError> {
+pub fn redeem(home: &Home, token_id: &[u8; 16], secret: &[u8; 32]) -> Result<InviteRight, TokenError> {
     let dir = home.invites();
     let path = dir.join(format!("{}.invite", hex(token_id)));
     let used = dir.join(format!("{}.used", hex(token_id)));
@@ -138,8 +126,7 @@ pub fn redeem(
         Err(_) if used.exists() => return Err(TokenError::Used),
         Err(_) => return Err(TokenError::Forged),
     };
-    let stored: StoredInvite =
-        proto::decode(&bytes).map_err(|e| TokenError::Store(e.to_string()))?;
+    let stored: StoredInvite = proto::decode(&bytes).map_err(|e| TokenError::Store(e.to_string()))?;
     // Compare hashes in constant time so timing says nothing about the secret.
     if blake3::hash(secret) != blake3::Hash::from(stored.secret_hash) {
         return Err(TokenError::Forged);
@@ -150,11 +137,7 @@ pub fn redeem(
     }
     // The rename is the single-use guarantee: of two racing joins only one renames.
     std::fs::rename(&path, &used).map_err(|_| TokenError::Used)?;
-    Ok(if stored.can_invite {
-        InviteRight::CanInvite
-    } else {
-        InviteRight::NoInvite
-    })
+    Ok(if stored.can_invite { InviteRight::CanInvite } else { InviteRight::NoInvite })
 }
 
 #[cfg(test)]
@@ -176,50 +159,21 @@ mod tests {
         let s = t.encode();
         assert!(!s.contains(char::is_whitespace));
         assert_eq!(JoinToken::decode(&s).unwrap(), t);
-        assert!(matches!(
-            JoinToken::decode("hello"),
-            Err(TokenError::Malformed(_))
-        ));
-        assert!(matches!(
-            JoinToken::decode("msj1-!!!"),
-            Err(TokenError::Malformed(_))
-        ));
+        assert!(matches!(JoinToken::decode("hello"), Err(TokenError::Malformed(_))));
+        assert!(matches!(JoinToken::decode("msj1-!!!"), Err(TokenError::Malformed(_))));
     }
 
     #[test]
     fn redeem_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let t = issue(
-            &home,
-            [1; 32],
-            vec![],
-            Duration::from_secs(60),
-            InviteRight::NoInvite,
-        )
-        .unwrap();
-        assert_eq!(
-            redeem(&home, &t.token_id, &[9; 32]),
-            Err(TokenError::Forged)
-        );
+        let t = issue(&home, [1; 32], vec![], Duration::from_secs(60), InviteRight::NoInvite).unwrap();
+        assert_eq!(redeem(&home, &t.token_id, &[9; 32]), Err(TokenError::Forged));
         assert_eq!(redeem(&home, &[3; 16], &t.secret), Err(TokenError::Forged));
-        assert_eq!(
-            redeem(&home, &t.token_id, &t.secret),
-            Ok(InviteRight::NoInvite)
-        );
+        assert_eq!(redeem(&home, &t.token_id, &t.secret), Ok(InviteRight::NoInvite));
         assert_eq!(redeem(&home, &t.token_id, &t.secret), Err(TokenError::Used));
-        let old = issue(
-            &home,
-            [1; 32],
-            vec![],
-            Duration::from_secs(0),
-            InviteRight::CanInvite,
-        )
-        .unwrap();
+        let old = issue(&home, [1; 32], vec![], Duration::from_secs(0), InviteRight::CanInvite).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(matches!(
-            redeem(&home, &old.token_id, &old.secret),
-            Err(TokenError::Expired(_))
-        ));
+        assert!(matches!(redeem(&home, &old.token_id, &old.secret), Err(TokenError::Expired(_))));
     }
 }

@@ -141,9 +141,7 @@ impl fmt::Display for RelPath {
 }
 
 /// Modification time with nanoseconds.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug, Default)]
 pub struct Mtime {
     /// Seconds since the Unix epoch.
     pub secs: i64,
@@ -192,16 +190,12 @@ impl Entry {
     /// True when two entries describe the same content (ignoring version and mtime).
     pub fn same_content(&self, other: &Entry) -> bool {
         self.deleted == other.deleted
-            && (self.deleted
-                || (self.kind == other.kind
-                    && self.size == other.size
-                    && self.blocks == other.blocks))
+            && (self.deleted || (self.kind == other.kind && self.size == other.size && self.blocks == other.blocks))
     }
 
     /// True when content, mode and mtime match: nothing to do on disk.
     pub fn same_on_disk(&self, other: &Entry) -> bool {
-        self.same_content(other)
-            && (self.deleted || (self.mode == other.mode && self.mtime == other.mtime))
+        self.same_content(other) && (self.deleted || (self.mode == other.mode && self.mtime == other.mtime))
     }
 
     /// Byte offset of each block.
@@ -216,17 +210,26 @@ impl Entry {
 
     /// Checks internal consistency of an entry received from a peer.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.version.is_canonical() {
+            return Err("version vector is not sorted, unique and non-zero".into());
+        }
+        if self.mtime.nanos >= 1_000_000_000 {
+            return Err("mtime nanoseconds out of range".into());
+        }
         if self.deleted {
             return Ok(());
+        }
+        if self.kind != EntryKind::File && (self.size != 0 || !self.blocks.is_empty()) {
+            return Err("only files have a size and blocks".into());
+        }
+        if self.blocks.iter().any(|b| b.len > crate::proto::MAX_CHUNK) {
+            return Err("block larger than the chunk limit".into());
         }
         match &self.kind {
             EntryKind::File => {
                 let sum: u64 = self.blocks.iter().map(|b| b.len as u64).sum();
                 if sum != self.size {
-                    return Err(format!(
-                        "blocks add up to {sum} bytes, size says {}",
-                        self.size
-                    ));
+                    return Err(format!("blocks add up to {sum} bytes, size says {}", self.size));
                 }
                 if self.blocks.iter().any(|b| b.len == 0) {
                     return Err("empty block".into());
@@ -249,17 +252,24 @@ pub fn symlink_stays_inside(link: &RelPath, target: &str) -> bool {
         return false;
     }
     // Depth of the directory holding the link, then walk the target lexically.
+    // `..` is allowed only as a leading run: after a name, the name could be a
+    // symlink and `..` would then climb from wherever that link points.
     let mut depth = link.depth() as i64 - 1;
+    let mut descended = false;
     for c in target.split('/') {
         match c {
             "" | "." => {}
+            ".." if descended => return false,
             ".." => {
                 depth -= 1;
                 if depth < 0 {
                     return false;
                 }
             }
-            _ => depth += 1,
+            _ => {
+                descended = true;
+                depth += 1;
+            }
         }
     }
     true
@@ -299,16 +309,10 @@ pub fn conflict_name(loser: &Entry) -> Result<RelPath, PathError> {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    let stamp = time::OffsetDateTime::from_unix_timestamp(loser.mtime.secs)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let stamp = time::OffsetDateTime::from_unix_timestamp(loser.mtime.secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    let stamp = stamp
-        .format(&fmt)
-        .unwrap_or_else(|_| "00000000-000000".into());
-    loser.path.with_file_name(&format!(
-        "{stem}.sync-conflict-{stamp}-{}{ext}",
-        loser.modified_by
-    ))
+    let stamp = stamp.format(&fmt).unwrap_or_else(|_| "00000000-000000".into());
+    loser.path.with_file_name(&format!("{stem}.sync-conflict-{stamp}-{}{ext}", loser.modified_by))
 }
 
 #[cfg(test)]
@@ -319,34 +323,13 @@ mod tests {
     fn relpath_refusals() {
         assert!(RelPath::parse("a/b c/ü.txt").is_ok());
         assert_eq!(RelPath::parse(""), Err(PathError::Empty));
-        assert!(matches!(
-            RelPath::parse("/etc/passwd"),
-            Err(PathError::Absolute(_))
-        ));
-        assert!(matches!(
-            RelPath::parse("a/../../x"),
-            Err(PathError::BadComponent(_))
-        ));
-        assert!(matches!(
-            RelPath::parse(".."),
-            Err(PathError::BadComponent(_))
-        ));
-        assert!(matches!(
-            RelPath::parse("a//b"),
-            Err(PathError::BadComponent(_))
-        ));
-        assert!(matches!(
-            RelPath::parse("a/./b"),
-            Err(PathError::BadComponent(_))
-        ));
-        assert!(matches!(
-            RelPath::parse("a\\..\\b"),
-            Err(PathError::BadChar(_))
-        ));
-        assert!(matches!(
-            RelPath::parse(".meshsync/tmp"),
-            Err(PathError::Private(_))
-        ));
+        assert!(matches!(RelPath::parse("/etc/passwd"), Err(PathError::Absolute(_))));
+        assert!(matches!(RelPath::parse("a/../../x"), Err(PathError::BadComponent(_))));
+        assert!(matches!(RelPath::parse(".."), Err(PathError::BadComponent(_))));
+        assert!(matches!(RelPath::parse("a//b"), Err(PathError::BadComponent(_))));
+        assert!(matches!(RelPath::parse("a/./b"), Err(PathError::BadComponent(_))));
+        assert!(matches!(RelPath::parse("a\\..\\b"), Err(PathError::BadChar(_))));
+        assert!(matches!(RelPath::parse(".meshsync/tmp"), Err(PathError::Private(_))));
         assert!(RelPath::parse(".meshsyncx").is_ok());
     }
 
@@ -365,7 +348,8 @@ mod tests {
         assert!(!symlink_stays_inside(&l, "/etc"));
         let top = RelPath::parse("link").unwrap();
         assert!(!symlink_stays_inside(&top, ".."));
-        assert!(symlink_stays_inside(&top, "d/../f"));
+        assert!(!symlink_stays_inside(&top, "d/../f"), "`..` after a name may climb through a link");
+        assert!(!symlink_stays_inside(&l, "s/../../../x"));
     }
 
     fn e(node: u64, counter: u64, secs: i64) -> Entry {
@@ -401,17 +385,10 @@ mod tests {
     fn conflict_names() {
         let a = e(0x0102030405060708, 1, 1_700_000_000);
         let n = conflict_name(&a).unwrap();
-        assert!(
-            n.as_str()
-                .starts_with("dir/report.sync-conflict-20231114-221320-"),
-            "{n}"
-        );
+        assert!(n.as_str().starts_with("dir/report.sync-conflict-20231114-221320-"), "{n}");
         assert!(n.as_str().ends_with(".txt"));
         let mut b = a.clone();
         b.path = RelPath::parse(".bashrc").unwrap();
-        assert!(conflict_name(&b)
-            .unwrap()
-            .as_str()
-            .starts_with(".bashrc.sync-conflict-"));
+        assert!(conflict_name(&b).unwrap().as_str().starts_with(".bashrc.sync-conflict-"));
     }
 }

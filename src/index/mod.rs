@@ -5,8 +5,8 @@ mod entry;
 mod vv;
 
 pub use entry::{
-    conflict_name, pick_winner, symlink_stays_inside, Block, ChunkHash, Entry, EntryKind, Mtime,
-    PathError, RelPath, PRIVATE_DIR,
+    conflict_name, pick_winner, symlink_stays_inside, Block, ChunkHash, Entry, EntryKind, Mtime, PathError, RelPath,
+    PRIVATE_DIR,
 };
 pub use vv::{ShortId, VersionVector, VvOrder};
 
@@ -50,10 +50,7 @@ pub struct Index {
 impl Index {
     /// Opens (or creates) the index in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(500))
-            .open()?;
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open()?;
         let peers = db.open_tree("peers")?;
         Ok(Self { db, peers })
     }
@@ -73,9 +70,7 @@ impl Index {
             }),
         };
         if s.inner.meta.get("index_id")?.is_none() {
-            s.inner
-                .meta
-                .insert("index_id", &rand::random::<u64>().to_be_bytes())?;
+            s.inner.meta.insert("index_id", &rand::random::<u64>().to_be_bytes())?;
         }
         Ok(s)
     }
@@ -88,11 +83,7 @@ impl Index {
 
     /// All known peers.
     pub fn peers(&self) -> Result<Vec<PeerInfo>, IndexError> {
-        self.peers
-            .iter()
-            .values()
-            .map(|v| Ok(proto::decode(&v?)?))
-            .collect()
+        self.peers.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
     }
 
     /// Writes everything to disk.
@@ -143,22 +134,12 @@ fn chunk_key(hash: &ChunkHash, path: &RelPath) -> Vec<u8> {
 impl ShareIndex {
     /// Random id of this index; a new one means peers must resend everything.
     pub fn index_id(&self) -> Result<u64, IndexError> {
-        Ok(self
-            .inner
-            .meta
-            .get("index_id")?
-            .map(|v| u64_at(&v))
-            .unwrap_or(0))
+        Ok(self.inner.meta.get("index_id")?.map(|v| u64_at(&v)).unwrap_or(0))
     }
 
     /// Newest local sequence number.
     pub fn max_seq(&self) -> Result<u64, IndexError> {
-        Ok(self
-            .inner
-            .meta
-            .get("max_seq")?
-            .map(|v| u64_at(&v))
-            .unwrap_or(0))
+        Ok(self.inner.meta.get("max_seq")?.map(|v| u64_at(&v)).unwrap_or(0))
     }
 
     /// This node's record of a path.
@@ -171,40 +152,25 @@ impl ShareIndex {
 
     /// Records a local change under the next sequence number and returns it.
     pub fn put(&self, entry: Entry, ino: u64, local_change: bool) -> Result<u64, IndexError> {
-        let _guard = self
-            .inner
-            .seq_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.get(&entry.path)?;
         let seq = self.max_seq()? + 1;
         if let Some(old) = &old {
             self.inner.by_seq.remove(old.seq.to_be_bytes())?;
             if old.entry.blocks != entry.blocks || entry.deleted {
                 for b in &old.entry.blocks {
-                    self.inner
-                        .chunks
-                        .remove(chunk_key(&b.hash, &old.entry.path))?;
+                    self.inner.chunks.remove(chunk_key(&b.hash, &old.entry.path))?;
                 }
             }
         }
         if !entry.deleted {
             for (off, b) in entry.block_offsets() {
-                self.inner
-                    .chunks
-                    .insert(chunk_key(&b.hash, &entry.path), &off.to_be_bytes())?;
+                self.inner.chunks.insert(chunk_key(&b.hash, &entry.path), &off.to_be_bytes())?;
             }
         }
         let path = entry.path.clone();
-        let rec = LocalRecord {
-            entry,
-            seq,
-            ino,
-            local_change,
-        };
-        self.inner
-            .local
-            .insert(path.as_str(), proto::encode(&rec)?)?;
+        let rec = LocalRecord { entry, seq, ino, local_change };
+        self.inner.local.insert(path.as_str(), proto::encode(&rec)?)?;
         self.inner.by_seq.insert(seq.to_be_bytes(), path.as_str())?;
         self.inner.meta.insert("max_seq", &seq.to_be_bytes())?;
         Ok(seq)
@@ -212,16 +178,10 @@ impl ShareIndex {
 
     /// Updates the inode of a record without a new sequence (nothing a peer needs).
     pub fn set_ino(&self, path: &RelPath, ino: u64) -> Result<(), IndexError> {
-        let _guard = self
-            .inner
-            .seq_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut rec) = self.get(path)? {
             rec.ino = ino;
-            self.inner
-                .local
-                .insert(path.as_str(), proto::encode(&rec)?)?;
+            self.inner.local.insert(path.as_str(), proto::encode(&rec)?)?;
         }
         Ok(())
     }
@@ -229,6 +189,7 @@ impl ShareIndex {
     /// Local records changed after `seq`, in sequence order, at most `limit`.
     pub fn since(&self, seq: u64, limit: usize) -> Result<Vec<LocalRecord>, IndexError> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for kv in self.inner.by_seq.range((seq + 1).to_be_bytes()..) {
             let (k, path) = kv?;
             let Some(rec) = self.inner.local.get(&path)? else {
@@ -239,8 +200,10 @@ impl ShareIndex {
             if rec.seq != u64_at(&k) {
                 continue;
             }
+            bytes += 64 + rec.entry.blocks.len() * 36;
             out.push(rec);
-            if out.len() >= limit {
+            // Keep a batch well under the frame limit, however large the files.
+            if out.len() >= limit || bytes >= proto::MAX_FRAME / 4 {
                 break;
             }
         }
@@ -249,12 +212,7 @@ impl ShareIndex {
 
     /// Every local record.
     pub fn all(&self) -> Result<Vec<LocalRecord>, IndexError> {
-        self.inner
-            .local
-            .iter()
-            .values()
-            .map(|v| Ok(proto::decode(&v?)?))
-            .collect()
+        self.inner.local.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
     }
 
     /// Where a chunk lies in this share's files: (path, offset). To be verified on read.
@@ -262,9 +220,7 @@ impl ShareIndex {
         let mut out = Vec::new();
         for kv in self.inner.chunks.scan_prefix(hash.0) {
             let (k, v) = kv?;
-            if let Ok(p) = std::str::from_utf8(&k[32..])
-                .map_err(|_| ())
-                .and_then(|s| RelPath::parse(s).map_err(|_| ()))
+            if let Ok(p) = std::str::from_utf8(&k[32..]).map_err(|_| ()).and_then(|s| RelPath::parse(s).map_err(|_| ()))
             {
                 out.push((p, u64_at(&v)));
             }
@@ -274,23 +230,13 @@ impl ShareIndex {
 
     /// What we hold of a peer's index: (its index id, last sequence received).
     pub fn remote_state(&self, peer: &NodeId) -> Result<Option<(u64, u64)>, IndexError> {
-        Ok(self
-            .inner
-            .remote_state
-            .get(peer.0)?
-            .map(|v| (u64_at(&v[..8]), u64_at(&v[8..]))))
+        Ok(self.inner.remote_state.get(peer.0)?.map(|v| (u64_at(&v[..8]), u64_at(&v[8..]))))
     }
 
     /// Stores a batch of a peer's entries and the sequence it reaches.
     ///
     /// A batch under a different index id than before replaces everything of that peer.
-    pub fn apply_remote(
-        &self,
-        peer: &NodeId,
-        index_id: u64,
-        entries: &[Entry],
-        upto: u64,
-    ) -> Result<(), IndexError> {
+    pub fn apply_remote(&self, peer: &NodeId, index_id: u64, entries: &[Entry], upto: u64) -> Result<(), IndexError> {
         if let Some((old_id, _)) = self.remote_state(peer)? {
             if old_id != index_id {
                 self.forget_peer(peer)?;
@@ -372,29 +318,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let idx = Index::open(dir.path()).unwrap();
         let s = idx.share("docs").unwrap();
-        let b1 = Block {
-            hash: ChunkHash::of(b"one"),
-            len: 3,
-        };
-        let b2 = Block {
-            hash: ChunkHash::of(b"two"),
-            len: 3,
-        };
+        let b1 = Block { hash: ChunkHash::of(b"one"), len: 3 };
+        let b2 = Block { hash: ChunkHash::of(b"two"), len: 3 };
         assert_eq!(s.put(entry("a", vec![b1, b2]), 1, false).unwrap(), 1);
         assert_eq!(s.put(entry("b", vec![b2]), 2, false).unwrap(), 2);
         assert_eq!(s.put(entry("a", vec![b1]), 1, false).unwrap(), 3);
-        let since: Vec<_> = s
-            .since(0, 100)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.seq)
-            .collect();
+        let since: Vec<_> = s.since(0, 100).unwrap().into_iter().map(|r| r.seq).collect();
         assert_eq!(since, vec![2, 3]);
         assert_eq!(s.since(2, 100).unwrap().len(), 1);
-        assert_eq!(
-            s.chunk_locations(&b2.hash).unwrap(),
-            vec![(RelPath::parse("b").unwrap(), 0)]
-        );
+        assert_eq!(s.chunk_locations(&b2.hash).unwrap(), vec![(RelPath::parse("b").unwrap(), 0)]);
         assert_eq!(s.chunk_locations(&b1.hash).unwrap().len(), 1);
         let id = s.index_id().unwrap();
         drop(s);
@@ -407,13 +339,9 @@ mod tests {
         let idx = Index::open(dir.path()).unwrap();
         let s = idx.share("docs").unwrap();
         let p = NodeId([7; 32]);
-        s.apply_remote(&p, 11, &[entry("x", vec![]), entry("y", vec![])], 2)
-            .unwrap();
+        s.apply_remote(&p, 11, &[entry("x", vec![]), entry("y", vec![])], 2).unwrap();
         assert_eq!(s.remote_state(&p).unwrap(), Some((11, 2)));
-        assert_eq!(
-            s.remote_for(&RelPath::parse("x").unwrap()).unwrap().len(),
-            1
-        );
+        assert_eq!(s.remote_for(&RelPath::parse("x").unwrap()).unwrap().len(), 1);
         s.apply_remote(&p, 12, &[entry("z", vec![])], 1).unwrap();
         assert_eq!(s.all_remote().unwrap().len(), 1);
         assert_eq!(s.remote_state(&p).unwrap(), Some((12, 1)));

@@ -93,6 +93,12 @@ impl VersionVector {
         &self.0
     }
 
+    /// True when sorted by node, without duplicates or zero counters (as built
+    /// here); vectors decoded from a peer must be checked.
+    pub fn is_canonical(&self) -> bool {
+        self.0.windows(2).all(|w| w[0].0 < w[1].0) && self.0.iter().all(|(_, c)| *c > 0)
+    }
+
     /// True when no change has been recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -185,10 +191,7 @@ mod tests {
         let m = b.merge(&c);
         assert_eq!(m.compare(&b), VvOrder::Greater);
         assert_eq!(m.compare(&c), VvOrder::Greater);
-        assert_eq!(
-            VersionVector::new().compare(&VersionVector::new()),
-            VvOrder::Equal
-        );
+        assert_eq!(VersionVector::new().compare(&VersionVector::new()), VvOrder::Equal);
         assert_eq!(vv(&[(5, 0)]), VersionVector::new());
     }
 

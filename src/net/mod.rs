@@ -58,8 +58,7 @@ pub fn transport() -> quinn::TransportConfig {
 }
 
 fn quic_client(cfg: rustls::ClientConfig) -> Result<quinn::ClientConfig, NetError> {
-    let q = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)
-        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let q = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut c = quinn::ClientConfig::new(Arc::new(q));
     c.transport_config(Arc::new(transport()));
     Ok(c)
@@ -80,10 +79,7 @@ impl Net {
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
         sc.transport_config(Arc::new(transport()));
         let endpoint = quinn::Endpoint::server(sc, listen)?;
-        Ok(Self {
-            endpoint,
-            mesh_client: quic_client(tls::mesh_client_config(ident)?)?,
-        })
+        Ok(Self { endpoint, mesh_client: quic_client(tls::mesh_client_config(ident)?)? })
     }
 
     /// The endpoint (to accept connections).
@@ -93,35 +89,22 @@ impl Net {
 
     /// Dials a mesh peer.
     pub async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
-        Ok(self
-            .endpoint
-            .connect_with(self.mesh_client.clone(), addr, tls::NODE_NAME)?
-            .await?)
+        Ok(self.endpoint.connect_with(self.mesh_client.clone(), addr, tls::NODE_NAME)?.await?)
     }
 }
 
 /// Dials an inviter for a join, from a throwaway endpoint.
-pub async fn connect_join(
-    ca_fingerprint: [u8; 32],
-    addr: SocketAddr,
-) -> Result<quinn::Connection, NetError> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .map_err(|_| NetError::Protocol("bad bind address".into()))?;
+pub async fn connect_join(ca_fingerprint: [u8; 32], addr: SocketAddr) -> Result<quinn::Connection, NetError> {
+    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| NetError::Protocol("bad bind address".into()))?;
     let ep = quinn::Endpoint::client(bind)?;
     let cfg = quic_client(tls::join_client_config(ca_fingerprint)?)?;
     Ok(ep.connect_with(cfg, addr, tls::NODE_NAME)?.await?)
 }
 
 /// Asks a peer for one chunk; `Ok(None)` if it does not have it. Not verified here.
-pub async fn request_chunk(
-    conn: &quinn::Connection,
-    req: &ChunkRequest,
-) -> Result<Option<Vec<u8>>, NetError> {
+pub async fn request_chunk(conn: &quinn::Connection, req: &ChunkRequest) -> Result<Option<Vec<u8>>, NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     proto::write_frame(&mut send, req).await?;
     let _ = send.finish();
@@ -130,14 +113,12 @@ pub async fn request_chunk(
         .ok_or_else(|| NetError::Protocol("stream closed before the chunk reply".into()))?;
     match reply {
         ChunkReply::NotFound => Ok(None),
-        ChunkReply::Data { len } if len != req.len || len > MAX_CHUNK => Err(NetError::Protocol(
-            format!("asked for {} bytes, peer announced {len}", req.len),
-        )),
+        ChunkReply::Data { len } if len != req.len || len > MAX_CHUNK => {
+            Err(NetError::Protocol(format!("asked for {} bytes, peer announced {len}", req.len)))
+        }
         ChunkReply::Data { len } => {
             let mut buf = vec![0u8; len as usize];
-            recv.read_exact(&mut buf)
-                .await
-                .map_err(|e| NetError::Protocol(format!("short chunk: {e}")))?;
+            recv.read_exact(&mut buf).await.map_err(|e| NetError::Protocol(format!("short chunk: {e}")))?;
             Ok(Some(buf))
         }
     }

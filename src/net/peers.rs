@@ -30,10 +30,7 @@ pub struct Peers {
 impl Peers {
     /// An empty table for node `me`.
     pub fn new(me: NodeId) -> Self {
-        Self {
-            me,
-            inner: RwLock::new(HashMap::new()),
-        }
+        Self { me, inner: RwLock::new(HashMap::new()) }
     }
 
     fn dialer(&self, p: &PeerConn) -> NodeId {
@@ -56,8 +53,7 @@ impl Peers {
                 return false;
             }
             if old.conn.stable_id() != p.conn.stable_id() {
-                old.conn
-                    .close(0u32.into(), b"replaced by another connection");
+                old.conn.close(0u32.into(), b"replaced by another connection");
             }
         }
         m.insert(p.id, p);
@@ -67,20 +63,14 @@ impl Peers {
     /// Removes a session if it is still the registered one.
     pub fn unregister(&self, id: &NodeId, conn: &quinn::Connection) {
         let mut m = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if m.get(id)
-            .is_some_and(|p| p.conn.stable_id() == conn.stable_id())
-        {
+        if m.get(id).is_some_and(|p| p.conn.stable_id() == conn.stable_id()) {
             m.remove(id);
         }
     }
 
     /// The connection to a peer, if any.
     pub fn get(&self, id: &NodeId) -> Option<quinn::Connection> {
-        self.inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .map(|p| p.conn.clone())
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|p| p.conn.clone())
     }
 
     /// True when connected.
@@ -90,11 +80,6 @@ impl Peers {
 
     /// Every session.
     pub fn list(&self) -> Vec<PeerConn> {
-        self.inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 }

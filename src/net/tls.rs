@@ -34,31 +34,23 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut r = RootCertStore::empty();
-    r.add(CertificateDer::from(ca_der.to_vec()))
-        .map_err(|e| TlsError::Anchor(e.to_string()))?;
+    r.add(CertificateDer::from(ca_der.to_vec())).map_err(|e| TlsError::Anchor(e.to_string()))?;
     Ok(Arc::new(r))
 }
 
 fn chain_and_key(ident: &Identity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let chain = vec![
-        CertificateDer::from(ident.cert_der.clone()),
-        CertificateDer::from(ident.ca_cert_der.clone()),
-    ];
-    (
-        chain,
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ident.key_der.clone())),
-    )
+    let chain = vec![CertificateDer::from(ident.cert_der.clone()), CertificateDer::from(ident.ca_cert_der.clone())];
+    (chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ident.key_der.clone())))
 }
 
 /// Server side for both ALPNs. A client certificate is optional at the TLS layer
 /// (a joining node has none yet) but, when present, must chain to the mesh CA;
 /// mesh-ALPN connections without one are closed right after the handshake.
 pub fn server_config(ident: &Identity) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Anchor(e.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Anchor(e.to_string()))?;
     let (chain, key) = chain_and_key(ident);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -88,9 +80,7 @@ pub fn mesh_client_config(ident: &Identity) -> Result<rustls::ClientConfig, TlsE
 /// Client side of a join: no certificate yet; the server must present a chain whose
 /// CA has the fingerprint from the token.
 pub fn join_client_config(ca_fingerprint: [u8; 32]) -> Result<rustls::ClientConfig, TlsError> {
-    let verifier = Arc::new(JoinServerVerifier {
-        fingerprint: ca_fingerprint,
-    });
+    let verifier = Arc::new(JoinServerVerifier { fingerprint: ca_fingerprint });
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -121,7 +111,9 @@ fn verify_with_fingerprint(
     now: UnixTime,
 ) -> Result<ServerCertVerified, rustls::Error> {
     let ca = intermediates.iter().find(|c| blake3::hash(c.as_ref()).as_bytes() == fingerprint).ok_or_else(|| {
-        rustls::Error::General("inviter's certificate is not from the mesh named in the token (CA fingerprint mismatch)".into())
+        rustls::Error::General(
+            "inviter's certificate is not from the mesh named in the token (CA fingerprint mismatch)".into(),
+        )
     })?;
     let v = WebPkiServerVerifier::builder_with_provider(
         roots(ca.as_ref()).map_err(|e| rustls::Error::General(e.to_string()))?,
@@ -143,9 +135,7 @@ impl ServerCertVerifier for MeshServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            .map_err(|e| {
-                rustls::Error::General(format!("peer certificate is not valid in this mesh: {e}"))
-            })
+            .map_err(|e| rustls::Error::General(format!("peer certificate is not valid in this mesh: {e}")))
     }
     fn verify_tls12_signature(
         &self,
@@ -177,13 +167,7 @@ impl ServerCertVerifier for JoinServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        verify_with_fingerprint(
-            &self.fingerprint,
-            end_entity,
-            intermediates,
-            server_name,
-            now,
-        )
+        verify_with_fingerprint(&self.fingerprint, end_entity, intermediates, server_name, now)
     }
     fn verify_tls12_signature(
         &self,
@@ -199,33 +183,20 @@ impl ServerCertVerifier for JoinServerVerifier {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(m, c, d, &provider().signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
 /// The node id of the peer's certificate, if it presented one.
 pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     NodeId::from_cert_der(certs.first()?.as_ref()).ok()
 }
 
 /// The negotiated ALPN.
 pub fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
-    conn.handshake_data()?
-        .downcast::<quinn::crypto::rustls::HandshakeData>()
-        .ok()?
-        .protocol
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
 }

@@ -55,9 +55,7 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
         Ok(Request::Status) => {
             let n = node.clone();
             match tokio::task::spawn_blocking(move || super::status::status(&n)).await {
-                Ok(st) => {
-                    serde_json::to_string(&st).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-                }
+                Ok(st) => serde_json::to_string(&st).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
                 Err(e) => format!("{{\"error\":\"{e}\"}}"),
             }
         }
@@ -70,12 +68,9 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
 /// Sends a request to the daemon of `home` and returns the raw JSON answer.
 pub async fn request(home: &Home, req: &Request) -> anyhow::Result<String> {
     let path = home.control_socket();
-    let stream = UnixStream::connect(&path).await.with_context(|| {
-        format!(
-            "no daemon answers on {} (start it with `meshsync run`)",
-            path.display()
-        )
-    })?;
+    let stream = UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("no daemon answers on {} (start it with `meshsync run`)", path.display()))?;
     let (r, mut w) = stream.into_split();
     w.write_all(serde_json::to_string(req)?.as_bytes()).await?;
     w.write_all(b"\n").await?;

@@ -104,12 +104,7 @@ impl Progress {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         m.insert(
             (share.to_string(), path.to_string()),
-            Transfer {
-                share: share.to_string(),
-                path: path.to_string(),
-                done,
-                total,
-            },
+            Transfer { share: share.to_string(), path: path.to_string(), done, total },
         );
     }
 
@@ -121,11 +116,6 @@ impl Progress {
 
     /// All transfers now.
     pub fn list(&self) -> Vec<Transfer> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 }

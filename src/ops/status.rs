@@ -140,23 +140,12 @@ pub fn status(node: &Node) -> Status {
                     }
                 }
             }
-            mine.insert(
-                r.entry.path.as_str().to_string(),
-                (r.entry.version.clone(), r.entry.deleted),
-            );
+            mine.insert(r.entry.path.as_str().to_string(), (r.entry.version.clone(), r.entry.deleted));
         }
         let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
         for (peer, e) in idx.all_remote().unwrap_or_default() {
-            let Entry {
-                path,
-                version,
-                deleted,
-                ..
-            } = e;
-            theirs
-                .entry(peer)
-                .or_default()
-                .insert(path.as_str().to_string(), (version, deleted));
+            let Entry { path, version, deleted, .. } = e;
+            theirs.entry(peer).or_default().insert(path.as_str().to_string(), (version, deleted));
         }
         let mut share_peers = Vec::new();
         for (peer, map) in &theirs {
@@ -184,10 +173,7 @@ pub fn status(node: &Node) -> Status {
             });
         }
         share_peers.sort_by(|a, b| a.id.cmp(&b.id));
-        let in_sync = share_peers
-            .iter()
-            .filter(|p| p.connected)
-            .all(|p| p.in_sync);
+        let in_sync = share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync);
         shares.push(ShareStatus {
             name: share.cfg.name.clone(),
             path: share.cfg.path.display().to_string(),
@@ -196,11 +182,7 @@ pub fn status(node: &Node) -> Status {
             dirs,
             bytes,
             local_changes,
-            paused: share
-                .paused
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            paused: share.paused.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             in_sync,
             peers: share_peers,
         });
@@ -238,23 +220,12 @@ impl Status {
     /// The human-readable form.
     pub fn human(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "node {} ({}) listening on {}",
-            self.node.name, &self.node.id, self.node.listen
-        );
+        let _ = writeln!(s, "node {} ({}) listening on {}", self.node.name, &self.node.id, self.node.listen);
         let _ = writeln!(s, "\npeers:");
         if self.peers.is_empty() {
-            let _ = writeln!(
-                s,
-                "  (none yet: `meshsync invite` on this node, `meshsync join` on another)"
-            );
+            let _ = writeln!(s, "  (none yet: `meshsync invite` on this node, `meshsync join` on another)");
         }
-        let names: HashMap<&str, &str> = self
-            .peers
-            .iter()
-            .map(|p| (p.id.as_str(), p.name.as_str()))
-            .collect();
+        let names: HashMap<&str, &str> = self.peers.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
         for p in &self.peers {
             let state = match &p.address {
                 Some(a) => format!("connected via {a}"),
@@ -283,11 +254,7 @@ impl Status {
                 state
             );
             if sh.local_changes > 0 {
-                let _ = writeln!(
-                    s,
-                    "    {} local changes not sent (receive-only share)",
-                    sh.local_changes
-                );
+                let _ = writeln!(s, "    {} local changes not sent (receive-only share)", sh.local_changes);
             }
             for p in &sh.peers {
                 let name = names.get(p.id.as_str()).copied().unwrap_or(&p.id[..7]);
@@ -305,11 +272,7 @@ impl Status {
         if !self.transfers.is_empty() {
             let _ = writeln!(s, "\ntransfers:");
             for t in &self.transfers {
-                let pct = if t.total == 0 {
-                    100.0
-                } else {
-                    t.done as f64 * 100.0 / t.total as f64
-                };
+                let pct = if t.total == 0 { 100.0 } else { t.done as f64 * 100.0 / t.total as f64 };
                 let _ = writeln!(
                     s,
                     "  {}/{}: {} of {} ({pct:.0}%)",

@@ -41,10 +41,7 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Writes one length-prefixed frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
-    w: &mut W,
-    v: &T,
-) -> Result<(), CodecError> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, v: &T) -> Result<(), CodecError> {
     let body = encode(v)?;
     if body.len() > MAX_FRAME {
         return Err(CodecError::TooLarge(body.len()));
@@ -57,15 +54,13 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 }
 
 /// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
-    r: &mut R,
-) -> Result<Option<T>, CodecError> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> Result<Option<T>, CodecError> {
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // End of stream is clean only between frames; inside a length prefix it is an error.
+    if r.read(&mut len[..1]).await? == 0 {
+        return Ok(None);
     }
+    r.read_exact(&mut len[1..]).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(CodecError::TooLarge(len));

@@ -22,14 +22,8 @@ const TARGET_CHUNKS: u64 = 16 * 1024;
 /// 4 MiB chunks, about 262k blocks, about 9.5 MiB of entry).
 pub fn params_for(size: u64) -> ChunkParams {
     let want = (size / TARGET_CHUNKS).max(64 << 10);
-    let avg = want
-        .next_power_of_two()
-        .min(fastcdc::v2020::AVERAGE_MAX as u64) as u32;
-    ChunkParams {
-        min: avg / 4,
-        avg,
-        max: (avg * 4).min(fastcdc::v2020::MAXIMUM_MAX),
-    }
+    let avg = want.next_power_of_two().min(fastcdc::v2020::AVERAGE_MAX as u64) as u32;
+    ChunkParams { min: avg / 4, avg, max: (avg * 4).min(fastcdc::v2020::MAXIMUM_MAX) }
 }
 
 /// Chunks a stream of `size` bytes (the size selects the parameters).
@@ -39,12 +33,9 @@ pub fn chunk_reader<R: Read>(r: R, size: u64) -> std::io::Result<Vec<Block>> {
     for c in fastcdc::v2020::StreamCDC::new(r, p.min, p.avg, p.max) {
         let c = c.map_err(|e| match e {
             fastcdc::v2020::Error::IoError(io) => io,
-            other => std::io::Error::new(std::io::ErrorKind::Other, other.to_string()),
+            other => std::io::Error::other(other.to_string()),
         })?;
-        out.push(Block {
-            hash: ChunkHash::of(&c.data),
-            len: c.length as u32,
-        });
+        out.push(Block { hash: ChunkHash::of(&c.data), len: c.length as u32 });
     }
     Ok(out)
 }
@@ -68,22 +59,12 @@ mod tests {
 
     #[test]
     fn params_scale_with_size() {
-        assert_eq!(
-            params_for(0),
-            ChunkParams {
-                min: 16 << 10,
-                avg: 64 << 10,
-                max: 256 << 10
-            }
-        );
+        assert_eq!(params_for(0), ChunkParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10 });
         assert_eq!(params_for(1 << 30).avg, 64 << 10);
         assert_eq!(params_for(4 << 30).avg, 256 << 10);
         let tib = params_for(1 << 40);
         assert_eq!(tib.avg, 4 << 20);
-        assert!(
-            (1u64 << 40) / tib.min as u64 <= 1 << 20,
-            "a 1 TiB entry stays bounded"
-        );
+        assert!((1u64 << 40) / tib.min as u64 <= 1 << 20, "a 1 TiB entry stays bounded");
     }
 
     #[test]

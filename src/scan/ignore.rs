@@ -4,15 +4,7 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 /// Names of files still being written by common tools (SFTP clients, browsers, editors).
-pub const PARTIAL_PATTERNS: &[&str] = &[
-    "*.filepart",
-    "*.part",
-    "*.crdownload",
-    "*.tmp",
-    "~$*",
-    ".*.swp",
-    ".*.swx",
-];
+pub const PARTIAL_PATTERNS: &[&str] = &["*.filepart", "*.part", "*.crdownload", "*.tmp", "~$*", ".*.swp", ".*.swx"];
 
 /// A compiled set of ignore patterns.
 #[derive(Clone, Debug)]
@@ -24,11 +16,7 @@ impl Ignore {
     /// Builds from the built-in partial patterns plus `extra`.
     pub fn new(extra: &[String]) -> Result<Self, globset::Error> {
         let mut b = GlobSetBuilder::new();
-        for p in PARTIAL_PATTERNS
-            .iter()
-            .copied()
-            .chain(extra.iter().map(|s| s.as_str()))
-        {
+        for p in PARTIAL_PATTERNS.iter().copied().chain(extra.iter().map(|s| s.as_str())) {
             let p = p.trim_end_matches('/');
             b.add(Glob::new(p)?);
         }

@@ -7,9 +7,7 @@ pub mod ignore;
 pub use ignore::Ignore;
 
 use crate::config::ShareMode;
-use crate::index::{
-    symlink_stays_inside, Entry, EntryKind, IndexError, RelPath, ShareIndex, ShortId, VersionVector,
-};
+use crate::index::{symlink_stays_inside, Entry, EntryKind, IndexError, RelPath, ShareIndex, ShortId, VersionVector};
 use crate::util::{mode_of, mtime_of};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -55,8 +53,7 @@ pub struct Scanner<'a> {
 impl Scanner<'_> {
     /// Walks the whole share once.
     pub fn scan(&self) -> Result<ScanStats, ScanError> {
-        std::fs::read_dir(self.root)
-            .map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
+        std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
         let mut stats = ScanStats::default();
         let mut seen = HashSet::new();
         let mut unreadable: Vec<String> = Vec::new();
@@ -75,11 +72,7 @@ impl Scanner<'_> {
                     warn!(path = %de.path().display(), "skipping a name that is not UTF-8");
                     continue;
                 };
-                let rel_s = if rel_dir.is_empty() {
-                    name
-                } else {
-                    format!("{rel_dir}/{name}")
-                };
+                let rel_s = if rel_dir.is_empty() { name } else { format!("{rel_dir}/{name}") };
                 if self.ignore.is_ignored(&rel_s) {
                     continue;
                 }
@@ -115,10 +108,7 @@ impl Scanner<'_> {
             if rec.entry.deleted || seen.contains(p) || self.ignore.is_ignored(p) {
                 continue;
             }
-            if unreadable
-                .iter()
-                .any(|d| d.is_empty() || p.starts_with(&format!("{d}/")))
-            {
+            if unreadable.iter().any(|d| d.is_empty() || p.starts_with(&format!("{d}/"))) {
                 continue;
             }
             let mut e = rec.entry.clone();
@@ -199,10 +189,7 @@ impl Scanner<'_> {
                 }
                 _ => {
                     let f = std::fs::File::open(abs)?;
-                    let blocks = chunker::chunk_reader(
-                        std::io::BufReader::with_capacity(1 << 20, f),
-                        meta.len(),
-                    )?;
+                    let blocks = chunker::chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), meta.len())?;
                     // Changed while we read it: it is still being written, next scan.
                     let after = std::fs::symlink_metadata(abs)?;
                     if after.len() != meta.len() || mtime_of(&after) != mtime {
@@ -215,11 +202,7 @@ impl Scanner<'_> {
         } else {
             Vec::new()
         };
-        let size = if kind == EntryKind::File {
-            meta.len()
-        } else {
-            0
-        };
+        let size = if kind == EntryKind::File { meta.len() } else { 0 };
         let e = Entry {
             path: rel,
             kind,

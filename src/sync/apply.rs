@@ -5,9 +5,7 @@
 use super::planner::Action;
 use super::swarm::{Have, Outcome, Request, Swarm};
 use crate::config::ShareMode;
-use crate::index::{
-    ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR,
-};
+use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR};
 use crate::net::{self, Peers};
 use crate::ops::stats::{Counters, Progress};
 use crate::proto::ChunkRequest;
@@ -84,11 +82,7 @@ impl ShareCtx {
     /// Carries out one action.
     pub async fn execute(&self, action: Action) -> Result<(), ApplyError> {
         match action {
-            Action::Fetch {
-                target,
-                sources,
-                conflict,
-            } => self.fetch(target, sources, conflict).await,
+            Action::Fetch { target, sources, conflict } => self.fetch(target, sources, conflict).await,
             other => {
                 let ctx = self.clone();
                 tokio::task::spawn_blocking(move || ctx.execute_local(other))
@@ -102,8 +96,7 @@ impl ShareCtx {
         let rec = self.index.get(action.path())?;
         match action {
             Action::Merge { target } => {
-                self.index
-                    .put(target, rec.map(|r| r.ino).unwrap_or(0), false)?;
+                self.index.put(target, rec.map(|r| r.ino).unwrap_or(0), false)?;
             }
             Action::Adopt { target } => {
                 let abs = self.abs(&target.path)?;
@@ -114,11 +107,8 @@ impl ShareCtx {
                 if !target.deleted {
                     let meta = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
                     if !meta.file_type().is_symlink() {
-                        std::fs::set_permissions(
-                            &abs,
-                            std::fs::Permissions::from_mode(target.mode),
-                        )
-                        .map_err(io_err(&abs))?;
+                        std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode)))
+                            .map_err(io_err(&abs))?;
                     }
                     if target.kind == EntryKind::File {
                         set_mtime(&abs, target.mtime).map_err(io_err(&abs))?;
@@ -134,16 +124,13 @@ impl ShareCtx {
                     Ok(_) => return Err(ApplyError::LocalChanged(target.path)),
                     Err(_) => std::fs::create_dir_all(&abs).map_err(io_err(&abs))?,
                 }
-                std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(target.mode))
-                    .map_err(io_err(&abs))?;
+                std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode))).map_err(io_err(&abs))?;
                 let ino = std::fs::metadata(&abs).map(|m| m.ino()).unwrap_or(0);
                 self.index.put(target, ino, false)?;
             }
             Action::MakeSymlink { target, conflict } => {
                 let EntryKind::Symlink { target: link_to } = &target.kind else {
-                    return Err(ApplyError::Unsafe(
-                        "symlink action for a non-symlink".into(),
-                    ));
+                    return Err(ApplyError::Unsafe("symlink action for a non-symlink".into()));
                 };
                 let abs = self.abs(&target.path)?;
                 if !self.disk_matches(rec.as_ref(), &abs) {
@@ -154,9 +141,7 @@ impl ShareCtx {
                     self.set_aside(&abs, conflict.as_ref())?;
                 }
                 std::os::unix::fs::symlink(link_to, &abs).map_err(io_err(&abs))?;
-                let ino = std::fs::symlink_metadata(&abs)
-                    .map(|m| m.ino())
-                    .unwrap_or(0);
+                let ino = std::fs::symlink_metadata(&abs).map(|m| m.ino()).unwrap_or(0);
                 self.index.put(target, ino, false)?;
             }
             Action::Delete { target } => {
@@ -181,10 +166,7 @@ impl ShareCtx {
                 self.index.put(target, 0, false)?;
             }
             Action::Fetch { target, .. } => {
-                return Err(ApplyError::Unsafe(format!(
-                    "{}: a fetch needs the async executor",
-                    target.path
-                )))
+                return Err(ApplyError::Unsafe(format!("{}: a fetch needs the async executor", target.path)))
             }
         }
         Ok(())
@@ -200,16 +182,10 @@ impl ShareCtx {
                 EntryKind::Dir => m.is_dir(),
                 EntryKind::Symlink { target } => {
                     m.file_type().is_symlink()
-                        && std::fs::read_link(abs)
-                            .ok()
-                            .and_then(|t| t.to_str().map(|s| s == target))
-                            .unwrap_or(false)
+                        && std::fs::read_link(abs).ok().and_then(|t| t.to_str().map(|s| s == target)).unwrap_or(false)
                 }
                 EntryKind::File => {
-                    m.is_file()
-                        && m.len() == r.entry.size
-                        && mtime_of(&m) == r.entry.mtime
-                        && m.ino() == r.ino
+                    m.is_file() && m.len() == r.entry.size && mtime_of(&m) == r.entry.mtime && m.ino() == r.ino
                 }
             },
         }
@@ -251,8 +227,7 @@ impl ShareCtx {
         for b in &target.blocks {
             h.update(&b.hash.0);
         }
-        self.private_dir()
-            .join(format!("{}.part", &h.finalize().to_hex()[..32]))
+        self.private_dir().join(format!("{}.part", &h.finalize().to_hex()[..32]))
     }
 
     async fn fetch(
@@ -270,52 +245,37 @@ impl ShareCtx {
             return Err(ApplyError::DiskFull { need, free });
         }
         std::fs::create_dir_all(self.private_dir()).map_err(io_err(&self.private_dir()))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&tmp).map_err(io_err(&tmp))?;
         file.set_len(target.size).map_err(io_err(&tmp))?;
         let file = Arc::new(file);
 
         // Where each distinct chunk goes.
         let mut positions: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
         for (off, b) in target.block_offsets() {
-            positions
-                .entry(b.hash)
-                .or_insert((b.len, Vec::new()))
-                .1
-                .push(off);
+            positions.entry(b.hash).or_insert((b.len, Vec::new())).1.push(off);
         }
         let positions = Arc::new(positions);
-        self.progress
-            .set(&self.name, target.path.as_str(), 0, target.size);
+        self.progress.set(&self.name, target.path.as_str(), 0, target.size);
 
         // Local phase: the temp file itself (resume), then any local file with the chunk.
         let ctx = self.clone();
         let (f2, p2) = (file.clone(), positions.clone());
-        let (missing, local_bytes) =
-            tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2))
-                .await
-                .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))??;
+        let (missing, local_bytes) = tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2))
+            .await
+            .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))??;
         let mut done_bytes = local_bytes;
-        self.progress
-            .set(&self.name, target.path.as_str(), done_bytes, target.size);
+        self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
 
         if !missing.is_empty() {
-            done_bytes = self
-                .fetch_remote(&target, missing, &sources, &file, &positions, done_bytes)
-                .await?;
+            done_bytes = self.fetch_remote(&target, missing, &sources, &file, &positions, done_bytes).await?;
         }
         debug!(share = %self.name, path = %target.path, bytes = done_bytes, "assembled");
 
         let ctx = self.clone();
-        let res =
-            tokio::task::spawn_blocking(move || ctx.finish(target, conflict, file, &tmp, &abs))
-                .await
-                .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?;
+        let res = tokio::task::spawn_blocking(move || ctx.finish(target, conflict, file, &tmp, &abs))
+            .await
+            .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?;
         res
     }
 
@@ -342,10 +302,7 @@ impl ShareCtx {
                     for off in offs {
                         write_chunk(file, &data, *off).map_err(io_err(Path::new("temp file")))?;
                     }
-                    Counters::add(
-                        &self.counters.chunk_bytes_reused,
-                        *len as u64 * offs.len() as u64,
-                    );
+                    Counters::add(&self.counters.chunk_bytes_reused, *len as u64 * offs.len() as u64);
                     placed += *len as u64 * offs.len() as u64;
                 }
                 None => missing.push((*hash, *len)),
@@ -355,11 +312,7 @@ impl ShareCtx {
     }
 
     /// Reads a chunk from any local file that the index says holds it, verified.
-    pub fn read_local_chunk(
-        &self,
-        hash: &ChunkHash,
-        len: u32,
-    ) -> Result<Option<Vec<u8>>, IndexError> {
+    pub fn read_local_chunk(&self, hash: &ChunkHash, len: u32) -> Result<Option<Vec<u8>>, IndexError> {
         for (path, off) in self.index.chunk_locations(hash)? {
             let Ok(abs) = safe_join(&self.root, &path) else {
                 continue;
@@ -397,11 +350,7 @@ impl ShareCtx {
                     continue;
                 };
                 let (hash, len) = swarm.chunk(req.chunk);
-                let cr = ChunkRequest {
-                    share: self.name.clone(),
-                    hash,
-                    len,
-                };
+                let cr = ChunkRequest { share: self.name.clone(), hash, len };
                 let h = tasks.spawn(async move { (req, net::request_chunk(&conn, &cr).await) });
                 running.insert(req, h);
             }
@@ -421,21 +370,15 @@ impl ShareCtx {
             let outcome = match res {
                 Ok(Some(data)) if ChunkHash::of(&data) == hash => {
                     let f = file.clone();
-                    let offs = positions
-                        .get(&hash)
-                        .map(|p| p.1.clone())
-                        .unwrap_or_default();
+                    let offs = positions.get(&hash).map(|p| p.1.clone()).unwrap_or_default();
                     let n = offs.len() as u64;
-                    tokio::task::spawn_blocking(move || {
-                        offs.iter().try_for_each(|o| write_chunk(&f, &data, *o))
-                    })
-                    .await
-                    .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
-                    .map_err(io_err(Path::new("temp file")))?;
+                    tokio::task::spawn_blocking(move || offs.iter().try_for_each(|o| write_chunk(&f, &data, *o)))
+                        .await
+                        .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
+                        .map_err(io_err(Path::new("temp file")))?;
                     Counters::add(&self.counters.chunk_bytes_received, len as u64);
                     done_bytes += len as u64 * n;
-                    self.progress
-                        .set(&self.name, target.path.as_str(), done_bytes, target.size);
+                    self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
                     Outcome::Verified
                 }
                 Ok(Some(_)) => {
@@ -473,8 +416,7 @@ impl ShareCtx {
         abs: &Path,
     ) -> Result<(), ApplyError> {
         file.sync_all().map_err(io_err(tmp))?;
-        file.set_permissions(std::fs::Permissions::from_mode(target.mode))
-            .map_err(io_err(tmp))?;
+        file.set_permissions(std::fs::Permissions::from_mode(safe_mode(target.mode))).map_err(io_err(tmp))?;
         drop(file);
         set_mtime(tmp, target.mtime).map_err(io_err(tmp))?;
         // Re-check right before the rename: a local edit since the scan must survive.
@@ -500,11 +442,7 @@ impl ShareCtx {
         Ok(())
     }
 
-    fn set_aside_or_replace(
-        &self,
-        abs: &Path,
-        conflict: Option<&RelPath>,
-    ) -> Result<(), ApplyError> {
+    fn set_aside_or_replace(&self, abs: &Path, conflict: Option<&RelPath>) -> Result<(), ApplyError> {
         let m = std::fs::symlink_metadata(abs).map_err(io_err(abs))?;
         if conflict.is_none() && m.is_file() {
             // rename(2) replaces a file atomically; nothing to do first.
@@ -512,6 +450,11 @@ impl ShareCtx {
         }
         self.set_aside(abs, conflict)
     }
+}
+
+/// Permission bits applied from a peer: setuid, setgid and sticky bits never travel.
+fn safe_mode(mode: u32) -> u32 {
+    mode & 0o777
 }
 
 /// Writes a chunk, leaving all-zero chunks as holes (sparse files stay sparse).

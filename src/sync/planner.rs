@@ -75,25 +75,14 @@ impl Action {
 
 /// The best version among the peers' entries for one path.
 pub fn global_winner(remotes: &[(NodeId, Entry)]) -> Option<&Entry> {
-    remotes
-        .iter()
-        .map(|(_, e)| e)
-        .fold(None, |best, e| Some(best.map_or(e, |b| pick_winner(b, e))))
+    remotes.iter().map(|(_, e)| e).fold(None, |best, e| Some(best.map_or(e, |b| pick_winner(b, e))))
 }
 
 /// Decides what to do for one path. `None`: nothing to do.
-pub fn plan_path(
-    local: Option<&LocalRecord>,
-    remotes: &[(NodeId, Entry)],
-    mode: ShareMode,
-) -> Option<Action> {
+pub fn plan_path(local: Option<&LocalRecord>, remotes: &[(NodeId, Entry)], mode: ShareMode) -> Option<Action> {
     let w = global_winner(remotes)?;
     let sources = || -> Vec<NodeId> {
-        remotes
-            .iter()
-            .filter(|(_, e)| !e.deleted && e.same_content(w))
-            .map(|(id, _)| *id)
-            .collect()
+        remotes.iter().filter(|(_, e)| !e.deleted && e.same_content(w)).map(|(id, _)| *id).collect()
     };
     let Some(l) = local else {
         if mode == ShareMode::SendOnly {
@@ -109,11 +98,7 @@ pub fn plan_path(
                 return None;
             }
             // A receive-only local change that a newer remote version replaces is kept aside.
-            let conflict = if l.local_change
-                && !le.deleted
-                && !le.same_content(w)
-                && le.kind != EntryKind::Dir
-            {
+            let conflict = if l.local_change && !le.deleted && !le.same_content(w) && le.kind != EntryKind::Dir {
                 conflict_name(le).ok()
             } else {
                 None
@@ -127,11 +112,7 @@ pub fn plan_path(
             if le.same_content(w) {
                 let mut t = winner.clone();
                 t.version = merged;
-                return Some(if local_wins {
-                    Action::Merge { target: t }
-                } else {
-                    Action::Adopt { target: t }
-                });
+                return Some(if local_wins { Action::Merge { target: t } } else { Action::Adopt { target: t } });
             }
             if local_wins {
                 let mut t = le.clone();
@@ -143,22 +124,13 @@ pub fn plan_path(
             }
             let mut t = w.clone();
             t.version = merged;
-            let conflict = if !le.deleted && le.kind != EntryKind::Dir {
-                conflict_name(le).ok()
-            } else {
-                None
-            };
+            let conflict = if !le.deleted && le.kind != EntryKind::Dir { conflict_name(le).ok() } else { None };
             Some(apply(t, Some(le), conflict, sources()))
         }
     }
 }
 
-fn apply(
-    target: Entry,
-    local: Option<&Entry>,
-    conflict: Option<RelPath>,
-    sources: Vec<NodeId>,
-) -> Action {
+fn apply(target: Entry, local: Option<&Entry>, conflict: Option<RelPath>, sources: Vec<NodeId>) -> Action {
     if target.deleted {
         return match local {
             Some(l) if !l.deleted => Action::Delete { target },
@@ -171,11 +143,7 @@ fn apply(
         EntryKind::Symlink { .. } if same => Action::Adopt { target },
         EntryKind::Symlink { .. } => Action::MakeSymlink { target, conflict },
         EntryKind::File if same => Action::Adopt { target },
-        EntryKind::File => Action::Fetch {
-            target,
-            sources,
-            conflict,
-        },
+        EntryKind::File => Action::Fetch { target, sources, conflict },
     }
 }
 
@@ -197,20 +165,12 @@ mod tests {
             blocks: if content.is_empty() {
                 vec![]
             } else {
-                vec![Block {
-                    hash: ChunkHash::of(content),
-                    len: content.len() as u32,
-                }]
+                vec![Block { hash: ChunkHash::of(content), len: content.len() as u32 }]
             },
         }
     }
     fn rec(e: Entry) -> LocalRecord {
-        LocalRecord {
-            entry: e,
-            seq: 1,
-            ino: 1,
-            local_change: false,
-        }
+        LocalRecord { entry: e, seq: 1, ino: 1, local_change: false }
     }
     const A: NodeId = NodeId([1; 32]);
     const B: NodeId = NodeId([2; 32]);
@@ -218,75 +178,33 @@ mod tests {
     #[test]
     fn new_remote_file_is_fetched_from_all_holders() {
         let e = file(b"x", &[(1, 1)], 1, 10);
-        let act = plan_path(
-            None,
-            &[(A, e.clone()), (B, e.clone())],
-            ShareMode::SendReceive,
-        )
-        .unwrap();
-        assert_eq!(
-            act,
-            Action::Fetch {
-                target: e,
-                sources: vec![A, B],
-                conflict: None
-            }
-        );
+        let act = plan_path(None, &[(A, e.clone()), (B, e.clone())], ShareMode::SendReceive).unwrap();
+        assert_eq!(act, Action::Fetch { target: e, sources: vec![A, B], conflict: None });
     }
 
     #[test]
     fn older_or_equal_remote_is_ignored() {
         let mine = file(b"new", &[(1, 2)], 1, 10);
         let theirs = file(b"old", &[(1, 1)], 1, 5);
-        assert_eq!(
-            plan_path(
-                Some(&rec(mine.clone())),
-                &[(A, theirs)],
-                ShareMode::SendReceive
-            ),
-            None
-        );
-        assert_eq!(
-            plan_path(
-                Some(&rec(mine.clone())),
-                &[(A, mine)],
-                ShareMode::SendReceive
-            ),
-            None
-        );
+        assert_eq!(plan_path(Some(&rec(mine.clone())), &[(A, theirs)], ShareMode::SendReceive), None);
+        assert_eq!(plan_path(Some(&rec(mine.clone())), &[(A, mine)], ShareMode::SendReceive), None);
     }
 
     #[test]
     fn send_only_never_applies() {
         let theirs = file(b"x", &[(1, 1)], 1, 10);
-        assert_eq!(
-            plan_path(None, &[(A, theirs.clone())], ShareMode::SendOnly),
-            None
-        );
+        assert_eq!(plan_path(None, &[(A, theirs.clone())], ShareMode::SendOnly), None);
         let mine = file(b"y", &[(1, 1), (2, 1)], 2, 10);
         let newer = file(b"z", &[(1, 2), (2, 1)], 1, 10);
-        assert_eq!(
-            plan_path(Some(&rec(mine)), &[(A, newer)], ShareMode::SendOnly),
-            None
-        );
+        assert_eq!(plan_path(Some(&rec(mine)), &[(A, newer)], ShareMode::SendOnly), None);
     }
 
     #[test]
     fn conflict_remote_wins_keeps_local_copy_and_merges_versions() {
         let mine = file(b"mine", &[(5, 1), (7, 1)], 7, 100);
         let theirs = file(b"theirs", &[(5, 1), (9, 1)], 9, 200);
-        match plan_path(
-            Some(&rec(mine.clone())),
-            &[(A, theirs.clone())],
-            ShareMode::SendReceive,
-        )
-        .unwrap()
-        {
-            Action::Fetch {
-                target,
-                sources,
-                conflict,
-            } => {
+        match plan_path(Some(&rec(mine.clone())), &[(A, theirs.clone())], ShareMode::SendReceive).unwrap() {
+            Action::Fetch { target, sources, conflict } => {
                 assert_eq!(target.blocks, theirs.blocks);
                 assert_eq!(target.version, mine.version.merge(&theirs.version));
                 assert_eq!(sources, vec![A]);
@@ -300,13 +218,7 @@ mod tests {
     fn conflict_local_wins_merges_without_touching_content() {
         let mine = file(b"mine", &[(5, 1), (7, 1)], 7, 300);
         let theirs = file(b"theirs", &[(5, 1), (9, 1)], 9, 200);
-        match plan_path(
-            Some(&rec(mine.clone())),
-            &[(A, theirs.clone())],
-            ShareMode::SendReceive,
-        )
-        .unwrap()
-        {
+        match plan_path(Some(&rec(mine.clone())), &[(A, theirs.clone())], ShareMode::SendReceive).unwrap() {
             Action::Merge { target } => {
                 assert_eq!(target.blocks, mine.blocks);
                 assert_eq!(target.version, mine.version.merge(&theirs.version));
@@ -319,18 +231,8 @@ mod tests {
     fn both_sides_agree_on_the_winner() {
         let x = file(b"x", &[(1, 1), (2, 1)], 2, 50);
         let y = file(b"y", &[(1, 1), (3, 1)], 3, 50);
-        let on_x = plan_path(
-            Some(&rec(x.clone())),
-            &[(B, y.clone())],
-            ShareMode::SendReceive,
-        )
-        .unwrap();
-        let on_y = plan_path(
-            Some(&rec(y.clone())),
-            &[(A, x.clone())],
-            ShareMode::SendReceive,
-        )
-        .unwrap();
+        let on_x = plan_path(Some(&rec(x.clone())), &[(B, y.clone())], ShareMode::SendReceive).unwrap();
+        let on_y = plan_path(Some(&rec(y.clone())), &[(A, x.clone())], ShareMode::SendReceive).unwrap();
         // Equal mtimes: the larger node id (3) wins on both nodes.
         assert!(matches!(on_x, Action::Fetch { ref target, .. } if target.blocks == y.blocks));
         assert!(matches!(on_y, Action::Merge { ref target } if target.blocks == y.blocks));
@@ -340,13 +242,7 @@ mod tests {
     fn concurrent_identical_content_is_not_a_conflict() {
         let x = file(b"same", &[(1, 1)], 1, 50);
         let y = file(b"same", &[(2, 1)], 2, 60);
-        match plan_path(
-            Some(&rec(x.clone())),
-            &[(B, y.clone())],
-            ShareMode::SendReceive,
-        )
-        .unwrap()
-        {
+        match plan_path(Some(&rec(x.clone())), &[(B, y.clone())], ShareMode::SendReceive).unwrap() {
             Action::Adopt { target } => assert_eq!(target.version, x.version.merge(&y.version)),
             other => panic!("{other:?}"),
         }
@@ -369,17 +265,10 @@ mod tests {
         let mut gone = file(b"", &[(1, 2)], 1, 10);
         gone.deleted = true;
         assert!(matches!(
-            plan_path(
-                Some(&rec(mine)),
-                &[(A, gone.clone())],
-                ShareMode::SendReceive
-            ),
+            plan_path(Some(&rec(mine)), &[(A, gone.clone())], ShareMode::SendReceive),
             Some(Action::Delete { .. })
         ));
-        assert!(matches!(
-            plan_path(None, &[(A, gone)], ShareMode::SendReceive),
-            Some(Action::Adopt { .. })
-        ));
+        assert!(matches!(plan_path(None, &[(A, gone)], ShareMode::SendReceive), Some(Action::Adopt { .. })));
     }
 
     #[test]
@@ -401,15 +290,9 @@ mod tests {
         let mut del = d.clone();
         del.deleted = true;
         let f = file(b"x", &[(1, 1)], 1, 0);
-        let mut acts = vec![
-            Action::Delete {
-                target: del.clone(),
-            },
-            Action::Fetch {
-                target: f,
-                sources: vec![],
-                conflict: None,
-            },
+        let mut acts = [
+            Action::Delete { target: del.clone() },
+            Action::Fetch { target: f, sources: vec![], conflict: None },
             Action::MakeDir { target: d },
         ];
         acts.sort_by_key(|a| a.order_key());

@@ -124,7 +124,8 @@ impl ShareCtx {
                     Ok(_) => return Err(ApplyError::LocalChanged(target.path)),
                     Err(_) => std::fs::create_dir_all(&abs).map_err(io_err(&abs))?,
                 }
-                std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode))).map_err(io_err(&abs))?;
+                std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode)))
+                    .map_err(io_err(&abs))?;
                 let ino = std::fs::metadata(&abs).map(|m| m.ino()).unwrap_or(0);
                 self.index.put(target, ino, false)?;
             }

@@ -1,0 +1,128 @@
+//! A mesh of nodes on 127.0.0.1 in temp dirs, driven through the library the CLI uses.
+#![allow(dead_code)]
+
+use meshsync::config::ShareMode;
+use meshsync::daemon::{self, NodeHandle};
+use meshsync::home::Home;
+use meshsync::identity::token::InviteRight;
+use meshsync::ops::status::{status, Status};
+use meshsync::setup;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const SHARE: &str = "s";
+
+pub struct TestNode {
+    pub name: String,
+    pub home: Home,
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub handle: Option<NodeHandle>,
+}
+
+impl TestNode {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    pub fn status(&self) -> Status {
+        status(&self.handle.as_ref().expect("node is running").node)
+    }
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown().await;
+        }
+    }
+    pub async fn start(&mut self) {
+        self.handle = Some(daemon::start(&self.home).await.expect("node starts"));
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+fn fast_rescan(home: &Home) {
+    let p = home.config();
+    let t = std::fs::read_to_string(&p).unwrap().replace("rescan_interval_secs = 5", "rescan_interval_secs = 1");
+    std::fs::write(p, t).unwrap();
+}
+
+/// Creates the first node of a new mesh (not started).
+pub fn first(dir: &Path, name: &str, mode: ShareMode) -> TestNode {
+    let home = Home::new(dir.join(name));
+    let listen = free_addr();
+    setup::init(&home, name, listen).unwrap();
+    fast_rescan(&home);
+    let root = dir.join(format!("{name}-share"));
+    setup::share_add(&home, SHARE, &root, mode).unwrap();
+    TestNode { name: name.into(), root: root.canonicalize().unwrap(), home, listen, handle: None }
+}
+
+/// Joins a new node through `inviter` (which must run) and starts it.
+pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -> TestNode {
+    let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let home = Home::new(dir.join(name));
+    let listen = free_addr();
+    daemon::join(&home, &token, name, listen).await.unwrap();
+    fast_rescan(&home);
+    let root = dir.join(format!("{name}-share"));
+    setup::share_add(&home, SHARE, &root, mode).unwrap();
+    let mut n = TestNode { name: name.into(), root: root.canonicalize().unwrap(), home, listen, handle: None };
+    n.start().await;
+    n
+}
+
+/// A started mesh of `modes.len()` nodes; node i>0 is invited by node i-1.
+pub async fn mesh(dir: &Path, modes: &[ShareMode]) -> Vec<TestNode> {
+    let names = ["alpha", "beta", "gamma", "delta"];
+    let mut a = first(dir, names[0], modes[0]);
+    a.start().await;
+    let mut nodes = vec![a];
+    for (i, m) in modes.iter().enumerate().skip(1) {
+        let n = join(dir, &nodes[i - 1], names[i], *m).await;
+        nodes.push(n);
+    }
+    let want = nodes.len() - 1;
+    wait("full mesh", || nodes.iter().all(|n| n.status().peers.iter().filter(|p| p.connected).count() == want)).await;
+    nodes
+}
+
+/// Polls a condition for up to 60 s.
+pub async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > Duration::from_secs(60) {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn read(p: &Path) -> Option<Vec<u8>> {
+    std::fs::read(p).ok()
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; n];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Waits until every node has exactly `content` at `rel`.
+pub async fn wait_content(nodes: &[TestNode], rel: &str, content: &[u8]) {
+    wait(&format!("{rel} everywhere"), || nodes.iter().all(|n| read(&n.path(rel)).as_deref() == Some(content))).await;
+}
+
+/// Waits until every running node reports the share in sync with every connected peer.
+pub async fn wait_in_sync(nodes: &[TestNode]) {
+    wait("share in sync everywhere", || {
+        nodes
+            .iter()
+            .filter(|n| n.handle.is_some())
+            .all(|n| n.status().shares.iter().all(|s| s.in_sync && !s.peers.is_empty()))
+    })
+    .await;
+}

@@ -5,12 +5,13 @@
 use super::planner::Action;
 use super::swarm::{Have, Outcome, Request, Swarm};
 use crate::config::ShareMode;
+use crate::identity::NodeId;
 use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR};
 use crate::net::{self, Peers};
 use crate::ops::stats::{Counters, Progress};
 use crate::proto::ChunkRequest;
 use crate::util::{free_space, fsync_dir, mtime_of, safe_join, set_mtime};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -331,17 +332,20 @@ impl ShareCtx {
         &self,
         target: &Entry,
         missing: Vec<(ChunkHash, u32)>,
-        sources: &[crate::identity::NodeId],
+        sources: &[NodeId],
         file: &Arc<File>,
         positions: &Arc<HashMap<ChunkHash, (u32, Vec<u64>)>>,
         mut done_bytes: u64,
     ) -> Result<u64, ApplyError> {
         let mut swarm = Swarm::new(missing, rand::random());
+        let mut known: HashSet<NodeId> = HashSet::new();
         for s in sources {
             if self.peers.is_connected(s) {
                 swarm.set_peer(*s, Have::All);
+                known.insert(*s);
             }
         }
+        let mut refresh = tokio::time::interval(std::time::Duration::from_millis(250));
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         loop {
@@ -358,11 +362,19 @@ impl ShareCtx {
             if swarm.is_complete() {
                 break;
             }
-            if tasks.is_empty() {
+            if tasks.is_empty() && !self.add_sources(&mut swarm, target, &mut known) {
                 // Nothing in flight and nothing to ask: no one has the rest.
                 return Err(ApplyError::NoSource(target.path.clone()));
             }
-            let Some(joined) = tasks.join_next().await else {
+            let joined = tokio::select! {
+                j = tasks.join_next() => j,
+                _ = refresh.tick() => {
+                    // Peers that got this version (or connected) since we started help too.
+                    self.add_sources(&mut swarm, target, &mut known);
+                    continue;
+                }
+            };
+            let Some(joined) = joined else {
                 continue;
             };
             let Ok((req, res)) = joined else { continue };
@@ -406,6 +418,18 @@ impl ShareCtx {
             h.abort();
         }
         Ok(done_bytes)
+    }
+
+    /// Adds connected peers whose index shows this content; true if any was added.
+    fn add_sources(&self, swarm: &mut Swarm, target: &Entry, known: &mut HashSet<NodeId>) -> bool {
+        let mut added = false;
+        for (id, e) in self.index.remote_for(&target.path).unwrap_or_default() {
+            if !e.deleted && e.same_content(target) && self.peers.is_connected(&id) && known.insert(id) {
+                swarm.set_peer(id, Have::All);
+                added = true;
+            }
+        }
+        added
     }
 
     fn finish(

@@ -1,0 +1,112 @@
+//! Only what is missing travels: renames, edits, restarts, several sources, big files.
+
+mod common;
+
+use common::*;
+use meshsync::config::ShareMode::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rename_moves_no_chunk_data_and_an_edit_only_the_changed_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let body = random_bytes(4 << 20, 7);
+    std::fs::write(a.path("big.bin"), &body).unwrap();
+    wait_content(&nodes, "big.bin", &body).await;
+    let before = b.status().counters;
+    assert!(before.chunk_bytes_received >= body.len() as u64);
+
+    std::fs::rename(a.path("big.bin"), a.path("renamed.bin")).unwrap();
+    wait_content(&nodes, "renamed.bin", &body).await;
+    wait("old name removed", || !b.path("big.bin").exists()).await;
+    let after = b.status().counters;
+    assert_eq!(after.chunk_bytes_received, before.chunk_bytes_received, "a rename moves no chunk data");
+    assert!(after.chunk_bytes_reused >= body.len() as u64 + before.chunk_bytes_reused);
+
+    // Insert 10 KiB in the middle: a few chunks travel, not the file.
+    let mut edited = body[..2 << 20].to_vec();
+    edited.extend_from_slice(&random_bytes(10 << 10, 8));
+    edited.extend_from_slice(&body[2 << 20..]);
+    std::fs::write(a.path("renamed.bin"), &edited).unwrap();
+    wait_content(&nodes, "renamed.bin", &edited).await;
+    let moved = b.status().counters.chunk_bytes_received - after.chunk_bytes_received;
+    assert!(moved > 0 && moved < 1 << 20, "an insert moved {moved} bytes");
+    for mut n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_exchanges_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    for i in 0..60 {
+        std::fs::write(nodes[0].path(&format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    wait_content(&nodes, "f59", b"file 59").await;
+    wait_in_sync(&nodes).await;
+    nodes[1].stop().await;
+    std::fs::write(nodes[0].path("new-while-down"), b"late").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes[1].start().await;
+    wait_content(&nodes, "new-while-down", b"late").await;
+    wait_in_sync(&nodes).await;
+    // Counters restart with the daemon: everything it received came after the restart.
+    let got = nodes[1].status().counters.entries_received;
+    assert!(got < 10, "after a restart only the change travels, got {got} entries");
+    assert!(got >= 1);
+    for mut n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_on_two_peers_is_fetched_from_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    let body = random_bytes(8 << 20, 11);
+    std::fs::write(nodes[0].path("both.bin"), &body).unwrap();
+    wait_content(&nodes, "both.bin", &body).await;
+    wait_in_sync(&nodes).await;
+    let sent_before: Vec<u64> = nodes.iter().map(|n| n.status().counters.chunk_bytes_sent).collect();
+    let c = join(dir.path(), &nodes[1], "gamma", SendReceive).await;
+    nodes.push(c);
+    wait_content(&nodes, "both.bin", &body).await;
+    let sent: Vec<u64> =
+        nodes[..2].iter().zip(&sent_before).map(|(n, b)| n.status().counters.chunk_bytes_sent - b).collect();
+    assert!(sent[0] > 0 && sent[1] > 0, "both holders uploaded: {sent:?}");
+    assert!(sent[0] + sent[1] >= body.len() as u64);
+    for mut n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_over_4_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    // Sparse: 4 GiB + 1 MiB with real data at both ends and past the 4 GiB mark.
+    let size: u64 = (4 << 30) + (1 << 20);
+    let head = random_bytes(100_000, 1);
+    let tail = random_bytes(200_000, 2);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(nodes[0].path("huge.img")).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(&head, 0).unwrap();
+        f.write_all_at(&tail, size - tail.len() as u64).unwrap();
+    }
+    wait("huge file", || std::fs::metadata(nodes[1].path("huge.img")).map(|m| m.len() == size).unwrap_or(false)).await;
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(nodes[1].path("huge.img")).unwrap();
+    let mut buf = vec![0u8; tail.len()];
+    f.read_exact_at(&mut buf, size - tail.len() as u64).unwrap();
+    assert_eq!(buf, tail);
+    let mut buf = vec![0u8; head.len()];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, head);
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

@@ -138,3 +138,58 @@ pub enum JoinReply {
     /// Refused, with the reason shown to the user.
     Refused(String),
 }
+
+#[cfg(test)]
+mod golden {
+    //! Encoded messages pinned in `proto/golden/`: a format change fails here.
+    //! Regenerate deliberately with `UPDATE_GOLDEN=1 cargo test golden`.
+    use super::*;
+    use crate::index::{Block, EntryKind, Mtime, RelPath, ShortId, VersionVector};
+
+    fn entry() -> Entry {
+        Entry {
+            path: RelPath::parse("dir/file.txt").unwrap(),
+            kind: EntryKind::File,
+            size: 5,
+            mode: 0o644,
+            mtime: Mtime { secs: 1_700_000_000, nanos: 42 },
+            version: VersionVector::from_pairs([(ShortId(7), 2), (ShortId(9), 1)]),
+            modified_by: ShortId(7),
+            deleted: false,
+            blocks: vec![Block { hash: ChunkHash::of(b"hello"), len: 5 }],
+        }
+    }
+
+    fn check<T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, v: &T) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/golden").join(format!("{name}.bin"));
+        let bytes = encode(v).unwrap();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&decode::<T>(&golden).unwrap(), v, "{name}: golden bytes decode to a different value");
+        assert_eq!(bytes, golden, "{name}: encoding changed; update PROTOCOL.md and the version first");
+    }
+
+    #[test]
+    fn golden_vectors() {
+        check(
+            "hello",
+            &Hello {
+                minor: 0,
+                name: "alpha".into(),
+                addrs: vec!["127.0.0.1:7700".parse().unwrap()],
+                shares: vec![ShareHello { name: "www".into(), index_id: 1, max_seq: 10, have: Some((2, 3)) }],
+            },
+        );
+        check(
+            "control_index",
+            &Control::Index { share: "www".into(), index_id: 1, entries: vec![entry()], upto_seq: 4 },
+        );
+        check("control_peers", &Control::Peers(vec![PeerInfo { id: [3; 32], name: "b".into(), addrs: vec![] }]));
+        check("chunk_request", &ChunkRequest { share: "www".into(), hash: ChunkHash::of(b"hello"), len: 5 });
+        check("chunk_reply", &ChunkReply::Data { len: 5 });
+        check("join_refused", &JoinReply::Refused("expired".into()));
+    }
+}

@@ -115,9 +115,10 @@ pub fn plan_path(local: Option<&LocalRecord>, remotes: &[(NodeId, Entry)], mode:
                 return Some(if local_wins { Action::Merge { target: t } } else { Action::Adopt { target: t } });
             }
             if local_wins {
-                let mut t = le.clone();
-                t.version = merged;
-                return Some(Action::Merge { target: t });
+                // The losing node resolves: it keeps its content as a conflict copy and
+                // adopts ours with the merged version. Merging here would make the loser
+                // see a plain newer version and drop its content without a copy.
+                return None;
             }
             if mode == ShareMode::SendOnly {
                 return None;
@@ -215,16 +216,17 @@ mod tests {
     }
 
     #[test]
-    fn conflict_local_wins_merges_without_touching_content() {
+    fn conflict_local_wins_waits_for_the_loser_to_resolve() {
         let mine = file(b"mine", &[(5, 1), (7, 1)], 7, 300);
         let theirs = file(b"theirs", &[(5, 1), (9, 1)], 9, 200);
-        match plan_path(Some(&rec(mine.clone())), &[(A, theirs.clone())], ShareMode::SendReceive).unwrap() {
-            Action::Merge { target } => {
-                assert_eq!(target.blocks, mine.blocks);
-                assert_eq!(target.version, mine.version.merge(&theirs.version));
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(plan_path(Some(&rec(mine.clone())), &[(A, theirs.clone())], ShareMode::SendReceive), None);
+        // The loser's resolution (winner content, merged version) is then adopted.
+        let mut resolved = mine.clone();
+        resolved.version = mine.version.merge(&theirs.version);
+        assert!(matches!(
+            plan_path(Some(&rec(mine)), &[(A, resolved)], ShareMode::SendReceive),
+            Some(Action::Adopt { .. })
+        ));
     }
 
     #[test]
@@ -232,10 +234,10 @@ mod tests {
         let x = file(b"x", &[(1, 1), (2, 1)], 2, 50);
         let y = file(b"y", &[(1, 1), (3, 1)], 3, 50);
         let on_x = plan_path(Some(&rec(x.clone())), &[(B, y.clone())], ShareMode::SendReceive).unwrap();
-        let on_y = plan_path(Some(&rec(y.clone())), &[(A, x.clone())], ShareMode::SendReceive).unwrap();
+        let on_y = plan_path(Some(&rec(y.clone())), &[(A, x.clone())], ShareMode::SendReceive);
         // Equal mtimes: the larger node id (3) wins on both nodes.
         assert!(matches!(on_x, Action::Fetch { ref target, .. } if target.blocks == y.blocks));
-        assert!(matches!(on_y, Action::Merge { ref target } if target.blocks == y.blocks));
+        assert!(on_y.is_none(), "the winner waits for the loser: {on_y:?}");
     }
 
     #[test]
@@ -253,10 +255,14 @@ mod tests {
         let mine = file(b"edited", &[(1, 1), (2, 1)], 2, 10);
         let mut gone = file(b"", &[(1, 1), (3, 1)], 3, 999);
         gone.deleted = true;
-        assert!(matches!(
-            plan_path(Some(&rec(mine)), &[(B, gone)], ShareMode::SendReceive),
-            Some(Action::Merge { .. })
-        ));
+        assert_eq!(plan_path(Some(&rec(mine.clone())), &[(B, gone.clone())], ShareMode::SendReceive), None);
+        // On the deleting node, the edit wins and comes back, with no conflict copy.
+        let mut their_rec = rec(gone);
+        their_rec.entry.blocks.clear();
+        match plan_path(Some(&their_rec), &[(A, mine)], ShareMode::SendReceive).unwrap() {
+            Action::Fetch { conflict, .. } => assert!(conflict.is_none()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

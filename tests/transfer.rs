@@ -65,12 +65,27 @@ async fn restart_exchanges_only_what_changed() {
 async fn a_file_on_two_peers_is_fetched_from_both() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
-    let body = random_bytes(8 << 20, 11);
+    let body = random_bytes(24 << 20, 11);
     std::fs::write(nodes[0].path("both.bin"), &body).unwrap();
     wait_content(&nodes, "both.bin", &body).await;
     wait_in_sync(&nodes).await;
     let sent_before: Vec<u64> = nodes.iter().map(|n| n.status().counters.chunk_bytes_sent).collect();
-    let c = join(dir.path(), &nodes[1], "gamma", SendReceive).await;
+    // gamma joins without the share, connects to both, then adds it: both holders
+    // announce their index to it at about the same time.
+    let token = meshsync::setup::invite(
+        &nodes[1].home,
+        Duration::from_secs(600),
+        meshsync::identity::token::InviteRight::CanInvite,
+    )
+    .unwrap();
+    let home = meshsync::home::Home::new(dir.path().join("gamma"));
+    meshsync::daemon::join(&home, &token, "gamma", free_addr()).await.unwrap();
+    let root = dir.path().join("gamma-share");
+    let mut c = TestNode { name: "gamma".into(), root: root.clone(), home, listen: free_addr(), handle: None };
+    c.start().await;
+    wait("gamma connected to both", || c.status().peers.iter().filter(|p| p.connected).count() == 2).await;
+    meshsync::setup::share_add(&c.home, SHARE, &root, SendReceive).unwrap();
+    c.root = root.canonicalize().unwrap();
     nodes.push(c);
     wait_content(&nodes, "both.bin", &body).await;
     let sent: Vec<u64> =

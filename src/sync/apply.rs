@@ -345,7 +345,7 @@ impl ShareCtx {
                 known.insert(*s);
             }
         }
-        let mut refresh = tokio::time::interval(std::time::Duration::from_millis(250));
+        let mut refresh = tokio::time::interval(std::time::Duration::from_millis(50));
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         loop {

@@ -89,6 +89,8 @@ pub struct NodeConfig {
     pub rescan_interval: Duration,
     /// Free space to keep on a share's disk; below it downloads pause.
     pub min_free_bytes: u64,
+    /// Cap on this node's upload in Mbit/s (like rsync's `--bwlimit`); `None`: no cap.
+    pub upload_limit_mbit: Option<u64>,
     /// Log format.
     pub log: LogFormat,
 }
@@ -134,6 +136,8 @@ struct RawNode {
     rescan_interval_secs: Spanned<u64>,
     #[serde(default = "default_min_free")]
     min_free_mib: u64,
+    #[serde(default)]
+    upload_limit_mbit: Option<u64>,
     #[serde(default)]
     log: LogFormat,
 }
@@ -219,6 +223,7 @@ impl Config {
                 advertise,
                 rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
                 min_free_bytes: raw.node.min_free_mib << 20,
+                upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
                 log: raw.node.log,
             },
             shares,
@@ -242,6 +247,7 @@ impl Config {
              # advertise = [\"203.0.113.7:7700\"]   # addresses told to peers (default: listen)\n\
              rescan_interval_secs = 5\n\
              min_free_mib = 256\n\
+             # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
              log = \"human\"\n",
             toml_string(name)
         )

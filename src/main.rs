@@ -64,6 +64,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scan shares now instead of at the next interval (e.g. at the end of an upload job).
+    Rescan {
+        /// Only this share (default: all).
+        share: Option<String>,
+    },
     /// Run a local 3-node demo mesh on 127.0.0.1.
     Demo {
         /// Leave the mesh running and print how to look at it.
@@ -147,6 +152,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
                 print!("{}", st.human());
             }
+        }
+        Cmd::Rescan { share } => {
+            let names = ops::control::rescan(&home(cli.home)?, share).await?;
+            println!("rescanning {}", names.join(", "));
         }
         Cmd::Demo { keep, size_mib } => demo::run(keep, size_mib).await?,
     }

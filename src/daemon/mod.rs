@@ -48,6 +48,14 @@ pub struct Node {
     pub dial_now: tokio::sync::Notify,
     /// Tells sessions about shares added while running.
     pub share_added: tokio::sync::broadcast::Sender<String>,
+    /// Download progress maps to send to every peer.
+    pub announce: tokio::sync::broadcast::Sender<crate::proto::Control>,
+    /// Which uploads to refuse while upload is short.
+    pub uploads: Mutex<crate::sync::availability::UploadPolicy>,
+    /// The configured upload cap.
+    pub upload_limit: crate::net::limit::RateLimit,
+    /// Start of the node's clock (the pure upload policy takes time as an offset).
+    pub epoch: Instant,
     dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
 }
 
@@ -146,6 +154,10 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         cancel: CancellationToken::new(),
         dial_now: tokio::sync::Notify::new(),
         share_added: tokio::sync::broadcast::channel(16).0,
+        announce: tokio::sync::broadcast::channel(256).0,
+        uploads: Mutex::new(Default::default()),
+        upload_limit: crate::net::limit::RateLimit::new(config.node.upload_limit_mbit),
+        epoch: Instant::now(),
         dial_state: Mutex::new(HashMap::new()),
         config: config.clone(),
     });

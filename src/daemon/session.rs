@@ -7,8 +7,10 @@ use crate::index::RelPath;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
-    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, MAX_BATCH_ENTRIES, MAX_CHUNK, PROTOCOL_MINOR,
+    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, StreamRequest, MAX_BATCH_ENTRIES, MAX_CHUNK, MAX_PROBE,
+    PROTOCOL_MINOR,
 };
+use crate::sync::availability::Decision;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,11 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
             }
         }
         node.peers.unregister(&peer, &conn);
+        if !node.peers.is_connected(&peer) {
+            for share in node.share_list() {
+                share.ctx.announced.forget_peer(&peer);
+            }
+        }
     }
     .instrument(span)
     .await
@@ -62,6 +69,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             .map_err(|_| NetError::Protocol("no control stream within 10 s".into()))??
     };
     let mut share_added = node.share_added.subscribe();
+    let mut announcements = node.announce.subscribe();
     let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
     let hello = Hello {
         minor: PROTOCOL_MINOR,
@@ -125,7 +133,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         }
     };
     start_senders(&peer_shares, &mut sending, &mut tasks);
-    tasks.spawn(serve_requests(node.clone(), conn.clone()));
+    tasks.spawn(serve_requests(node.clone(), conn.clone(), peer));
 
     let result = loop {
         tokio::select! {
@@ -136,6 +144,16 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
                 }
                 start_senders(&peer_shares, &mut sending, &mut tasks);
+            }
+            ann = announcements.recv() => {
+                match ann {
+                    Ok(Control::Have(m)) if peer_shares.contains_key(&m.share) => {
+                        let _ = tx.send(Control::Have(m)).await;
+                    }
+                    // Maps are periodic and complete: a lagged receiver just waits for the next.
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                }
             }
             msg = proto::read_frame::<_, Control>(&mut recv) => {
                 let msg = match msg {
@@ -158,6 +176,15 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     Control::ShareAdded(sh) => {
                         peer_shares.insert(sh.name.clone(), sh);
                         start_senders(&peer_shares, &mut sending, &mut tasks);
+                    }
+                    Control::Have(map) => {
+                        if let Some(share) = node.share(&map.share) {
+                            let path = map.path.clone();
+                            if !share.ctx.announced.record(peer, map) {
+                                Counters::add(&node.counters.refused, 1);
+                                warn!(share = %share.cfg.name, %path, "refused malformed progress map");
+                            }
+                        }
                     }
                 }
             }
@@ -237,47 +264,77 @@ async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u6
     }
 }
 
-/// Answers the peer's chunk requests, each on its own stream.
-async fn serve_requests(node: Arc<Node>, conn: quinn::Connection) {
+/// Answers the peer's requests, each on its own stream.
+async fn serve_requests(node: Arc<Node>, conn: quinn::Connection, peer: NodeId) {
     while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_one(node.clone(), send, recv));
+        tokio::spawn(serve_one(node.clone(), send, recv, peer));
     }
 }
 
-async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let req: ChunkRequest = match proto::read_frame(&mut recv).await {
-        Ok(Some(r)) => r,
-        _ => return,
-    };
-    let data = match node.share(&req.share) {
-        Some(share) if req.len <= MAX_CHUNK => {
-            let ctx = share.ctx.clone();
-            tokio::task::spawn_blocking(move || ctx.read_local_chunk(&req.hash, req.len).ok().flatten())
-                .await
-                .ok()
-                .flatten()
-        }
-        _ => None,
-    };
-    let res = match data {
-        Some(d) => {
-            let r = proto::write_frame(&mut send, &ChunkReply::Data { len: d.len() as u32 }).await;
-            match r {
-                Ok(()) => match send.write_all(&d).await {
-                    Ok(()) => {
-                        Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
-                        Counters::add(&node.counters.chunks_sent, 1);
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        None => proto::write_frame(&mut send, &ChunkReply::NotFound).await.map_err(|e| e.to_string()),
+async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream, peer: NodeId) {
+    let res = match proto::read_frame::<_, StreamRequest>(&mut recv).await {
+        Ok(Some(StreamRequest::Chunk(req))) => serve_chunk(&node, &mut send, req, peer).await,
+        Ok(Some(StreamRequest::Probe { bytes })) => serve_probe(&node, &mut send, bytes.min(MAX_PROBE)).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e.to_string()),
     };
     if let Err(e) = res {
-        debug!(error = %e, "chunk reply failed");
+        debug!(error = %e, "reply failed");
     }
     let _ = send.finish();
+}
+
+/// Reads a chunk from a complete local file or, failing that, a running download.
+async fn find_chunk(node: &Arc<Node>, req: ChunkRequest) -> Option<Vec<u8>> {
+    let share = node.share(&req.share)?;
+    if req.len > MAX_CHUNK {
+        return None;
+    }
+    let ctx = share.ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        ctx.read_local_chunk(&req.hash, req.len).ok().flatten().or_else(|| ctx.partial.read(&req.hash, req.len))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn serve_chunk(
+    node: &Arc<Node>,
+    send: &mut quinn::SendStream,
+    req: ChunkRequest,
+    peer: NodeId,
+) -> Result<(), String> {
+    let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(req.hash, peer, node.epoch.elapsed());
+    if decision == Decision::Busy {
+        Counters::add(&node.counters.chunks_busy, 1);
+        return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
+    }
+    let res = async {
+        let Some(d) = find_chunk(node, req).await else {
+            return proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string());
+        };
+        node.upload_limit.acquire(d.len() as u64).await;
+        proto::write_frame(send, &ChunkReply::Data { len: d.len() as u32 }).await.map_err(|e| e.to_string())?;
+        send.write_all(&d).await.map_err(|e| e.to_string())?;
+        Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
+        Counters::add(&node.counters.chunks_sent, 1);
+        Ok(())
+    }
+    .await;
+    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished();
+    res
+}
+
+/// Sends `bytes` of filler for a throughput measurement, under the upload cap.
+async fn serve_probe(node: &Arc<Node>, send: &mut quinn::SendStream, bytes: u64) -> Result<(), String> {
+    let block = vec![0x5au8; 1 << 16];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64);
+        node.upload_limit.acquire(n).await;
+        send.write_all(&block[..n as usize]).await.map_err(|e| e.to_string())?;
+        left -= n;
+    }
+    Ok(())
 }

@@ -33,6 +33,7 @@ pub struct Share {
     ignore: Ignore,
     dirty: Mutex<Dirty>,
     wake: Notify,
+    rescan_now: Notify,
 }
 
 impl Share {
@@ -52,6 +53,9 @@ impl Share {
                 peers: node.peers.clone(),
                 counters: node.counters.clone(),
                 progress: node.progress.clone(),
+                partial: Default::default(),
+                announced: Default::default(),
+                announce: node.announce.clone(),
             },
             cfg,
             seq,
@@ -59,6 +63,7 @@ impl Share {
             ignore,
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
+            rescan_now: Notify::new(),
         })
     }
 
@@ -69,6 +74,11 @@ impl Share {
         }
         self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths.extend(paths);
         self.wake.notify_one();
+    }
+
+    /// Starts a scan now instead of at the next interval (`meshsync rescan`).
+    pub fn rescan(&self) {
+        self.rescan_now.notify_one();
     }
 
     fn take_dirty(&self) -> Vec<RelPath> {
@@ -116,6 +126,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
             tokio::select! {
                 _ = node.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => break,
+                _ = share.rescan_now.notified() => break,
                 _ = share.wake.notified() => {
                     let paths = share.take_dirty();
                     plan_and_apply(&share, paths).await;

@@ -24,6 +24,10 @@ impl fmt::Debug for ChunkHash {
     }
 }
 
+/// Names one version of a file's content: blake3 over its size and block hashes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Debug)]
+pub struct ContentId(pub [u8; 32]);
+
 /// One chunk of a file: its hash and length; its offset is the sum of the ones before.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Debug)]
 pub struct Block {
@@ -196,6 +200,17 @@ impl Entry {
     /// True when content, mode and mtime match: nothing to do on disk.
     pub fn same_on_disk(&self, other: &Entry) -> bool {
         self.same_content(other) && (self.deleted || (self.mode == other.mode && self.mtime == other.mtime))
+    }
+
+    /// The id of this content, shared by every node holding the same version.
+    pub fn content_id(&self) -> ContentId {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.size.to_le_bytes());
+        for b in &self.blocks {
+            h.update(&b.hash.0);
+            h.update(&b.len.to_le_bytes());
+        }
+        ContentId(*h.finalize().as_bytes())
     }
 
     /// Byte offset of each block.

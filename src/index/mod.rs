@@ -5,8 +5,8 @@ mod entry;
 mod vv;
 
 pub use entry::{
-    conflict_name, pick_winner, symlink_stays_inside, Block, ChunkHash, Entry, EntryKind, Mtime, PathError, RelPath,
-    PRIVATE_DIR,
+    conflict_name, pick_winner, symlink_stays_inside, Block, ChunkHash, ContentId, Entry, EntryKind, Mtime, PathError,
+    RelPath, PRIVATE_DIR,
 };
 pub use vv::{ShortId, VersionVector, VvOrder};
 

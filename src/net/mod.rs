@@ -1,10 +1,11 @@
 //! QUIC transport: the endpoint, transport tuning, and the request/response streams.
 
+pub mod limit;
 pub mod peers;
 pub mod tls;
 
 use crate::identity::Identity;
-use crate::proto::{self, ChunkReply, ChunkRequest, CodecError, MAX_CHUNK};
+use crate::proto::{self, ChunkReply, ChunkRequest, CodecError, StreamRequest, MAX_CHUNK};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +44,13 @@ pub enum NetError {
 /// quinn's default stream window (about 1.25 MB) caps one stream near window/RTT;
 /// chunk streams are short but many run at once, so the connection window is what
 /// bounds throughput: 64 MiB covers 1 Gbit/s at 500 ms RTT.
+///
+/// Send fairness is off: with it, every requested chunk is sent round-robin and all
+/// finish late together; without it, streams finish in request order, so each
+/// chunk arrives (and can be announced and re-served) as early as possible.
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    t.send_fairness(false);
     t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
     t.receive_window(quinn::VarInt::from_u32(64 << 20));
     t.send_window(64 << 20);
@@ -103,23 +109,48 @@ pub async fn connect_join(ca_fingerprint: [u8; 32], addr: SocketAddr) -> Result<
     Ok(ep.connect_with(cfg, addr, tls::NODE_NAME)?.await?)
 }
 
-/// Asks a peer for one chunk; `Ok(None)` if it does not have it. Not verified here.
-pub async fn request_chunk(conn: &quinn::Connection, req: &ChunkRequest) -> Result<Option<Vec<u8>>, NetError> {
+/// A peer's answer to a chunk request.
+#[derive(Debug)]
+pub enum ChunkAnswer {
+    /// The bytes (not verified yet).
+    Data(Vec<u8>),
+    /// The peer does not have it.
+    NotFound,
+    /// The peer has it but spends its upload on other chunks now.
+    Busy,
+}
+
+/// Asks a peer for one chunk. The bytes are not verified here.
+pub async fn request_chunk(conn: &quinn::Connection, req: &ChunkRequest) -> Result<ChunkAnswer, NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
-    proto::write_frame(&mut send, req).await?;
+    proto::write_frame(&mut send, &StreamRequest::Chunk(req.clone())).await?;
     let _ = send.finish();
     let reply: ChunkReply = proto::read_frame(&mut recv)
         .await?
         .ok_or_else(|| NetError::Protocol("stream closed before the chunk reply".into()))?;
     match reply {
-        ChunkReply::NotFound => Ok(None),
+        ChunkReply::NotFound => Ok(ChunkAnswer::NotFound),
+        ChunkReply::Busy => Ok(ChunkAnswer::Busy),
         ChunkReply::Data { len } if len != req.len || len > MAX_CHUNK => {
             Err(NetError::Protocol(format!("asked for {} bytes, peer announced {len}", req.len)))
         }
         ChunkReply::Data { len } => {
             let mut buf = vec![0u8; len as usize];
             recv.read_exact(&mut buf).await.map_err(|e| NetError::Protocol(format!("short chunk: {e}")))?;
-            Ok(Some(buf))
+            Ok(ChunkAnswer::Data(buf))
         }
     }
+}
+
+/// Downloads `bytes` of filler from a peer; returns how many arrived.
+pub async fn probe(conn: &quinn::Connection, bytes: u64) -> Result<u64, NetError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    proto::write_frame(&mut send, &StreamRequest::Probe { bytes }).await?;
+    let _ = send.finish();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some(n) = recv.read(&mut buf).await.map_err(|e| NetError::Protocol(format!("probe: {e}")))? {
+        got += n as u64;
+    }
+    Ok(got)
 }

@@ -17,6 +17,11 @@ use tracing::warn;
 pub enum Request {
     /// The status document.
     Status,
+    /// Scan a share (or all) now; answers `{"rescanning": [names]}` or `{"error": ...}`.
+    Rescan {
+        /// One share, or every share when absent.
+        share: Option<String>,
+    },
 }
 
 /// Serves the control socket until the node stops.
@@ -59,6 +64,20 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
                 Err(e) => format!("{{\"error\":\"{e}\"}}"),
             }
         }
+        Ok(Request::Rescan { share }) => {
+            let shares: Vec<_> =
+                node.share_list().into_iter().filter(|s| share.as_ref().is_none_or(|n| *n == s.cfg.name)).collect();
+            if shares.is_empty() {
+                serde_json::json!({ "error": format!("no share named {:?} on this node", share.unwrap_or_default()) })
+                    .to_string()
+            } else {
+                let names: Vec<String> = shares.iter().map(|s| s.cfg.name.clone()).collect();
+                for s in shares {
+                    s.rescan();
+                }
+                serde_json::json!({ "rescanning": names }).to_string()
+            }
+        }
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }).to_string(),
     };
     let _ = w.write_all(answer.as_bytes()).await;
@@ -83,4 +102,15 @@ pub async fn request(home: &Home, req: &Request) -> anyhow::Result<String> {
 pub async fn status(home: &Home) -> anyhow::Result<super::status::Status> {
     let raw = request(home, &Request::Status).await?;
     serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))
+}
+
+/// Asks the daemon of `home` to scan now; returns the shares it started scanning.
+pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<String>> {
+    let raw = request(home, &Request::Rescan { share }).await?;
+    let v: serde_json::Value = serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        anyhow::bail!("{e}");
+    }
+    let names = v.get("rescanning").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    Ok(names.iter().filter_map(|n| n.as_str().map(String::from)).collect())
 }

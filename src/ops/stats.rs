@@ -18,6 +18,8 @@ pub struct Counters {
     pub chunk_bytes_reused: AtomicU64,
     /// Chunks that failed verification.
     pub chunks_corrupt: AtomicU64,
+    /// Chunk requests answered `Busy` (sent to another peer just before).
+    pub chunks_busy: AtomicU64,
     /// Index entries received from peers.
     pub entries_received: AtomicU64,
     /// Index entries sent to peers.
@@ -43,6 +45,9 @@ pub struct CounterSnapshot {
     pub chunk_bytes_reused: u64,
     /// See [`Counters::chunks_corrupt`].
     pub chunks_corrupt: u64,
+    /// See [`Counters::chunks_busy`].
+    #[serde(default)]
+    pub chunks_busy: u64,
     /// See [`Counters::entries_received`].
     pub entries_received: u64,
     /// See [`Counters::entries_sent`].
@@ -70,6 +75,7 @@ impl Counters {
             chunks_sent: g(&self.chunks_sent),
             chunk_bytes_reused: g(&self.chunk_bytes_reused),
             chunks_corrupt: g(&self.chunks_corrupt),
+            chunks_busy: g(&self.chunks_busy),
             entries_received: g(&self.entries_received),
             entries_sent: g(&self.entries_sent),
             files_applied: g(&self.files_applied),

@@ -5,14 +5,14 @@
 
 pub mod codec;
 
-use crate::index::{ChunkHash, Entry};
+use crate::index::{ChunkHash, ContentId, Entry, RelPath};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 pub use codec::{decode, encode, read_frame, write_frame, CodecError};
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
-pub const ALPN_MESH: &[u8] = b"meshsync/1";
+pub const ALPN_MESH: &[u8] = b"meshsync/2";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
@@ -79,7 +79,65 @@ pub enum Control {
     Peers(Vec<PeerInfo>),
     /// The sender started taking part in a share after its Hello.
     ShareAdded(ShareHello),
+    /// Which chunks of a file the sender holds while it downloads it.
+    Have(HaveMap),
 }
+
+/// Download progress of one file: the chunks the sender can already serve.
+///
+/// A bitmap rather than run-length ranges: rarest-first fetches chunks in random
+/// order, so runs are short and a bitmap (one bit per block) is the smaller form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaveMap {
+    /// Share name.
+    pub share: String,
+    /// The file being downloaded.
+    pub path: RelPath,
+    /// Which version of it (the receiver ignores maps of other versions).
+    pub content: ContentId,
+    /// Number of blocks in that version.
+    pub blocks: u32,
+    /// Bit `i` (LSB first in byte `i / 8`) set: block `i` is held.
+    pub bits: Vec<u8>,
+}
+
+impl HaveMap {
+    /// True if block `i` is held; false past the end.
+    pub fn has(&self, i: usize) -> bool {
+        self.bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+
+    /// True when the bitmap is as long as `blocks` says.
+    pub fn is_well_formed(&self) -> bool {
+        self.bits.len() == (self.blocks as usize).div_ceil(8)
+    }
+
+    /// Builds a map from held block indexes.
+    pub fn from_held(share: String, path: RelPath, content: ContentId, blocks: u32, held: &[bool]) -> Self {
+        let mut bits = vec![0u8; (blocks as usize).div_ceil(8)];
+        for (i, h) in held.iter().enumerate().take(blocks as usize) {
+            if *h {
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        Self { share, path, content, blocks, bits }
+    }
+}
+
+/// First frame of every request stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamRequest {
+    /// One chunk; answered with a [`ChunkReply`].
+    Chunk(ChunkRequest),
+    /// `bytes` of filler, for `meshsync bench` to measure throughput; answered with raw bytes.
+    Probe {
+        /// How many bytes to send back (at most [`MAX_PROBE`]).
+        bytes: u64,
+    },
+}
+
+/// Largest throughput probe a peer answers.
+pub const MAX_PROBE: u64 = 1 << 30;
 
 /// A request for one chunk, first frame of a request stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +160,9 @@ pub enum ChunkReply {
     },
     /// The sender does not have it (any more).
     NotFound,
+    /// The sender has it but just sent it to another peer and is short of upload:
+    /// fetch it from that peer once it announces it.
+    Busy,
 }
 
 /// What a joining node sends to its inviter.
@@ -188,8 +249,18 @@ mod golden {
             &Control::Index { share: "www".into(), index_id: 1, entries: vec![entry()], upto_seq: 4 },
         );
         check("control_peers", &Control::Peers(vec![PeerInfo { id: [3; 32], name: "b".into(), addrs: vec![] }]));
-        check("chunk_request", &ChunkRequest { share: "www".into(), hash: ChunkHash::of(b"hello"), len: 5 });
+        check(
+            "chunk_request",
+            &StreamRequest::Chunk(ChunkRequest { share: "www".into(), hash: ChunkHash::of(b"hello"), len: 5 }),
+        );
+        check("probe_request", &StreamRequest::Probe { bytes: 1 << 20 });
         check("chunk_reply", &ChunkReply::Data { len: 5 });
+        check("chunk_reply_busy", &ChunkReply::Busy);
+        let e = entry();
+        check(
+            "control_have",
+            &Control::Have(HaveMap::from_held("www".into(), e.path.clone(), e.content_id(), 1, &[true])),
+        );
         check("join_refused", &JoinReply::Refused("expired".into()));
     }
 }

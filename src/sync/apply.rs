@@ -2,21 +2,29 @@
 //! assemble in a temp file under `.meshsync/`, verify, fsync, set mode and mtime,
 //! and rename into place atomically. Never clobbers a file changed since the scan.
 
+use super::availability::{Announced, PartialStore};
 use super::planner::Action;
-use super::swarm::{Have, Outcome, Request, Swarm};
+use super::swarm::{ChunkSet, Have, Outcome, Request, Swarm};
 use crate::config::ShareMode;
 use crate::identity::NodeId;
 use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR};
-use crate::net::{self, Peers};
+use crate::net::{self, ChunkAnswer, Peers};
 use crate::ops::stats::{Counters, Progress};
-use crate::proto::ChunkRequest;
+use crate::proto::{ChunkRequest, Control, HaveMap};
 use crate::util::{free_space, fsync_dir, mtime_of, safe_join, set_mtime};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
+
+/// How often a download announces which chunks it holds.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+/// How often a download looks for new sources and announcements.
+const REFRESH_EVERY: Duration = Duration::from_millis(50);
 
 /// Why an action was not carried out. None of these loses data.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +73,12 @@ pub struct ShareCtx {
     pub counters: Arc<Counters>,
     /// Download progress.
     pub progress: Arc<Progress>,
+    /// Chunks of running downloads, servable to peers.
+    pub partial: Arc<PartialStore>,
+    /// Peers' download progress.
+    pub announced: Arc<Announced>,
+    /// Sends this node's progress maps to every session.
+    pub announce: broadcast::Sender<Control>,
 }
 
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + '_ {
@@ -270,15 +284,25 @@ impl ShareCtx {
         self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
 
         if !missing.is_empty() {
-            done_bytes = self.fetch_remote(&target, missing, &sources, &file, &positions, done_bytes).await?;
+            let fetched = self.fetch_remote(&target, missing, &sources, &file, &positions, done_bytes).await;
+            done_bytes = match fetched {
+                Ok(d) => d,
+                Err(e) => {
+                    self.partial.remove_file(&file);
+                    return Err(e);
+                }
+            };
         }
         debug!(share = %self.name, path = %target.path, bytes = done_bytes, "assembled");
 
         let ctx = self.clone();
-        let res = tokio::task::spawn_blocking(move || ctx.finish(target, conflict, file, &tmp, &abs))
+        let f2 = file.clone();
+        let res = tokio::task::spawn_blocking(move || ctx.finish(target, conflict, f2, &tmp, &abs))
             .await
-            .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?;
-        res
+            .map_err(|e| ApplyError::Unsafe(format!("task: {e}")));
+        // After `finish` the index serves these chunks from the final file.
+        self.partial.remove_file(&file);
+        res?
     }
 
     /// Writes every chunk found on disk; returns the chunks still missing and the bytes placed.
@@ -337,6 +361,8 @@ impl ShareCtx {
         positions: &Arc<HashMap<ChunkHash, (u32, Vec<u64>)>>,
         mut done_bytes: u64,
     ) -> Result<u64, ApplyError> {
+        let epoch = tokio::time::Instant::now();
+        let mut dl = Download::new(self, target, &missing, file, positions);
         let mut swarm = Swarm::new(missing, rand::random());
         let mut known: HashSet<NodeId> = HashSet::new();
         for s in sources {
@@ -345,11 +371,12 @@ impl ShareCtx {
                 known.insert(*s);
             }
         }
-        let mut refresh = tokio::time::interval(std::time::Duration::from_millis(50));
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         loop {
-            for req in swarm.poll() {
+            for req in swarm.poll(epoch.elapsed()) {
                 let Some(conn) = self.peers.get(&req.peer) else {
                     swarm.remove_peer(&req.peer);
                     continue;
@@ -362,15 +389,26 @@ impl ShareCtx {
             if swarm.is_complete() {
                 break;
             }
-            if tasks.is_empty() && !self.add_sources(&mut swarm, target, &mut known) {
+            if tasks.is_empty() && swarm.is_stuck() && !self.add_sources(&mut swarm, target, &mut known) {
                 // Nothing in flight and nothing to ask: no one has the rest.
+                dl.announce(true);
                 return Err(ApplyError::NoSource(target.path.clone()));
             }
             let joined = tokio::select! {
-                j = tasks.join_next() => j,
+                j = tasks.join_next(), if !tasks.is_empty() => j,
                 _ = refresh.tick() => {
-                    // Peers that got this version (or connected) since we started help too.
+                    // Peers that got this version, connected, or announced chunks since we started.
                     self.add_sources(&mut swarm, target, &mut known);
+                    dl.learn_announced(&mut swarm);
+                    for id in known.iter().chain(dl.partial_peers.keys()) {
+                        if let Some(c) = self.peers.get(id) {
+                            swarm.set_rtt(id, c.rtt());
+                        }
+                    }
+                    continue;
+                }
+                _ = announce.tick() => {
+                    dl.announce(false);
                     continue;
                 }
             };
@@ -381,34 +419,42 @@ impl ShareCtx {
             running.remove(&req);
             let (hash, len) = swarm.chunk(req.chunk);
             let outcome = match res {
-                Ok(Some(data)) if ChunkHash::of(&data) == hash => {
+                Ok(ChunkAnswer::Data(data)) if ChunkHash::of(&data) == hash => {
                     let f = file.clone();
                     let offs = positions.get(&hash).map(|p| p.1.clone()).unwrap_or_default();
                     let n = offs.len() as u64;
+                    let first = offs.first().copied();
                     tokio::task::spawn_blocking(move || offs.iter().try_for_each(|o| write_chunk(&f, &data, *o)))
                         .await
                         .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
                         .map_err(io_err(Path::new("temp file")))?;
+                    if let Some(off) = first {
+                        self.partial.add(hash, file, off);
+                    }
+                    dl.got(&hash);
                     Counters::add(&self.counters.chunk_bytes_received, len as u64);
                     done_bytes += len as u64 * n;
                     self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
                     Outcome::Verified
                 }
-                Ok(Some(_)) => {
+                Ok(ChunkAnswer::Data(_)) => {
                     warn!(share = %self.name, peer = ?req.peer, path = %target.path, "chunk failed verification; fetching it elsewhere");
                     Counters::add(&self.counters.chunks_corrupt, 1);
                     Outcome::Corrupt
                 }
-                Ok(None) => Outcome::NotFound,
+                Ok(ChunkAnswer::NotFound) => Outcome::NotFound,
+                Ok(ChunkAnswer::Busy) => Outcome::Busy,
                 Err(e) => {
                     debug!(share = %self.name, peer = ?req.peer, error = %e, "chunk request failed");
                     if !self.peers.is_connected(&req.peer) {
                         swarm.remove_peer(&req.peer);
+                        known.remove(&req.peer);
+                        dl.partial_peers.remove(&req.peer);
                     }
                     Outcome::Failed
                 }
             };
-            for dup in swarm.complete(req, outcome) {
+            for dup in swarm.complete(req, outcome, epoch.elapsed()) {
                 if let Some(h) = running.remove(&dup) {
                     h.abort();
                 }
@@ -474,6 +520,109 @@ impl ShareCtx {
             return Ok(());
         }
         self.set_aside(abs, conflict)
+    }
+}
+
+/// The availability side of one download: which blocks this node holds (to
+/// announce) and what peers announced (to feed the swarm).
+struct Download<'a> {
+    ctx: &'a ShareCtx,
+    target: &'a Entry,
+    content: crate::index::ContentId,
+    /// Swarm chunk index of each distinct missing hash.
+    chunk_of: HashMap<ChunkHash, usize>,
+    /// Per block: held (verified) here.
+    held: Vec<bool>,
+    /// Blocks of each missing hash.
+    blocks_of: HashMap<ChunkHash, Vec<usize>>,
+    changed: bool,
+    /// Peers known only from announcements, with the bitmap last applied.
+    partial_peers: HashMap<NodeId, Vec<u8>>,
+}
+
+impl<'a> Download<'a> {
+    fn new(
+        ctx: &'a ShareCtx,
+        target: &'a Entry,
+        missing: &[(ChunkHash, u32)],
+        file: &Arc<File>,
+        positions: &HashMap<ChunkHash, (u32, Vec<u64>)>,
+    ) -> Self {
+        let chunk_of: HashMap<ChunkHash, usize> = missing.iter().enumerate().map(|(i, (h, _))| (*h, i)).collect();
+        let mut blocks_of: HashMap<ChunkHash, Vec<usize>> = HashMap::new();
+        let mut held = vec![false; target.blocks.len()];
+        for (i, b) in target.blocks.iter().enumerate() {
+            if chunk_of.contains_key(&b.hash) {
+                blocks_of.entry(b.hash).or_default().push(i);
+            } else {
+                held[i] = true;
+            }
+        }
+        // Chunks already here (resumed temp file or local copies) are servable at once.
+        for (hash, (_, offs)) in positions {
+            if !chunk_of.contains_key(hash) {
+                if let Some(off) = offs.first() {
+                    ctx.partial.add(*hash, file, *off);
+                }
+            }
+        }
+        let changed = held.iter().any(|h| *h);
+        Self {
+            ctx,
+            target,
+            content: target.content_id(),
+            chunk_of,
+            held,
+            blocks_of,
+            changed,
+            partial_peers: HashMap::new(),
+        }
+    }
+
+    fn got(&mut self, hash: &ChunkHash) {
+        for b in self.blocks_of.get(hash).into_iter().flatten() {
+            self.held[*b] = true;
+            self.changed = true;
+        }
+    }
+
+    /// Sends this node's progress map to every session, if it changed (or `force`).
+    fn announce(&mut self, force: bool) {
+        if !self.changed && !force {
+            return;
+        }
+        self.changed = false;
+        let map = HaveMap::from_held(
+            self.ctx.name.clone(),
+            self.target.path.clone(),
+            self.content,
+            self.held.len() as u32,
+            &self.held,
+        );
+        // No session listening is fine: nobody to tell.
+        let _ = self.ctx.announce.send(Control::Have(map));
+    }
+
+    /// Feeds peers' newest progress maps of this version into the swarm.
+    fn learn_announced(&mut self, swarm: &mut Swarm) {
+        for (peer, map) in self.ctx.announced.for_content(&self.target.path, &self.content) {
+            if swarm.has_all(&peer) || map.blocks as usize != self.held.len() || !self.ctx.peers.is_connected(&peer) {
+                continue;
+            }
+            if self.partial_peers.get(&peer) == Some(&map.bits) {
+                continue;
+            }
+            let set: ChunkSet = self
+                .target
+                .blocks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| map.has(*i))
+                .filter_map(|(_, b)| self.chunk_of.get(&b.hash).copied())
+                .collect();
+            swarm.set_peer(peer, Have::Some(set));
+            self.partial_peers.insert(peer, map.bits);
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! carries their decisions out on disk and over the network.
 
 pub mod apply;
+pub mod availability;
 pub mod planner;
 pub mod swarm;
 

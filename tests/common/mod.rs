@@ -74,10 +74,23 @@ pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -
     n
 }
 
+/// Adds `key = value` lines to a node's `[node]` table (before it starts).
+pub fn node_option(home: &Home, lines: &str) {
+    let p = home.config();
+    let t = std::fs::read_to_string(&p).unwrap().replacen("[node]\n", &format!("[node]\n{lines}\n"), 1);
+    std::fs::write(p, t).unwrap();
+}
+
 /// A started mesh of `modes.len()` nodes; node i>0 is invited by node i-1.
 pub async fn mesh(dir: &Path, modes: &[ShareMode]) -> Vec<TestNode> {
+    mesh_with(dir, modes, "").await
+}
+
+/// Like [`mesh`], with extra `[node]` options for the first node.
+pub async fn mesh_with(dir: &Path, modes: &[ShareMode], first_options: &str) -> Vec<TestNode> {
     let names = ["alpha", "beta", "gamma", "delta"];
     let mut a = first(dir, names[0], modes[0]);
+    node_option(&a.home, first_options);
     a.start().await;
     let mut nodes = vec![a];
     for (i, m) in modes.iter().enumerate().skip(1) {

@@ -1,0 +1,192 @@
+//! Who holds what while downloads run: chunks this node can serve from its temp
+//! files, the progress maps peers announced, and which upload to refuse when this
+//! node's upload is the scarce resource.
+
+use crate::identity::NodeId;
+use crate::index::{ChunkHash, ContentId, RelPath};
+use crate::proto::HaveMap;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where a verified chunk sits: a temp file and an offset in it.
+type Place = (Arc<File>, u64);
+
+/// Verified chunks in this node's temp files, servable before the file is complete.
+#[derive(Default)]
+pub struct PartialStore {
+    chunks: Mutex<HashMap<ChunkHash, Vec<Place>>>,
+}
+
+impl PartialStore {
+    /// Records that `file` holds the verified chunk at `offset`.
+    pub fn add(&self, hash: ChunkHash, file: &Arc<File>, offset: u64) {
+        let mut m = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        let v = m.entry(hash).or_default();
+        if !v.iter().any(|(f, _)| Arc::ptr_eq(f, file)) {
+            v.push((file.clone(), offset));
+        }
+    }
+
+    /// Forgets every chunk of `file` (its download ended).
+    pub fn remove_file(&self, file: &Arc<File>) {
+        let mut m = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| {
+            v.retain(|(f, _)| !Arc::ptr_eq(f, file));
+            !v.is_empty()
+        });
+    }
+
+    /// Reads a chunk from a temp file, verified against its hash.
+    pub fn read(&self, hash: &ChunkHash, len: u32) -> Option<Vec<u8>> {
+        let places = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()?;
+        for (f, off) in places {
+            let mut buf = vec![0u8; len as usize];
+            if f.read_exact_at(&mut buf, off).is_ok() && ChunkHash::of(&buf) == *hash {
+                return Some(buf);
+            }
+        }
+        None
+    }
+}
+
+/// Progress maps announced by peers, per path.
+#[derive(Default)]
+pub struct Announced {
+    maps: Mutex<HashMap<RelPath, HashMap<NodeId, HaveMap>>>,
+}
+
+impl Announced {
+    /// Stores a peer's newest map of a file; malformed maps are dropped (false).
+    pub fn record(&self, peer: NodeId, map: HaveMap) -> bool {
+        if !map.is_well_formed() {
+            return false;
+        }
+        let mut m = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(map.path.clone()).or_default().insert(peer, map);
+        true
+    }
+
+    /// Forgets everything a peer announced (it disconnected).
+    pub fn forget_peer(&self, peer: &NodeId) {
+        let mut m = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| {
+            v.remove(peer);
+            !v.is_empty()
+        });
+    }
+
+    /// Maps announced for this version of a file.
+    pub fn for_content(&self, path: &RelPath, content: &ContentId) -> Vec<(NodeId, HaveMap)> {
+        let m = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(path)
+            .map(|v| v.iter().filter(|(_, h)| h.content == *content).map(|(id, h)| (*id, h.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// How long a chunk sent to one peer is refused to others while upload is short.
+pub const UPLOAD_HOLD: Duration = Duration::from_millis(1500);
+/// Uploads in progress from which this node counts its upload as short.
+pub const BUSY_FROM_ACTIVE: usize = 2;
+
+/// Whether to send a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it.
+    Serve,
+    /// Refuse with `Busy`: it just left for another peer, which will announce it.
+    Busy,
+}
+
+/// The uploader's half of "each chunk leaves the source about once": while this
+/// node is busy uploading, a chunk it just sent to one peer is refused to the
+/// others, who then fetch it from that peer. Pure: the caller passes the time.
+#[derive(Debug, Default)]
+pub struct UploadPolicy {
+    recent: HashMap<ChunkHash, (NodeId, Duration)>,
+    active: usize,
+}
+
+impl UploadPolicy {
+    /// Decides a request; a `Serve` must be followed by [`UploadPolicy::finished`].
+    pub fn decide(&mut self, hash: ChunkHash, peer: NodeId, now: Duration) -> Decision {
+        if let Some((to, at)) = self.recent.get(&hash) {
+            if *to != peer && now.saturating_sub(*at) < UPLOAD_HOLD && self.active >= BUSY_FROM_ACTIVE {
+                return Decision::Busy;
+            }
+        }
+        if self.recent.len() > 65536 {
+            self.recent.retain(|_, (_, at)| now.saturating_sub(*at) < UPLOAD_HOLD);
+        }
+        self.recent.insert(hash, (peer, now));
+        self.active += 1;
+        Decision::Serve
+    }
+
+    /// An upload ended.
+    pub fn finished(&mut self) {
+        self.active = self.active.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 32])
+    }
+
+    #[test]
+    fn busy_only_for_another_peer_while_upload_is_short() {
+        let mut u = UploadPolicy::default();
+        let h = ChunkHash::of(b"x");
+        let t = Duration::from_secs(10);
+        assert_eq!(u.decide(h, id(1), t), Decision::Serve);
+        assert_eq!(u.decide(h, id(2), t), Decision::Serve, "one upload running is not short");
+        assert_eq!(u.decide(ChunkHash::of(b"y"), id(3), t), Decision::Serve);
+        assert_eq!(u.decide(h, id(3), t), Decision::Busy, "just sent to peer 2 while busy");
+        assert_eq!(u.decide(h, id(2), t), Decision::Serve, "the same peer may ask again (a retry)");
+        assert_eq!(u.decide(h, id(3), t + UPLOAD_HOLD), Decision::Serve, "after the hold anyone may have it");
+        for _ in 0..10 {
+            u.finished();
+        }
+        assert_eq!(u.decide(h, id(4), t + UPLOAD_HOLD), Decision::Serve, "idle uploader serves duplicates");
+    }
+
+    #[test]
+    fn partial_store_serves_verified_chunks_until_the_file_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(
+            File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("t")).unwrap(),
+        );
+        f.write_all_at(b"helloworld", 0).unwrap();
+        let s = PartialStore::default();
+        let h = ChunkHash::of(b"world");
+        s.add(h, &f, 5);
+        assert_eq!(s.read(&h, 5).as_deref(), Some(&b"world"[..]));
+        assert_eq!(s.read(&ChunkHash::of(b"hello"), 5), None, "only registered chunks");
+        s.add(ChunkHash::of(b"nope!"), &f, 0);
+        assert_eq!(s.read(&ChunkHash::of(b"nope!"), 5), None, "contents are re-verified");
+        s.remove_file(&f);
+        assert_eq!(s.read(&h, 5), None);
+    }
+
+    #[test]
+    fn malformed_maps_are_dropped_and_peers_forgotten() {
+        let a = Announced::default();
+        let path = RelPath::parse("f").unwrap();
+        let c = ContentId([1; 32]);
+        let bad = HaveMap { share: "s".into(), path: path.clone(), content: c, blocks: 20, bits: vec![0xff] };
+        assert!(!a.record(id(1), bad));
+        let good = HaveMap::from_held("s".into(), path.clone(), c, 3, &[true, false, true]);
+        assert!(a.record(id(1), good.clone()));
+        assert_eq!(a.for_content(&path, &c), vec![(id(1), good)]);
+        assert!(a.for_content(&path, &ContentId([2; 32])).is_empty(), "other versions are ignored");
+        a.forget_peer(&id(1));
+        assert!(a.for_content(&path, &c).is_empty());
+    }
+}

@@ -64,6 +64,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the running mesh: per-peer RTT and throughput, then swarm a synthetic
+    /// blob (kept outside every share, deleted afterwards) to all peers.
+    Bench {
+        /// Blob size in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Bytes downloaded from each peer for its throughput figure, in MiB.
+        #[arg(long, default_value_t = 32)]
+        probe_mib: u64,
+        /// Print the report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Scan shares now instead of at the next interval (e.g. at the end of an upload job).
     Rescan {
         /// Only this share (default: all).
@@ -151,6 +164,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let st: ops::status::Status =
                     serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
                 print!("{}", st.human());
+            }
+        }
+        Cmd::Bench { size_mib, probe_mib, json } => {
+            let report = ops::bench_view::run(&home(cli.home)?, size_mib, probe_mib).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", ops::bench_view::table(&report));
             }
         }
         Cmd::Rescan { share } => {

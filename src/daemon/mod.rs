@@ -1,6 +1,7 @@
 //! The running node: wires index, network, sessions and share workers together.
 //! `meshsync run` and the tests start it through [`start`].
 
+pub mod bench;
 mod join;
 mod session;
 mod share;
@@ -56,6 +57,8 @@ pub struct Node {
     pub upload_limit: crate::net::limit::RateLimit,
     /// Start of the node's clock (the pure upload policy takes time as an offset).
     pub epoch: Instant,
+    /// `meshsync bench` runs in flight.
+    pub bench: Mutex<bench::BenchState>,
     dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
 }
 
@@ -82,6 +85,9 @@ impl NodeHandle {
         if let Err(e) = self.node.index.flush() {
             warn!(error = %e, "index flush failed");
         }
+        // Closed connections drain for a few PTOs and hold the UDP port meanwhile;
+        // waiting here lets a restart (systemctl restart) bind it again at once.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.node.net.endpoint().wait_idle()).await;
         let _ = std::fs::remove_file(self.node.home.control_socket());
         info!("stopped");
     }
@@ -158,9 +164,11 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         uploads: Mutex::new(Default::default()),
         upload_limit: crate::net::limit::RateLimit::new(config.node.upload_limit_mbit),
         epoch: Instant::now(),
+        bench: Mutex::new(Default::default()),
         dial_state: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
+    bench::clean_leftovers(&node);
     let mut tasks = tokio::task::JoinSet::new();
     for s in config.shares.clone() {
         node.add_share(s, &mut tasks)?;
@@ -169,7 +177,8 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     info!(parent: &span, id = %node.ident.id, listen = %config.node.listen, "started");
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
-    tasks.spawn(crate::ops::control::serve(node.clone()).instrument(span.clone()));
+    let control = crate::ops::control::bind(&node);
+    tasks.spawn(crate::ops::control::serve(node.clone(), control).instrument(span.clone()));
     tasks.spawn(config_reload_loop(node.clone()).instrument(span));
     Ok(NodeHandle { node, tasks })
 }

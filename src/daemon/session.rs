@@ -1,14 +1,14 @@
 //! One authenticated connection to a peer: Hello, index exchange both ways,
 //! gossip, and serving chunk requests.
 
-use super::{Node, Share};
+use super::{bench, Node, Share};
 use crate::identity::NodeId;
 use crate::index::RelPath;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
-    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, StreamRequest, MAX_BATCH_ENTRIES, MAX_CHUNK, MAX_PROBE,
-    PROTOCOL_MINOR,
+    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, StreamRequest, BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES,
+    MAX_CHUNK, MAX_PROBE, PROTOCOL_MINOR,
 };
 use crate::sync::availability::Decision;
 use std::collections::{HashMap, HashSet};
@@ -147,8 +147,13 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             }
             ann = announcements.recv() => {
                 match ann {
-                    Ok(Control::Have(m)) if peer_shares.contains_key(&m.share) => {
+                    Ok(Control::Have(m))
+                        if peer_shares.contains_key(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) =>
+                    {
                         let _ = tx.send(Control::Have(m)).await;
+                    }
+                    Ok(m @ (Control::BenchOffer { .. } | Control::BenchEnd { .. })) => {
+                        let _ = tx.send(m).await;
                     }
                     // Maps are periodic and complete: a lagged receiver just waits for the next.
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -177,6 +182,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         peer_shares.insert(sh.name.clone(), sh);
                         start_senders(&peer_shares, &mut sending, &mut tasks);
                     }
+                    Control::BenchOffer { id, entry } => bench::on_offer(node, peer, id, entry, tx.clone()),
+                    Control::BenchDone { id, ok } => bench::on_done(node, peer, id, ok),
+                    Control::BenchEnd { id } => bench::on_end(node, id),
                     Control::Have(map) => {
                         if let Some(share) = node.share(&map.share) {
                             let path = map.path.clone();

@@ -103,6 +103,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
     loop {
         // Scan.
         let s2 = share.clone();
+        let scan_start = std::time::Instant::now();
         let scanned = tokio::task::spawn_blocking(move || {
             Scanner { root: &s2.ctx.root, index: &s2.ctx.index, me, mode: s2.cfg.mode, ignore: &s2.ignore }.scan()
         })
@@ -110,7 +111,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         match scanned {
             Ok(Ok(st)) => {
                 if st.changed + st.deleted > 0 {
-                    info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, "local changes");
+                    let secs = format!("{:.2}", scan_start.elapsed().as_secs_f64());
+                    info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, secs, "local changes");
                 }
             }
             Ok(Err(e)) => warn!(error = %e, "scan failed"),

@@ -75,6 +75,14 @@ impl Index {
         Ok(s)
     }
 
+    /// Deletes every tree of a share (a finished bench blob).
+    pub fn drop_share(&self, name: &str) -> Result<(), IndexError> {
+        for kind in ["local", "seq", "remote", "remote_state", "chunks", "meta"] {
+            self.db.drop_tree(format!("share/{name}/{kind}"))?;
+        }
+        Ok(())
+    }
+
     /// Remembers a peer (replacing what was known of it).
     pub fn put_peer(&self, p: &PeerInfo) -> Result<(), IndexError> {
         self.peers.insert(p.id, proto::encode(p)?)?;

@@ -1,6 +1,7 @@
 //! The local control socket (`$MESHSYNC_HOME/control.sock`, mode 0600): one JSON
 //! request line in, one JSON answer out.
 
+use crate::daemon::bench::BenchEvent;
 use crate::daemon::Node;
 use crate::home::Home;
 use anyhow::Context;
@@ -17,6 +18,13 @@ use tracing::warn;
 pub enum Request {
     /// The status document.
     Status,
+    /// Run `meshsync bench`: answers one JSON [`BenchEvent`] per line, the last a result or error.
+    Bench {
+        /// Blob size.
+        bytes: u64,
+        /// Bytes of each per-peer throughput probe.
+        probe_bytes: u64,
+    },
     /// Scan a share (or all) now; answers `{"rescanning": [names]}` or `{"error": ...}`.
     Rescan {
         /// One share, or every share when absent.
@@ -24,20 +32,26 @@ pub enum Request {
     },
 }
 
-/// Serves the control socket until the node stops.
-pub async fn serve(node: Arc<Node>) {
+/// Binds the control socket (before the node reports started, so callers can use it at once).
+pub fn bind(node: &Node) -> Option<UnixListener> {
     let path = node.home.control_socket();
     let _ = std::fs::remove_file(&path);
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) => {
             warn!(path = %path.display(), error = %e, "control socket unavailable; `meshsync status` will not work");
-            return;
+            return None;
         }
     };
     if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
         warn!(error = %e, "cannot restrict the control socket to its owner");
     }
+    Some(listener)
+}
+
+/// Serves the control socket until the node stops.
+pub async fn serve(node: Arc<Node>, listener: Option<UnixListener>) {
+    let Some(listener) = listener else { return };
     loop {
         tokio::select! {
             _ = node.cancel.cancelled() => break,
@@ -47,7 +61,7 @@ pub async fn serve(node: Arc<Node>) {
             }
         }
     }
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(node.home.control_socket());
 }
 
 async fn handle(node: Arc<Node>, stream: UnixStream) {
@@ -57,6 +71,19 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
         return;
     }
     let answer = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(Request::Bench { bytes, probe_bytes }) => {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            tokio::spawn(crate::daemon::bench::run(node.clone(), bytes, probe_bytes, tx));
+            while let Some(ev) = rx.recv().await {
+                let mut l = serde_json::to_string(&ev).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+                l.push('\n');
+                if w.write_all(l.as_bytes()).await.is_err() {
+                    // The CLI went away; the run finishes and cleans up on its own.
+                    break;
+                }
+            }
+            return;
+        }
         Ok(Request::Status) => {
             let n = node.clone();
             match tokio::task::spawn_blocking(move || super::status::status(&n)).await {
@@ -113,4 +140,31 @@ pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<St
     }
     let names = v.get("rescanning").and_then(|r| r.as_array()).cloned().unwrap_or_default();
     Ok(names.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+}
+
+/// Runs `meshsync bench` on the daemon of `home`, calling `on_event` for each event.
+pub async fn bench(
+    home: &Home,
+    bytes: u64,
+    probe_bytes: u64,
+    mut on_event: impl FnMut(&BenchEvent),
+) -> anyhow::Result<crate::daemon::bench::BenchReport> {
+    let path = home.control_socket();
+    let stream = UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("no daemon answers on {} (start it with `meshsync run`)", path.display()))?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(serde_json::to_string(&Request::Bench { bytes, probe_bytes })?.as_bytes()).await?;
+    w.write_all(b"\n").await?;
+    let mut lines = BufReader::new(r).lines();
+    while let Some(line) = lines.next_line().await? {
+        let ev: BenchEvent = serde_json::from_str(&line).with_context(|| format!("daemon answered: {line}"))?;
+        on_event(&ev);
+        match ev {
+            BenchEvent::Result(r) => return Ok(r),
+            BenchEvent::Error { message } => anyhow::bail!("bench failed: {message}"),
+            _ => {}
+        }
+    }
+    anyhow::bail!("the daemon closed the bench before a result")
 }

@@ -1,5 +1,6 @@
-//! Operating a node: the control socket, status, counters.
+//! Operating a node: the control socket, status, counters, bench.
 
+pub mod bench_view;
 pub mod control;
 pub mod stats;
 pub mod status;

@@ -81,7 +81,30 @@ pub enum Control {
     ShareAdded(ShareHello),
     /// Which chunks of a file the sender holds while it downloads it.
     Have(HaveMap),
+    /// `meshsync bench`: fetch this synthetic blob from the swarm and report back.
+    BenchOffer {
+        /// Bench run id.
+        id: u64,
+        /// The blob, as an entry named `blob` in the temporary share `bench:<id>`.
+        entry: Entry,
+    },
+    /// `meshsync bench`: the sender has a verified copy of the blob (or gave up).
+    BenchDone {
+        /// Bench run id.
+        id: u64,
+        /// True if the copy is complete and verified.
+        ok: bool,
+    },
+    /// `meshsync bench` is over: delete the blob.
+    BenchEnd {
+        /// Bench run id.
+        id: u64,
+    },
 }
+
+/// Prefix of the temporary share a bench blob lives in; ':' keeps it apart from
+/// every configurable share name.
+pub const BENCH_SHARE_PREFIX: &str = "bench:";
 
 /// Download progress of one file: the chunks the sender can already serve.
 ///
@@ -257,6 +280,9 @@ mod golden {
         check("chunk_reply", &ChunkReply::Data { len: 5 });
         check("chunk_reply_busy", &ChunkReply::Busy);
         let e = entry();
+        check("control_bench_offer", &Control::BenchOffer { id: 7, entry: entry() });
+        check("control_bench_done", &Control::BenchDone { id: 7, ok: true });
+        check("control_bench_end", &Control::BenchEnd { id: 7 });
         check(
             "control_have",
             &Control::Have(HaveMap::from_held("www".into(), e.path.clone(), e.content_id(), 1, &[true])),

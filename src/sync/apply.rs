@@ -25,6 +25,9 @@ use tracing::{debug, info, warn};
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 /// How often a download looks for new sources and announcements.
 const REFRESH_EVERY: Duration = Duration::from_millis(50);
+/// Bytes written to a temp file after which its writeback is started, so the final
+/// fsync of a big file waits for the last few MiB only.
+const WRITEBACK_EVERY: u64 = 64 << 20;
 
 /// Why an action was not carried out. None of these loses data.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +256,7 @@ impl ShareCtx {
         conflict: Option<RelPath>,
     ) -> Result<(), ApplyError> {
         let abs = self.abs(&target.path)?;
+        let started = std::time::Instant::now();
         let free = free_space(&self.root).map_err(io_err(&self.root))?;
         let tmp = self.temp_path(&target);
         let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
@@ -297,12 +301,17 @@ impl ShareCtx {
 
         let ctx = self.clone();
         let f2 = file.clone();
+        let (path, size) = (target.path.clone(), target.size);
         let res = tokio::task::spawn_blocking(move || ctx.finish(target, conflict, f2, &tmp, &abs))
             .await
             .map_err(|e| ApplyError::Unsafe(format!("task: {e}")));
         // After `finish` the index serves these chunks from the final file.
         self.partial.remove_file(&file);
-        res?
+        res??;
+        let secs = started.elapsed().as_secs_f64();
+        info!(share = %self.name, path = %path, bytes = size, secs = format!("{secs:.2}"),
+            mib_per_s = format!("{:.1}", size as f64 / (1 << 20) as f64 / secs.max(1e-6)), "received");
+        Ok(())
     }
 
     /// Writes every chunk found on disk; returns the chunks still missing and the bytes placed.
@@ -375,6 +384,7 @@ impl ShareCtx {
         let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
+        let mut unflushed = 0u64;
         loop {
             for req in swarm.poll(epoch.elapsed()) {
                 let Some(conn) = self.peers.get(&req.peer) else {
@@ -383,7 +393,12 @@ impl ShareCtx {
                 };
                 let (hash, len) = swarm.chunk(req.chunk);
                 let cr = ChunkRequest { share: self.name.clone(), hash, len };
-                let h = tasks.spawn(async move { (req, net::request_chunk(&conn, &cr).await) });
+                // Verified in the request task, so hashing runs on every core.
+                let h = tasks.spawn(async move {
+                    let res = net::request_chunk(&conn, &cr).await;
+                    let ok = matches!(&res, Ok(ChunkAnswer::Data(d)) if ChunkHash::of(d) == cr.hash);
+                    (req, res, ok)
+                });
                 running.insert(req, h);
             }
             if swarm.is_complete() {
@@ -415,19 +430,30 @@ impl ShareCtx {
             let Some(joined) = joined else {
                 continue;
             };
-            let Ok((req, res)) = joined else { continue };
+            let Ok((req, res, verified)) = joined else { continue };
             running.remove(&req);
             let (hash, len) = swarm.chunk(req.chunk);
             let outcome = match res {
-                Ok(ChunkAnswer::Data(data)) if ChunkHash::of(&data) == hash => {
+                Ok(ChunkAnswer::Data(data)) if verified => {
                     let f = file.clone();
                     let offs = positions.get(&hash).map(|p| p.1.clone()).unwrap_or_default();
                     let n = offs.len() as u64;
                     let first = offs.first().copied();
-                    tokio::task::spawn_blocking(move || offs.iter().try_for_each(|o| write_chunk(&f, &data, *o)))
-                        .await
-                        .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
-                        .map_err(io_err(Path::new("temp file")))?;
+                    unflushed += len as u64 * n;
+                    let flush = unflushed >= WRITEBACK_EVERY;
+                    if flush {
+                        unflushed = 0;
+                    }
+                    tokio::task::spawn_blocking(move || {
+                        offs.iter().try_for_each(|o| write_chunk(&f, &data, *o))?;
+                        if flush {
+                            start_writeback(&f);
+                        }
+                        Ok::<(), std::io::Error>(())
+                    })
+                    .await
+                    .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
+                    .map_err(io_err(Path::new("temp file")))?;
                     if let Some(off) = first {
                         self.partial.add(hash, file, off);
                     }
@@ -463,6 +489,8 @@ impl ShareCtx {
         for (_, h) in running {
             h.abort();
         }
+        // Every chunk is here: peers may fetch any of them before our index says so.
+        dl.announce(true);
         Ok(done_bytes)
     }
 
@@ -629,6 +657,16 @@ impl<'a> Download<'a> {
 /// Permission bits applied from a peer: setuid, setgid and sticky bits never travel.
 fn safe_mode(mode: u32) -> u32 {
     mode & 0o777
+}
+
+/// Asks the kernel to start writing the file's dirty pages now, without waiting.
+fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only schedules I/O. A failure costs
+    // nothing but a longer final fsync, so it is ignored.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Writes a chunk, leaving all-zero chunks as holes (sparse files stay sparse).

@@ -318,6 +318,7 @@ async fn serve_chunk(
         Counters::add(&node.counters.chunks_busy, 1);
         return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
     }
+    let hash = req.hash;
     let res = async {
         let Some(d) = find_chunk(node, req).await else {
             return proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string());
@@ -327,10 +328,14 @@ async fn serve_chunk(
         send.write_all(&d).await.map_err(|e| e.to_string())?;
         Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
         Counters::add(&node.counters.chunks_sent, 1);
+        // write_all returns once quinn has buffered the bytes; the upload (and the
+        // Busy hold) really ends when the peer acknowledges them.
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(30), send.stopped()).await;
         Ok(())
     }
     .await;
-    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished();
+    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(hash, node.epoch.elapsed());
     res
 }
 

@@ -102,33 +102,38 @@ pub enum Decision {
 }
 
 /// The uploader's half of "each chunk leaves the source about once": while this
-/// node is busy uploading, a chunk it just sent to one peer is refused to the
-/// others, who then fetch it from that peer. Pure: the caller passes the time.
+/// node is busy uploading, a chunk it is sending or just sent to one peer is refused
+/// to the others, who then fetch it from that peer. Pure: the caller passes the time.
 #[derive(Debug, Default)]
 pub struct UploadPolicy {
-    recent: HashMap<ChunkHash, (NodeId, Duration)>,
+    /// Per chunk: the peer it went to, and when the send finished (None: still sending).
+    recent: HashMap<ChunkHash, (NodeId, Option<Duration>)>,
     active: usize,
 }
 
 impl UploadPolicy {
     /// Decides a request; a `Serve` must be followed by [`UploadPolicy::finished`].
     pub fn decide(&mut self, hash: ChunkHash, peer: NodeId, now: Duration) -> Decision {
-        if let Some((to, at)) = self.recent.get(&hash) {
-            if *to != peer && now.saturating_sub(*at) < UPLOAD_HOLD && self.active >= BUSY_FROM_ACTIVE {
+        if let Some((to, done)) = self.recent.get(&hash) {
+            let held = done.is_none_or(|at| now.saturating_sub(at) < UPLOAD_HOLD);
+            if *to != peer && held && self.active >= BUSY_FROM_ACTIVE {
                 return Decision::Busy;
             }
         }
         if self.recent.len() > 65536 {
-            self.recent.retain(|_, (_, at)| now.saturating_sub(*at) < UPLOAD_HOLD);
+            self.recent.retain(|_, (_, done)| done.is_none_or(|at| now.saturating_sub(at) < UPLOAD_HOLD));
         }
-        self.recent.insert(hash, (peer, now));
+        self.recent.insert(hash, (peer, None));
         self.active += 1;
         Decision::Serve
     }
 
-    /// An upload ended.
-    pub fn finished(&mut self) {
+    /// An upload of `hash` ended (sent or failed); the hold runs from now.
+    pub fn finished(&mut self, hash: ChunkHash, now: Duration) {
         self.active = self.active.saturating_sub(1);
+        if let Some((_, done)) = self.recent.get_mut(&hash) {
+            *done = Some(now);
+        }
     }
 }
 
@@ -148,13 +153,17 @@ mod tests {
         assert_eq!(u.decide(h, id(1), t), Decision::Serve);
         assert_eq!(u.decide(h, id(2), t), Decision::Serve, "one upload running is not short");
         assert_eq!(u.decide(ChunkHash::of(b"y"), id(3), t), Decision::Serve);
-        assert_eq!(u.decide(h, id(3), t), Decision::Busy, "just sent to peer 2 while busy");
+        assert_eq!(u.decide(h, id(3), t), Decision::Busy, "being sent to peer 2 while busy");
         assert_eq!(u.decide(h, id(2), t), Decision::Serve, "the same peer may ask again (a retry)");
-        assert_eq!(u.decide(h, id(3), t + UPLOAD_HOLD), Decision::Serve, "after the hold anyone may have it");
+        let later = t + 10 * UPLOAD_HOLD;
+        assert_eq!(u.decide(h, id(3), later), Decision::Busy, "a slow send holds the chunk until it ends");
+        u.finished(h, later);
+        assert_eq!(u.decide(h, id(3), later + UPLOAD_HOLD / 2), Decision::Busy, "and for the hold after it");
+        assert_eq!(u.decide(h, id(3), later + UPLOAD_HOLD), Decision::Serve, "then anyone may have it");
         for _ in 0..10 {
-            u.finished();
+            u.finished(ChunkHash::of(b"y"), later);
         }
-        assert_eq!(u.decide(h, id(4), t + UPLOAD_HOLD), Decision::Serve, "idle uploader serves duplicates");
+        assert_eq!(u.decide(h, id(4), later + UPLOAD_HOLD), Decision::Serve, "an idle uploader serves duplicates");
     }
 
     #[test]

@@ -559,7 +559,8 @@ fn tcp_counters(h: &Host) -> String {
         let lines: Vec<&str> = text.lines().collect();
         for pair in lines.chunks(2) {
             let [names, values] = pair else { continue };
-            let (Some(("Tcp" | "TcpExt", names)), Some((_, values))) = (names.split_once(": "), values.split_once(": "))
+            let (Some(("Tcp" | "TcpExt", names)), Some((_, values))) =
+                (names.split_once(": "), values.split_once(": "))
             else {
                 continue;
             };

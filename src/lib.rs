@@ -13,5 +13,6 @@ pub mod ops;
 pub mod proto;
 pub mod scan;
 pub mod setup;
+pub mod sim;
 pub mod sync;
 pub mod util;

@@ -314,7 +314,7 @@ async fn serve_chunk(
     peer: NodeId,
 ) -> Result<(), String> {
     let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(req.hash, peer, node.epoch.elapsed());
-    if decision == Decision::Busy {
+    if decision != Decision::Serve {
         Counters::add(&node.counters.chunks_busy, 1);
         return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
     }
@@ -335,7 +335,7 @@ async fn serve_chunk(
         Ok(())
     }
     .await;
-    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(hash, node.epoch.elapsed());
+    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(hash, &peer, node.epoch.elapsed());
     res
 }
 

@@ -22,9 +22,9 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 /// How often a download announces which chunks it holds.
-const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 /// How often a download looks for new sources and announcements.
-const REFRESH_EVERY: Duration = Duration::from_millis(50);
+pub const REFRESH_EVERY: Duration = Duration::from_millis(50);
 /// Bytes written to a temp file after which its writeback is started, so the final
 /// fsync of a big file waits for the last few MiB only.
 const WRITEBACK_EVERY: u64 = 64 << 20;

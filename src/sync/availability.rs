@@ -91,6 +91,8 @@ impl Announced {
 pub const UPLOAD_HOLD: Duration = Duration::from_millis(1500);
 /// Uploads in progress from which this node counts its upload as short.
 pub const BUSY_FROM_ACTIVE: usize = 2;
+/// Peers served at once; others are answered `Busy` until one of them is done.
+pub const MAX_PEERS: usize = 4;
 
 /// Whether to send a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,21 +101,33 @@ pub enum Decision {
     Serve,
     /// Refuse with `Busy`: it just left for another peer, which will announce it.
     Busy,
+    /// Refuse with `Busy`: this node already serves [`MAX_PEERS`] other peers.
+    Full,
 }
 
 /// The uploader's half of "each chunk leaves the source about once": while this
 /// node is busy uploading, a chunk it is sending or just sent to one peer is refused
-/// to the others, who then fetch it from that peer. Pure: the caller passes the time.
+/// to the others, who then fetch it from that peer; and it serves at most
+/// [`MAX_PEERS`] peers at once, so its chunks arrive whole soon enough to be passed
+/// on. Pure: the caller passes the time.
 #[derive(Debug, Default)]
 pub struct UploadPolicy {
     /// Per chunk: the peer it went to, and when the send finished (None: still sending).
     recent: HashMap<ChunkHash, (NodeId, Option<Duration>)>,
     active: usize,
+    /// Uploads running per peer.
+    serving: HashMap<NodeId, usize>,
 }
 
 impl UploadPolicy {
     /// Decides a request; a `Serve` must be followed by [`UploadPolicy::finished`].
     pub fn decide(&mut self, hash: ChunkHash, peer: NodeId, now: Duration) -> Decision {
+        // The uplink is shared by every reply in progress: serving more peers at once
+        // only makes every chunk arrive later, and a chunk is passed on only once it
+        // has fully arrived.
+        if self.serving.len() >= MAX_PEERS && !self.serving.contains_key(&peer) {
+            return Decision::Full;
+        }
         if let Some((to, done)) = self.recent.get(&hash) {
             let held = done.is_none_or(|at| now.saturating_sub(at) < UPLOAD_HOLD);
             if *to != peer && held && self.active >= BUSY_FROM_ACTIVE {
@@ -125,14 +139,21 @@ impl UploadPolicy {
         }
         self.recent.insert(hash, (peer, None));
         self.active += 1;
+        *self.serving.entry(peer).or_default() += 1;
         Decision::Serve
     }
 
-    /// An upload of `hash` ended (sent or failed); the hold runs from now.
-    pub fn finished(&mut self, hash: ChunkHash, now: Duration) {
+    /// An upload of `hash` to `peer` ended (sent or failed); the hold runs from now.
+    pub fn finished(&mut self, hash: ChunkHash, peer: &NodeId, now: Duration) {
         self.active = self.active.saturating_sub(1);
         if let Some((_, done)) = self.recent.get_mut(&hash) {
             *done = Some(now);
+        }
+        if let Some(n) = self.serving.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.serving.remove(peer);
+            }
         }
     }
 }
@@ -157,13 +178,30 @@ mod tests {
         assert_eq!(u.decide(h, id(2), t), Decision::Serve, "the same peer may ask again (a retry)");
         let later = t + 10 * UPLOAD_HOLD;
         assert_eq!(u.decide(h, id(3), later), Decision::Busy, "a slow send holds the chunk until it ends");
-        u.finished(h, later);
+        u.finished(h, &id(2), later);
         assert_eq!(u.decide(h, id(3), later + UPLOAD_HOLD / 2), Decision::Busy, "and for the hold after it");
         assert_eq!(u.decide(h, id(3), later + UPLOAD_HOLD), Decision::Serve, "then anyone may have it");
         for _ in 0..10 {
-            u.finished(ChunkHash::of(b"y"), later);
+            u.finished(ChunkHash::of(b"y"), &id(3), later);
         }
         assert_eq!(u.decide(h, id(4), later + UPLOAD_HOLD), Decision::Serve, "an idle uploader serves duplicates");
+    }
+
+    #[test]
+    fn serves_at_most_max_peers_at_once() {
+        let mut u = UploadPolicy::default();
+        let t = Duration::from_secs(1);
+        let chunk = |i: u8| ChunkHash::of(&[i]);
+        for p in 1..=MAX_PEERS as u8 {
+            assert_eq!(u.decide(chunk(p), id(p), t), Decision::Serve);
+        }
+        let next = MAX_PEERS as u8 + 1;
+        assert_eq!(u.decide(chunk(next), id(next), t), Decision::Full, "one peer too many");
+        assert_eq!(u.decide(chunk(next), id(1), t), Decision::Serve, "a peer being served may ask for more");
+        u.finished(chunk(1), &id(1), t);
+        assert_eq!(u.decide(chunk(next + 1), id(next), t), Decision::Full, "peer 1 still has an upload running");
+        u.finished(chunk(1), &id(1), t);
+        assert_eq!(u.decide(chunk(next + 1), id(next), t), Decision::Serve, "peer 1 is done: room for another");
     }
 
     #[test]

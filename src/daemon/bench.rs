@@ -250,13 +250,14 @@ async fn run_inner(
         if start.elapsed() > limit || !figures.iter().any(|f| node.peers.is_connected(&f.0)) {
             break;
         }
+        // One read of the maps per tick, not one per peer.
+        let maps = share.ctx.announced.for_content(&entry.path, &content);
         let held: u64 = figures
             .iter()
             .map(|(peer, _)| {
                 if reported.contains(peer) {
                     return size;
                 }
-                let maps = share.ctx.announced.for_content(&entry.path, &content);
                 maps.iter()
                     .find(|(p, _)| p == peer)
                     .map(|(_, m)| {

@@ -2,7 +2,8 @@
 //! theoretical minimum, as a markdown table.
 //!
 //! `cargo bench --bench sim -- [--nodes 2,4,8] [--rate-mbit 100] [--size-mib 256]
-//! [--rtt-ms 0] [--seed 1] [--down-mbit D] [--view K] [--fifo] [--free-maps] [--timeline]`
+//! [--rtt-ms 0] [--seed 1] [--down-mbit D] [--view K] [--piece-kib P] [--fifo] [--free-maps] [--timeline]`
+//! (pieces default to the daemon's: 1/1024 of the file, 64 KiB to 1 MiB)
 
 use meshsync::sim::{run, Config, Uplink};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ struct Args {
     view: Option<usize>,
     fifo: bool,
     free_maps: bool,
+    piece_kib: Option<u32>,
     timeline: bool,
 }
 
@@ -31,6 +33,7 @@ fn parse() -> Result<Args, String> {
         view: None,
         fifo: false,
         free_maps: false,
+        piece_kib: None,
         timeline: false,
     };
     let mut it = std::env::args().skip(1);
@@ -50,6 +53,7 @@ fn parse() -> Result<Args, String> {
             "--view" => a.view = Some(value()?.parse().map_err(|e| bad(&e))?),
             "--fifo" => a.fifo = true,
             "--free-maps" => a.free_maps = true,
+            "--piece-kib" => a.piece_kib = Some(value()?.parse().map_err(|e| bad(&e))?),
             "--timeline" => a.timeline = true,
             // Cargo passes `--bench` to every bench target.
             "--bench" => {}
@@ -69,8 +73,9 @@ fn main() {
     };
     let rate = a.rate_mbit * 1e6 / 8.0;
     println!(
-        "{} MiB file, 64 KiB chunks, {} Mbit/s up and {} Mbit/s down per host, RTT {} ms, seed {}, uplink {}, progress maps {}{}",
+        "{} MiB file, 64 KiB chunks in {} KiB pieces, {} Mbit/s up and {} Mbit/s down per host, RTT {} ms, seed {}, uplink {}, progress maps {}{}",
         a.size_mib,
+        a.piece_kib.unwrap_or((meshsync::sync::pieces::piece_target(a.size_mib << 20) >> 10) as u32),
         a.rate_mbit,
         a.down_mbit.unwrap_or(a.rate_mbit),
         a.rtt_ms,
@@ -88,6 +93,9 @@ fn main() {
     for &n in &a.nodes {
         let mut cfg = Config::uniform(n, rate, a.size_mib << 20, Duration::from_secs_f64(a.rtt_ms / 1e3), a.seed);
         cfg.view = a.view;
+        if let Some(k) = a.piece_kib {
+            cfg.piece_bytes = k << 10;
+        }
         for l in &mut cfg.links {
             l.down = a.down_mbit.unwrap_or(a.rate_mbit) * 1e6 / 8.0;
         }

@@ -82,8 +82,11 @@ pub struct Config {
     pub links: Vec<Link>,
     /// Size of the file.
     pub file_bytes: u64,
-    /// Size of each chunk (the last one may be shorter).
+    /// Size of each chunk (the last one may be shorter): a bit in a progress map.
     pub chunk_bytes: u32,
+    /// Size of each piece (the last one may be shorter): the unit of a request, as
+    /// the daemon cuts them ([`crate::sync::pieces::piece_target`]).
+    pub piece_bytes: u32,
     /// Round-trip time between any two hosts.
     pub rtt: Duration,
     /// Seed for every random choice (scheduler tie-breaks, timer phases, views).
@@ -103,6 +106,7 @@ impl Config {
             links: vec![Link { up: rate, down: rate }; receivers + 1],
             file_bytes,
             chunk_bytes: 64 << 10,
+            piece_bytes: crate::sync::pieces::piece_target(file_bytes) as u32,
             rtt,
             seed,
             view: None,
@@ -119,6 +123,11 @@ impl Config {
     /// Number of chunks of the file.
     pub fn chunks(&self) -> usize {
         self.file_bytes.div_ceil(self.chunk_bytes.max(1) as u64) as usize
+    }
+
+    /// Number of pieces of the file.
+    pub fn pieces(&self) -> usize {
+        self.file_bytes.div_ceil(self.piece_bytes.max(1) as u64) as usize
     }
 
     /// `max(F/u_s, F/d_min, N·F/(u_s + Σu_i))` in seconds.
@@ -408,10 +417,10 @@ pub fn run(cfg: &Config) -> Report {
 impl<'a> Sim<'a> {
     fn new(cfg: &'a Config) -> Self {
         let n = cfg.receivers();
-        let count = cfg.chunks();
+        let count = cfg.pieces();
         let chunks: Vec<(ChunkHash, u32)> = (0..count)
             .map(|i| {
-                let len = (cfg.file_bytes - i as u64 * cfg.chunk_bytes as u64).min(cfg.chunk_bytes as u64) as u32;
+                let len = (cfg.file_bytes - i as u64 * cfg.piece_bytes as u64).min(cfg.piece_bytes as u64) as u32;
                 (ChunkHash::of(&(i as u64).to_le_bytes()), len)
             })
             .collect();
@@ -476,7 +485,7 @@ impl<'a> Sim<'a> {
             cfg,
             chunks,
             one_way: ns(cfg.rtt) / 2,
-            map_bytes: (count as u64).div_ceil(8) + MAP_OVERHEAD,
+            map_bytes: (cfg.chunks() as u64).div_ceil(8) + MAP_OVERHEAD,
             queue: BinaryHeap::new(),
             seq: 0,
             reqs: Vec::new(),

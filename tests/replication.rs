@@ -40,6 +40,11 @@ async fn every_kind_of_change_reaches_every_node() {
         nodes.iter().all(|n| n.path("empty/dir").is_dir() && std::fs::read_link(n.path("link-in")).is_ok())
     })
     .await;
+    // The mtime is set after the write: a scan in between replicates the file first
+    // with the write's mtime, and the change follows.
+    let mtime_of =
+        |n: &TestNode| std::fs::metadata(n.path("script.sh")).map(|m| (m.mtime(), m.mtime_nsec())).unwrap_or_default();
+    wait("script.sh mtime on every node", || nodes.iter().all(|n| mtime_of(n) == (1_600_000_000, 123_456_789))).await;
     wait_in_sync(&nodes).await;
     for n in &nodes[1..] {
         let m = std::fs::metadata(n.path("script.sh")).unwrap();

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+/// Chunk data (KiB) this node holds for peers' requests at once; the largest
+/// request (16 MiB) always fits.
+pub const SERVE_MEMORY_KIB: usize = 128 << 10;
+
 /// A running node's shared state.
 pub struct Node {
     /// Home directory.
@@ -55,6 +59,9 @@ pub struct Node {
     pub uploads: Mutex<crate::sync::availability::UploadPolicy>,
     /// The configured upload cap.
     pub upload_limit: crate::net::limit::RateLimit,
+    /// KiB of chunk data read for peers and not yet sent: bounds the memory that
+    /// requests can pin, whatever peers ask for.
+    pub serve_memory: tokio::sync::Semaphore,
     /// Start of the node's clock (the pure upload policy takes time as an offset).
     pub epoch: Instant,
     /// `meshsync bench` runs in flight.
@@ -163,6 +170,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         announce: tokio::sync::broadcast::channel(256).0,
         uploads: Mutex::new(Default::default()),
         upload_limit: crate::net::limit::RateLimit::new(config.node.upload_limit_mbit),
+        serve_memory: tokio::sync::Semaphore::new(SERVE_MEMORY_KIB),
         epoch: Instant::now(),
         bench: Mutex::new(Default::default()),
         dial_state: Mutex::new(HashMap::new()),

@@ -1,14 +1,14 @@
 //! One authenticated connection to a peer: Hello, index exchange both ways,
 //! gossip, and serving chunk requests.
 
-use super::{bench, Node, Share};
+use super::{bench, Node, Share, SERVE_MEMORY_KIB};
 use crate::identity::NodeId;
 use crate::index::RelPath;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
     self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, StreamRequest, BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES,
-    MAX_CHUNK, MAX_PROBE, PROTOCOL_MINOR,
+    MAX_PROBE, PROTOCOL_MINOR,
 };
 use crate::sync::availability::Decision;
 use std::collections::{HashMap, HashSet};
@@ -281,7 +281,7 @@ async fn serve_requests(node: Arc<Node>, conn: quinn::Connection, peer: NodeId) 
 
 async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream, peer: NodeId) {
     let res = match proto::read_frame::<_, StreamRequest>(&mut recv).await {
-        Ok(Some(StreamRequest::Chunk(req))) => serve_chunk(&node, &mut send, req, peer).await,
+        Ok(Some(StreamRequest::Chunk(req))) => serve_chunks(&node, &mut send, req, peer).await,
         Ok(Some(StreamRequest::Probe { bytes })) => serve_probe(&node, &mut send, bytes.min(MAX_PROBE)).await,
         Ok(None) => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -292,42 +292,53 @@ async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn
     let _ = send.finish();
 }
 
-/// Reads a chunk from a complete local file or, failing that, a running download.
-async fn find_chunk(node: &Arc<Node>, req: ChunkRequest) -> Option<Vec<u8>> {
-    let share = node.share(&req.share)?;
-    if req.len > MAX_CHUNK {
-        return None;
-    }
+/// Reads the chunks of a request from complete local files or, failing that,
+/// running downloads; `None` where this node has no verified copy.
+async fn find_chunks(node: &Arc<Node>, req: ChunkRequest) -> Vec<Option<Vec<u8>>> {
+    let n = req.chunks.len();
+    let Some(share) = node.share(&req.share) else { return vec![None; n] };
     let ctx = share.ctx.clone();
+    // One trip to the blocking pool per request, not per chunk.
     tokio::task::spawn_blocking(move || {
-        ctx.read_local_chunk(&req.hash, req.len).ok().flatten().or_else(|| ctx.partial.read(&req.hash, req.len))
+        req.chunks
+            .iter()
+            .map(|c| ctx.read_local_chunk(&c.hash, c.len).ok().flatten().or_else(|| ctx.partial.read(&c.hash, c.len)))
+            .collect()
     })
     .await
-    .ok()
-    .flatten()
+    .unwrap_or_else(|_| vec![None; n])
 }
 
-async fn serve_chunk(
+async fn serve_chunks(
     node: &Arc<Node>,
     send: &mut quinn::SendStream,
     req: ChunkRequest,
     peer: NodeId,
 ) -> Result<(), String> {
-    let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(req.hash, peer, node.epoch.elapsed());
+    if let Some(why) = req.refusal() {
+        return Err(why);
+    }
+    // The policy tracks a request by its first chunk: requesters cut the same pieces.
+    let key = req.chunks[0].hash;
+    let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(key, peer, node.epoch.elapsed());
     if decision != Decision::Serve {
         Counters::add(&node.counters.chunks_busy, 1);
         return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
     }
-    let hash = req.hash;
     let res = async {
-        let Some(d) = find_chunk(node, req).await else {
-            return proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string());
-        };
-        node.upload_limit.acquire(d.len() as u64).await;
-        proto::write_frame(send, &ChunkReply::Data { len: d.len() as u32 }).await.map_err(|e| e.to_string())?;
-        send.write_all(&d).await.map_err(|e| e.to_string())?;
-        Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
-        Counters::add(&node.counters.chunks_sent, 1);
+        let kib = req.bytes().div_ceil(1024).min(SERVE_MEMORY_KIB as u64) as u32;
+        let _memory = node.serve_memory.acquire_many(kib).await.map_err(|e| e.to_string())?;
+        for data in find_chunks(node, req).await {
+            let Some(d) = data else {
+                proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
+                continue;
+            };
+            node.upload_limit.acquire(d.len() as u64).await;
+            proto::write_frame(send, &ChunkReply::Data { len: d.len() as u32 }).await.map_err(|e| e.to_string())?;
+            send.write_all(&d).await.map_err(|e| e.to_string())?;
+            Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
+            Counters::add(&node.counters.chunks_sent, 1);
+        }
         // write_all returns once quinn has buffered the bytes; the upload (and the
         // Busy hold) really ends when the peer acknowledges them.
         let _ = send.finish();
@@ -335,7 +346,7 @@ async fn serve_chunk(
         Ok(())
     }
     .await;
-    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(hash, &peer, node.epoch.elapsed());
+    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(key, &peer, node.epoch.elapsed());
     res
 }
 

@@ -67,6 +67,7 @@ impl Index {
                 chunks: t("chunks")?,
                 meta: t("meta")?,
                 seq_lock: Mutex::new(()),
+                remote_gen: Default::default(),
             }),
         };
         if s.inner.meta.get("index_id")?.is_none() {
@@ -109,6 +110,9 @@ struct ShareTrees {
     chunks: sled::Tree,
     meta: sled::Tree,
     seq_lock: Mutex<()>,
+    /// Bumped by every change to peers' entries, so a download can tell cheaply
+    /// whether to look for new sources.
+    remote_gen: std::sync::atomic::AtomicU64,
 }
 
 /// One share's part of the index.
@@ -258,7 +262,17 @@ impl ShareIndex {
         let mut st = index_id.to_be_bytes().to_vec();
         st.extend_from_slice(&upto.to_be_bytes());
         self.inner.remote_state.insert(peer.0, st)?;
+        self.bump_remote();
         Ok(())
+    }
+
+    fn bump_remote(&self) {
+        self.inner.remote_gen.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes when peers' entries change (a counter, not persisted).
+    pub fn remote_generation(&self) -> u64 {
+        self.inner.remote_gen.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Drops everything known of a peer's index.
@@ -270,6 +284,7 @@ impl ShareIndex {
             }
         }
         self.inner.remote_state.remove(peer.0)?;
+        self.bump_remote();
         Ok(())
     }
 

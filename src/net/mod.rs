@@ -112,34 +112,38 @@ pub async fn connect_join(ca_fingerprint: [u8; 32], addr: SocketAddr) -> Result<
 /// A peer's answer to a chunk request.
 #[derive(Debug)]
 pub enum ChunkAnswer {
-    /// The bytes (not verified yet).
-    Data(Vec<u8>),
-    /// The peer does not have it.
-    NotFound,
-    /// The peer has it but spends its upload on other chunks now.
+    /// In request order: the bytes (not verified yet), or `None` where the peer
+    /// does not have that chunk.
+    Data(Vec<Option<Vec<u8>>>),
+    /// The peer has them but spends its upload on other chunks now.
     Busy,
 }
 
-/// Asks a peer for one chunk. The bytes are not verified here.
-pub async fn request_chunk(conn: &quinn::Connection, req: &ChunkRequest) -> Result<ChunkAnswer, NetError> {
+/// Asks a peer for a run of chunks. The bytes are not verified here.
+pub async fn request_chunks(conn: &quinn::Connection, req: &ChunkRequest) -> Result<ChunkAnswer, NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     proto::write_frame(&mut send, &StreamRequest::Chunk(req.clone())).await?;
     let _ = send.finish();
-    let reply: ChunkReply = proto::read_frame(&mut recv)
-        .await?
-        .ok_or_else(|| NetError::Protocol("stream closed before the chunk reply".into()))?;
-    match reply {
-        ChunkReply::NotFound => Ok(ChunkAnswer::NotFound),
-        ChunkReply::Busy => Ok(ChunkAnswer::Busy),
-        ChunkReply::Data { len } if len != req.len || len > MAX_CHUNK => {
-            Err(NetError::Protocol(format!("asked for {} bytes, peer announced {len}", req.len)))
-        }
-        ChunkReply::Data { len } => {
-            let mut buf = vec![0u8; len as usize];
-            recv.read_exact(&mut buf).await.map_err(|e| NetError::Protocol(format!("short chunk: {e}")))?;
-            Ok(ChunkAnswer::Data(buf))
+    let mut got = Vec::with_capacity(req.chunks.len());
+    for (i, want) in req.chunks.iter().enumerate() {
+        let reply: ChunkReply = proto::read_frame(&mut recv)
+            .await?
+            .ok_or_else(|| NetError::Protocol("stream closed before the chunk reply".into()))?;
+        match reply {
+            ChunkReply::Busy if i == 0 => return Ok(ChunkAnswer::Busy),
+            ChunkReply::Busy => return Err(NetError::Protocol("Busy after the first chunk reply".into())),
+            ChunkReply::NotFound => got.push(None),
+            ChunkReply::Data { len } if len != want.len || len > MAX_CHUNK => {
+                return Err(NetError::Protocol(format!("asked for {} bytes, peer announced {len}", want.len)));
+            }
+            ChunkReply::Data { len } => {
+                let mut buf = vec![0u8; len as usize];
+                recv.read_exact(&mut buf).await.map_err(|e| NetError::Protocol(format!("short chunk: {e}")))?;
+                got.push(Some(buf));
+            }
         }
     }
+    Ok(ChunkAnswer::Data(got))
 }
 
 /// Downloads `bytes` of filler from a peer; returns how many arrived.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 pub use codec::{decode, encode, read_frame, write_frame, CodecError};
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
-pub const ALPN_MESH: &[u8] = b"meshsync/2";
+pub const ALPN_MESH: &[u8] = b"meshsync/3";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
@@ -150,7 +150,8 @@ impl HaveMap {
 /// First frame of every request stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamRequest {
-    /// One chunk; answered with a [`ChunkReply`].
+    /// A run of chunks (a piece); answered with one [`ChunkReply::Busy`], or with
+    /// one [`ChunkReply`] per chunk, in request order.
     Chunk(ChunkRequest),
     /// `bytes` of filler, for `meshsync bench` to measure throughput; answered with raw bytes.
     Probe {
@@ -162,15 +163,49 @@ pub enum StreamRequest {
 /// Largest throughput probe a peer answers.
 pub const MAX_PROBE: u64 = 1 << 30;
 
-/// A request for one chunk, first frame of a request stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkRequest {
-    /// Share the chunk belongs to.
-    pub share: String,
+/// One chunk named in a [`ChunkRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
     /// Its hash.
     pub hash: ChunkHash,
     /// Its expected length.
     pub len: u32,
+}
+
+/// Most chunks one request may name.
+pub const MAX_REQUEST_CHUNKS: usize = 64;
+
+/// A request for a run of chunks, first frame of a request stream.
+///
+/// One request per piece instead of one per chunk: a 1 GiB file of 64 KiB chunks
+/// took 16k streams, blocking-pool handoffs and disk calls on each side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    /// Share the chunks belong to.
+    pub share: String,
+    /// The chunks, in the order their replies come back.
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl ChunkRequest {
+    /// Bytes the request asks for.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len as u64).sum()
+    }
+
+    /// Why a server refuses this request, if it does: empty, more than
+    /// [`MAX_REQUEST_CHUNKS`] chunks, or more than [`MAX_CHUNK`] bytes in all.
+    pub fn refusal(&self) -> Option<String> {
+        if self.chunks.is_empty() {
+            Some("a chunk request names no chunk".into())
+        } else if self.chunks.len() > MAX_REQUEST_CHUNKS {
+            Some(format!("a chunk request names {} chunks (at most {MAX_REQUEST_CHUNKS})", self.chunks.len()))
+        } else if self.bytes() > MAX_CHUNK as u64 {
+            Some(format!("a chunk request asks for {} bytes (at most {MAX_CHUNK})", self.bytes()))
+        } else {
+            None
+        }
+    }
 }
 
 /// The answer header; `Data` is followed by `len` raw bytes on the stream.
@@ -257,6 +292,19 @@ mod golden {
     }
 
     #[test]
+    fn chunk_requests_out_of_bounds_are_refused() {
+        let one = |len| ChunkRef { hash: ChunkHash::of(b"x"), len };
+        let req = |chunks: Vec<ChunkRef>| ChunkRequest { share: "s".into(), chunks };
+        assert_eq!(req(vec![one(5), one(7)]).refusal(), None);
+        assert_eq!(req(vec![one(MAX_CHUNK)]).refusal(), None);
+        assert!(req(vec![]).refusal().is_some_and(|r| r.contains("no chunk")));
+        let many = req(vec![one(1); MAX_REQUEST_CHUNKS + 1]);
+        assert!(many.refusal().is_some_and(|r| r.contains("65 chunks")), "{:?}", many.refusal());
+        let big = req(vec![one(MAX_CHUNK), one(1)]);
+        assert!(big.refusal().is_some_and(|r| r.contains("bytes")), "{:?}", big.refusal());
+    }
+
+    #[test]
     fn golden_vectors() {
         check(
             "hello",
@@ -274,7 +322,13 @@ mod golden {
         check("control_peers", &Control::Peers(vec![PeerInfo { id: [3; 32], name: "b".into(), addrs: vec![] }]));
         check(
             "chunk_request",
-            &StreamRequest::Chunk(ChunkRequest { share: "www".into(), hash: ChunkHash::of(b"hello"), len: 5 }),
+            &StreamRequest::Chunk(ChunkRequest {
+                share: "www".into(),
+                chunks: vec![
+                    ChunkRef { hash: ChunkHash::of(b"hello"), len: 5 },
+                    ChunkRef { hash: ChunkHash::of(b"world"), len: 5 },
+                ],
+            }),
         );
         check("probe_request", &StreamRequest::Probe { bytes: 1 << 20 });
         check("chunk_reply", &ChunkReply::Data { len: 5 });

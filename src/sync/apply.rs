@@ -3,14 +3,15 @@
 //! and rename into place atomically. Never clobbers a file changed since the scan.
 
 use super::availability::{Announced, PartialStore};
+use super::pieces::{piece_target, Pieces};
 use super::planner::Action;
-use super::swarm::{ChunkSet, Have, Outcome, Request, Swarm};
+use super::swarm::{Have, Outcome, Request, Swarm};
 use crate::config::ShareMode;
 use crate::identity::NodeId;
 use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR};
 use crate::net::{self, ChunkAnswer, Peers};
 use crate::ops::stats::{Counters, Progress};
-use crate::proto::{ChunkRequest, Control, HaveMap};
+use crate::proto::{ChunkRef, ChunkRequest, Control, HaveMap};
 use crate::util::{free_space, fsync_dir, mtime_of, safe_join, set_mtime};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -25,6 +26,10 @@ use tracing::{debug, info, warn};
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 /// How often a download looks for new sources and announcements.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(50);
+/// A download looks in the index for peers that have this version when peers'
+/// entries changed, or after this long (decoding a large entry every refresh cost
+/// 4 % of a 1 GiB transfer's CPU).
+const SOURCES_EVERY: Duration = Duration::from_secs(1);
 /// Bytes written to a temp file after which its writeback is started, so the final
 /// fsync of a big file waits for the last few MiB only.
 const WRITEBACK_EVERY: u64 = 64 << 20;
@@ -281,7 +286,10 @@ impl ShareCtx {
         // Local phase: the temp file itself (resume), then any local file with the chunk.
         let ctx = self.clone();
         let (f2, p2) = (file.clone(), positions.clone());
-        let (missing, local_bytes) = tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2))
+        // A temp file we just created holds nothing: reading and hashing its holes
+        // would cost a pass over the whole size before the first request.
+        let resume = have_tmp > 0;
+        let (missing, local_bytes) = tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2, resume))
             .await
             .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))??;
         let mut done_bytes = local_bytes;
@@ -319,13 +327,14 @@ impl ShareCtx {
         &self,
         file: &File,
         positions: &HashMap<ChunkHash, (u32, Vec<u64>)>,
+        resume: bool,
     ) -> Result<(Vec<(ChunkHash, u32)>, u64), ApplyError> {
         let mut missing = Vec::new();
         let mut placed = 0u64;
         for (hash, (len, offs)) in positions.iter() {
             let mut buf = vec![0u8; *len as usize];
             // Already in the temp file from an interrupted run?
-            if file.read_exact_at(&mut buf, offs[0]).is_ok() && ChunkHash::of(&buf) == *hash {
+            if resume && file.read_exact_at(&mut buf, offs[0]).is_ok() && ChunkHash::of(&buf) == *hash {
                 for off in &offs[1..] {
                     write_chunk(file, &buf, *off).map_err(io_err(Path::new("temp file")))?;
                 }
@@ -371,8 +380,14 @@ impl ShareCtx {
         mut done_bytes: u64,
     ) -> Result<u64, ApplyError> {
         let epoch = tokio::time::Instant::now();
-        let mut dl = Download::new(self, target, &missing, file, positions);
-        let mut swarm = Swarm::new(missing, rand::random());
+        let first_offset = |h: &ChunkHash| positions.get(h).and_then(|p| p.1.first().copied()).unwrap_or(0);
+        let pieces = Pieces::new(
+            missing.iter().map(|(hash, len)| (ChunkRef { hash: *hash, len: *len }, first_offset(hash))).collect(),
+            piece_target(target.size),
+        );
+        let pieces = Arc::new(pieces);
+        let mut dl = Download::new(self, target, &pieces, file, positions);
+        let mut swarm = Swarm::new(pieces.for_swarm(), rand::random());
         let mut known: HashSet<NodeId> = HashSet::new();
         for s in sources {
             if self.peers.is_connected(s) {
@@ -385,19 +400,33 @@ impl ShareCtx {
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         let mut unflushed = 0u64;
+        // Peers whose index came in after the plan was made count from the start.
+        let mut sources_checked = (epoch, self.index.remote_generation());
+        self.add_sources(&mut swarm, target, &mut known);
         loop {
             for req in swarm.poll(epoch.elapsed()) {
                 let Some(conn) = self.peers.get(&req.peer) else {
                     swarm.remove_peer(&req.peer);
                     continue;
                 };
-                let (hash, len) = swarm.chunk(req.chunk);
-                let cr = ChunkRequest { share: self.name.clone(), hash, len };
-                // Verified in the request task, so hashing runs on every core.
+                let cr = ChunkRequest { share: self.name.clone(), chunks: pieces.chunks(req.chunk).to_vec() };
+                let (f, pos) = (file.clone(), positions.clone());
+                // Verified and written in the request task: hashing runs on every core
+                // and this loop never waits for the disk, only for bookkeeping.
                 let h = tasks.spawn(async move {
-                    let res = net::request_chunk(&conn, &cr).await;
-                    let ok = matches!(&res, Ok(ChunkAnswer::Data(d)) if ChunkHash::of(d) == cr.hash);
-                    (req, res, ok)
+                    let got = match net::request_chunks(&conn, &cr).await {
+                        Ok(ChunkAnswer::Data(data)) => {
+                            let chunks = cr.chunks;
+                            let job = move || verify_and_write(&f, &pos, &chunks, data);
+                            match tokio::task::spawn_blocking(job).await {
+                                Ok(got) => got,
+                                Err(e) => Got::WriteFailed(std::io::Error::other(e.to_string())),
+                            }
+                        }
+                        Ok(ChunkAnswer::Busy) => Got::Busy,
+                        Err(e) => Got::Failed(e),
+                    };
+                    (req, got)
                 });
                 running.insert(req, h);
             }
@@ -413,7 +442,11 @@ impl ShareCtx {
                 j = tasks.join_next(), if !tasks.is_empty() => j,
                 _ = refresh.tick() => {
                     // Peers that got this version, connected, or announced chunks since we started.
-                    self.add_sources(&mut swarm, target, &mut known);
+                    let generation = self.index.remote_generation();
+                    if generation != sources_checked.1 || sources_checked.0.elapsed() >= SOURCES_EVERY {
+                        sources_checked = (tokio::time::Instant::now(), generation);
+                        self.add_sources(&mut swarm, target, &mut known);
+                    }
                     dl.learn_announced(&mut swarm);
                     for id in known.iter().chain(dl.partial_peers.keys()) {
                         if let Some(c) = self.peers.get(id) {
@@ -430,47 +463,45 @@ impl ShareCtx {
             let Some(joined) = joined else {
                 continue;
             };
-            let Ok((req, res, verified)) = joined else { continue };
+            let Ok((req, got)) = joined else { continue };
             running.remove(&req);
-            let (hash, len) = swarm.chunk(req.chunk);
-            let outcome = match res {
-                Ok(ChunkAnswer::Data(data)) if verified => {
-                    let f = file.clone();
-                    let offs = positions.get(&hash).map(|p| p.1.clone()).unwrap_or_default();
-                    let n = offs.len() as u64;
-                    let first = offs.first().copied();
-                    unflushed += len as u64 * n;
-                    let flush = unflushed >= WRITEBACK_EVERY;
-                    if flush {
-                        unflushed = 0;
-                    }
-                    tokio::task::spawn_blocking(move || {
-                        offs.iter().try_for_each(|o| write_chunk(&f, &data, *o))?;
-                        if flush {
-                            start_writeback(&f);
+            let outcome = match got {
+                Got::Piece { written, corrupt, missing } => {
+                    let mut bytes = 0u64;
+                    for c in &written {
+                        let Some((_, offs)) = positions.get(&c.hash) else { continue };
+                        if let Some(off) = offs.first() {
+                            self.partial.add(c.hash, file, *off);
                         }
-                        Ok::<(), std::io::Error>(())
-                    })
-                    .await
-                    .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
-                    .map_err(io_err(Path::new("temp file")))?;
-                    if let Some(off) = first {
-                        self.partial.add(hash, file, off);
+                        // Endgame duplicates and refetched pieces count once.
+                        if dl.got(&c.hash) {
+                            bytes += c.len as u64 * offs.len() as u64;
+                            Counters::add(&self.counters.chunk_bytes_received, c.len as u64);
+                        }
                     }
-                    dl.got(&hash);
-                    Counters::add(&self.counters.chunk_bytes_received, len as u64);
-                    done_bytes += len as u64 * n;
+                    unflushed += bytes;
+                    if unflushed >= WRITEBACK_EVERY {
+                        unflushed = 0;
+                        let f = file.clone();
+                        // A hint to the kernel; nothing waits for it.
+                        drop(tokio::task::spawn_blocking(move || start_writeback(&f)));
+                    }
+                    done_bytes += bytes;
                     self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
-                    Outcome::Verified
+                    if corrupt > 0 {
+                        warn!(share = %self.name, peer = ?req.peer, path = %target.path, corrupt,
+                            "chunks failed verification; fetching them elsewhere");
+                        Counters::add(&self.counters.chunks_corrupt, corrupt as u64);
+                        Outcome::Corrupt
+                    } else if missing > 0 {
+                        Outcome::NotFound
+                    } else {
+                        Outcome::Verified
+                    }
                 }
-                Ok(ChunkAnswer::Data(_)) => {
-                    warn!(share = %self.name, peer = ?req.peer, path = %target.path, "chunk failed verification; fetching it elsewhere");
-                    Counters::add(&self.counters.chunks_corrupt, 1);
-                    Outcome::Corrupt
-                }
-                Ok(ChunkAnswer::NotFound) => Outcome::NotFound,
-                Ok(ChunkAnswer::Busy) => Outcome::Busy,
-                Err(e) => {
+                Got::WriteFailed(e) => return Err(io_err(Path::new("temp file"))(e)),
+                Got::Busy => Outcome::Busy,
+                Got::Failed(e) => {
                     debug!(share = %self.name, peer = ?req.peer, error = %e, "chunk request failed");
                     if !self.peers.is_connected(&req.peer) {
                         swarm.remove_peer(&req.peer);
@@ -557,8 +588,8 @@ struct Download<'a> {
     ctx: &'a ShareCtx,
     target: &'a Entry,
     content: crate::index::ContentId,
-    /// Swarm chunk index of each distinct missing hash.
-    chunk_of: HashMap<ChunkHash, usize>,
+    /// The missing chunks, as the swarm schedules them.
+    pieces: Arc<Pieces>,
     /// Per block: held (verified) here.
     held: Vec<bool>,
     /// Blocks of each missing hash.
@@ -572,15 +603,14 @@ impl<'a> Download<'a> {
     fn new(
         ctx: &'a ShareCtx,
         target: &'a Entry,
-        missing: &[(ChunkHash, u32)],
+        pieces: &Arc<Pieces>,
         file: &Arc<File>,
         positions: &HashMap<ChunkHash, (u32, Vec<u64>)>,
     ) -> Self {
-        let chunk_of: HashMap<ChunkHash, usize> = missing.iter().enumerate().map(|(i, (h, _))| (*h, i)).collect();
         let mut blocks_of: HashMap<ChunkHash, Vec<usize>> = HashMap::new();
         let mut held = vec![false; target.blocks.len()];
         for (i, b) in target.blocks.iter().enumerate() {
-            if chunk_of.contains_key(&b.hash) {
+            if pieces.contains(&b.hash) {
                 blocks_of.entry(b.hash).or_default().push(i);
             } else {
                 held[i] = true;
@@ -588,7 +618,7 @@ impl<'a> Download<'a> {
         }
         // Chunks already here (resumed temp file or local copies) are servable at once.
         for (hash, (_, offs)) in positions {
-            if !chunk_of.contains_key(hash) {
+            if !pieces.contains(hash) {
                 if let Some(off) = offs.first() {
                     ctx.partial.add(*hash, file, *off);
                 }
@@ -599,7 +629,7 @@ impl<'a> Download<'a> {
             ctx,
             target,
             content: target.content_id(),
-            chunk_of,
+            pieces: pieces.clone(),
             held,
             blocks_of,
             changed,
@@ -607,11 +637,15 @@ impl<'a> Download<'a> {
         }
     }
 
-    fn got(&mut self, hash: &ChunkHash) {
+    /// Marks a verified chunk held; false if it already was.
+    fn got(&mut self, hash: &ChunkHash) -> bool {
+        let mut new = false;
         for b in self.blocks_of.get(hash).into_iter().flatten() {
+            new |= !self.held[*b];
             self.held[*b] = true;
-            self.changed = true;
         }
+        self.changed |= new;
+        new
     }
 
     /// Sends this node's progress map to every session, if it changed (or `force`).
@@ -640,14 +674,8 @@ impl<'a> Download<'a> {
             if self.partial_peers.get(&peer) == Some(&map.bits) {
                 continue;
             }
-            let set: ChunkSet = self
-                .target
-                .blocks
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| map.has(*i))
-                .filter_map(|(_, b)| self.chunk_of.get(&b.hash).copied())
-                .collect();
+            let held = self.target.blocks.iter().enumerate().filter(|(i, _)| map.has(*i)).map(|(_, b)| &b.hash);
+            let set = self.pieces.complete_in(held);
             swarm.set_peer(peer, Have::Some(set));
             self.partial_peers.insert(peer, map.bits);
         }
@@ -667,6 +695,45 @@ fn start_writeback(f: &File) {
     unsafe {
         libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
+}
+
+/// What became of one piece request, as the request task saw it.
+enum Got {
+    /// The peer answered every chunk: these were verified and written at all
+    /// their offsets; `corrupt` did not hash right, `missing` the peer lacked.
+    Piece { written: Vec<ChunkRef>, corrupt: usize, missing: usize },
+    /// A verified chunk that the temp file refused (e.g. the disk is full).
+    WriteFailed(std::io::Error),
+    /// The peer spends its upload elsewhere now.
+    Busy,
+    /// The request failed (connection lost, protocol error).
+    Failed(net::NetError),
+}
+
+/// Verifies each answered chunk of a piece and writes the good ones.
+fn verify_and_write(
+    f: &File,
+    positions: &HashMap<ChunkHash, (u32, Vec<u64>)>,
+    chunks: &[ChunkRef],
+    data: Vec<Option<Vec<u8>>>,
+) -> Got {
+    let (mut written, mut corrupt, mut missing) = (Vec::new(), 0, 0);
+    for (c, d) in chunks.iter().zip(data) {
+        let Some(d) = d else {
+            missing += 1;
+            continue;
+        };
+        if ChunkHash::of(&d) != c.hash {
+            corrupt += 1;
+            continue;
+        }
+        let offs = positions.get(&c.hash).map(|p| p.1.as_slice()).unwrap_or_default();
+        if let Err(e) = offs.iter().try_for_each(|o| write_chunk(f, &d, *o)) {
+            return Got::WriteFailed(e);
+        }
+        written.push(*c);
+    }
+    Got::Piece { written, corrupt, missing }
 }
 
 /// Writes a chunk, leaving all-zero chunks as holes (sparse files stay sparse).

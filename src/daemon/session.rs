@@ -11,6 +11,7 @@ use crate::proto::{
     MAX_PROBE, PROTOCOL_MINOR,
 };
 use crate::sync::availability::Decision;
+use crate::sync::local::Verify;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -300,9 +301,10 @@ async fn find_chunks(node: &Arc<Node>, req: ChunkRequest) -> Vec<Option<Vec<u8>>
     let ctx = share.ctx.clone();
     // One trip to the blocking pool per request, not per chunk.
     tokio::task::spawn_blocking(move || {
+        let mut local = ctx.local_chunks(Verify::IfChanged);
         req.chunks
             .iter()
-            .map(|c| ctx.read_local_chunk(&c.hash, c.len).ok().flatten().or_else(|| ctx.partial.read(&c.hash, c.len)))
+            .map(|c| local.read(&c.hash, c.len).ok().flatten().or_else(|| ctx.partial.read(&c.hash, c.len)))
             .collect()
     })
     .await

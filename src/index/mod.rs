@@ -136,6 +136,42 @@ fn remote_key(path: &RelPath, peer: &NodeId) -> Vec<u8> {
     k
 }
 
+/// Where a chunk lies: a file of the share, an offset, and the file's size and
+/// mtime when it was indexed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    /// The file.
+    pub path: RelPath,
+    /// Offset of the chunk in it.
+    pub offset: u64,
+    /// The file's size and mtime at indexing (absent in indexes written before
+    /// they were recorded): while they still match, the bytes are what was hashed,
+    /// as far as the scanner can tell.
+    pub file: Option<(u64, Mtime)>,
+}
+
+impl ChunkLocation {
+    /// offset, then size, mtime seconds and nanoseconds, big-endian.
+    fn value(&self) -> Vec<u8> {
+        let mut v = self.offset.to_be_bytes().to_vec();
+        if let Some((size, m)) = self.file {
+            v.extend_from_slice(&size.to_be_bytes());
+            v.extend_from_slice(&m.secs.to_be_bytes());
+            v.extend_from_slice(&m.nanos.to_be_bytes());
+        }
+        v
+    }
+
+    fn from_value(path: RelPath, v: &[u8]) -> Self {
+        let file = (v.len() >= 28).then(|| {
+            let secs = i64::from_be_bytes(v[16..24].try_into().unwrap_or_default());
+            let nanos = u32::from_be_bytes(v[24..28].try_into().unwrap_or_default());
+            (u64_at(&v[8..16]), Mtime { secs, nanos })
+        });
+        Self { path, offset: u64_at(v), file }
+    }
+}
+
 fn chunk_key(hash: &ChunkHash, path: &RelPath) -> Vec<u8> {
     let mut k = Vec::with_capacity(32 + path.as_str().len());
     k.extend_from_slice(&hash.0);
@@ -176,8 +212,12 @@ impl ShareIndex {
             }
         }
         if !entry.deleted {
+            // Rewritten even when the blocks did not change: the value carries the
+            // file's size and mtime, which a touch changes.
             for (off, b) in entry.block_offsets() {
-                self.inner.chunks.insert(chunk_key(&b.hash, &entry.path), &off.to_be_bytes())?;
+                let loc =
+                    ChunkLocation { path: entry.path.clone(), offset: off, file: Some((entry.size, entry.mtime)) };
+                self.inner.chunks.insert(chunk_key(&b.hash, &entry.path), loc.value())?;
             }
         }
         let path = entry.path.clone();
@@ -227,14 +267,14 @@ impl ShareIndex {
         self.inner.local.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
     }
 
-    /// Where a chunk lies in this share's files: (path, offset). To be verified on read.
-    pub fn chunk_locations(&self, hash: &ChunkHash) -> Result<Vec<(RelPath, u64)>, IndexError> {
+    /// Where a chunk lies in this share's files.
+    pub fn chunk_locations(&self, hash: &ChunkHash) -> Result<Vec<ChunkLocation>, IndexError> {
         let mut out = Vec::new();
         for kv in self.inner.chunks.scan_prefix(hash.0) {
             let (k, v) = kv?;
             if let Ok(p) = std::str::from_utf8(&k[32..]).map_err(|_| ()).and_then(|s| RelPath::parse(s).map_err(|_| ()))
             {
-                out.push((p, u64_at(&v)));
+                out.push(ChunkLocation::from_value(p, &v));
             }
         }
         Ok(out)
@@ -349,8 +389,18 @@ mod tests {
         let since: Vec<_> = s.since(0, 100).unwrap().into_iter().map(|r| r.seq).collect();
         assert_eq!(since, vec![2, 3]);
         assert_eq!(s.since(2, 100).unwrap().len(), 1);
-        assert_eq!(s.chunk_locations(&b2.hash).unwrap(), vec![(RelPath::parse("b").unwrap(), 0)]);
+        let locs = s.chunk_locations(&b2.hash).unwrap();
+        assert_eq!(locs.iter().map(|l| (l.path.as_str(), l.offset)).collect::<Vec<_>>(), vec![("b", 0)]);
+        assert_eq!(locs[0].file, Some((3, Mtime::default())));
         assert_eq!(s.chunk_locations(&b1.hash).unwrap().len(), 1);
+        // A touch (same blocks, new mtime) updates what the location remembers.
+        let mut touched = entry("b", vec![b2]);
+        touched.mtime = Mtime { secs: 7, nanos: 9 };
+        s.put(touched, 2, false).unwrap();
+        assert_eq!(s.chunk_locations(&b2.hash).unwrap()[0].file, Some((3, Mtime { secs: 7, nanos: 9 })));
+        // A location written before size and mtime were recorded reads as unknown.
+        let old = ChunkLocation::from_value(RelPath::parse("b").unwrap(), &5u64.to_be_bytes());
+        assert_eq!((old.offset, old.file), (5, None));
         let id = s.index_id().unwrap();
         drop(s);
         assert_eq!(idx.share("docs").unwrap().index_id().unwrap(), id);

@@ -3,6 +3,7 @@
 //! and rename into place atomically. Never clobbers a file changed since the scan.
 
 use super::availability::{Announced, PartialStore};
+use super::local::{LocalChunks, Verify};
 use super::pieces::{piece_target, Pieces};
 use super::planner::Action;
 use super::swarm::{Have, Outcome, Request, Swarm};
@@ -331,6 +332,7 @@ impl ShareCtx {
     ) -> Result<(Vec<(ChunkHash, u32)>, u64), ApplyError> {
         let mut missing = Vec::new();
         let mut placed = 0u64;
+        let mut local = self.local_chunks(Verify::Always);
         for (hash, (len, offs)) in positions.iter() {
             let mut buf = vec![0u8; *len as usize];
             // Already in the temp file from an interrupted run?
@@ -341,7 +343,7 @@ impl ShareCtx {
                 placed += *len as u64 * offs.len() as u64;
                 continue;
             }
-            match self.read_local_chunk(hash, *len)? {
+            match local.read(hash, *len)? {
                 Some(data) => {
                     for off in offs {
                         write_chunk(file, &data, *off).map_err(io_err(Path::new("temp file")))?;
@@ -355,19 +357,9 @@ impl ShareCtx {
         Ok((missing, placed))
     }
 
-    /// Reads a chunk from any local file that the index says holds it, verified.
-    pub fn read_local_chunk(&self, hash: &ChunkHash, len: u32) -> Result<Option<Vec<u8>>, IndexError> {
-        for (path, off) in self.index.chunk_locations(hash)? {
-            let Ok(abs) = safe_join(&self.root, &path) else {
-                continue;
-            };
-            let Ok(f) = File::open(&abs) else { continue };
-            let mut buf = vec![0u8; len as usize];
-            if f.read_exact_at(&mut buf, off).is_ok() && ChunkHash::of(&buf) == *hash {
-                return Ok(Some(buf));
-            }
-        }
-        Ok(None)
+    /// A reader of this share's own files.
+    pub fn local_chunks(&self, verify: Verify) -> LocalChunks<'_> {
+        LocalChunks::new(&self.root, &self.index, verify)
     }
 
     async fn fetch_remote(

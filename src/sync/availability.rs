@@ -39,12 +39,13 @@ impl PartialStore {
         });
     }
 
-    /// Reads a chunk from a temp file, verified against its hash.
+    /// Reads a chunk from a temp file. Not hashed again: only verified chunks are
+    /// added, only this node writes its temp files, and the requester verifies.
     pub fn read(&self, hash: &ChunkHash, len: u32) -> Option<Vec<u8>> {
         let places = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()?;
         for (f, off) in places {
             let mut buf = vec![0u8; len as usize];
-            if f.read_exact_at(&mut buf, off).is_ok() && ChunkHash::of(&buf) == *hash {
+            if f.read_exact_at(&mut buf, off).is_ok() {
                 return Some(buf);
             }
         }
@@ -216,8 +217,10 @@ mod tests {
         s.add(h, &f, 5);
         assert_eq!(s.read(&h, 5).as_deref(), Some(&b"world"[..]));
         assert_eq!(s.read(&ChunkHash::of(b"hello"), 5), None, "only registered chunks");
-        s.add(ChunkHash::of(b"nope!"), &f, 0);
-        assert_eq!(s.read(&ChunkHash::of(b"nope!"), 5), None, "contents are re-verified");
+        // Only verified chunks are added, so reads are not hashed again; a place the
+        // file does not reach serves nothing.
+        s.add(ChunkHash::of(b"past the end"), &f, 8);
+        assert_eq!(s.read(&ChunkHash::of(b"past the end"), 5), None, "short read");
         s.remove_file(&f);
         assert_eq!(s.read(&h, 5), None);
     }

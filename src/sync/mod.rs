@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod availability;
+pub mod local;
 pub mod pieces;
 pub mod planner;
 pub mod swarm;

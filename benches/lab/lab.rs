@@ -211,6 +211,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
                 r.cpu_busy_pct.map(|c| format!(", CPU {c:.0} % busy")).unwrap_or_default(),
                 r.peak_rss_max_bytes.map(|b| format!(", daemon peak RSS {} MiB", b >> 20)).unwrap_or_default(),
             );
+            if let Some(c) = r.source_sent_copies {
+                println!("N={n} {:<15} host 0 uploaded {c:.2} copies of the file", m.as_str());
+            }
             run_n.methods.push(r);
         }
         // Processes first, then the namespaces they run in.
@@ -386,6 +389,7 @@ impl Ctx<'_> {
         let cpu = util::busy_pct(cpu0, util::cpu_jiffies());
         // VmHWM is only readable while the process lives: read it just before stopping.
         let rss = mesh.peak_rss();
+        let sent = mesh.chunk_bytes_sent();
         let udp_after = udp_rcvbuf_errors(&topo.hosts);
         mesh.stop();
         if let Some(mut c) = rescan {
@@ -398,6 +402,8 @@ impl Ctx<'_> {
         let mut r = report::MethodResult::new(Method::Meshsync, arrivals, tmin, cpu);
         r.peak_rss_max_bytes = rss.iter().flatten().copied().max();
         r.peak_rss_bytes = rss;
+        r.source_sent_copies = sent.first().copied().flatten().map(|b| b as f64 / self.size as f64);
+        r.chunk_bytes_sent = sent;
         r.mesh_connect_s = Some(took.as_secs_f64());
         r.udp_rcvbuf_errors = udp_before.zip(udp_after).map(|(a, b)| b.saturating_sub(a));
         Ok(r)

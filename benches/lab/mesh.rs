@@ -182,6 +182,20 @@ impl Mesh {
         self.nodes.iter().map(|n| n.child.as_ref().and_then(|c| util::peak_rss(c.id()))).collect()
     }
 
+    /// Chunk bytes each daemon uploaded (its `chunk_bytes_sent` counter), from
+    /// `meshsync status --json` over the control socket; `None` where unreadable.
+    pub fn chunk_bytes_sent(&self) -> Vec<Option<u64>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let out =
+                    Command::new(&self.bin).arg("--home").arg(&n.home).args(["status", "--json"]).output().ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                v["counters"]["chunk_bytes_sent"].as_u64()
+            })
+            .collect()
+    }
+
     /// Stops every daemon (SIGTERM, then SIGKILL after 10 s).
     pub fn stop(&mut self) {
         let mut children: Vec<Child> = self.nodes.iter_mut().filter_map(|n| n.child.take()).collect();

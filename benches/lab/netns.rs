@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Socket buffer ceiling set for the run: quinn asks for large UDP buffers and the
+/// Socket buffer ceiling set for the run: meshsync asks for 8 MiB UDP buffers and the
 /// kernel silently caps a request at `rmem_max`/`wmem_max`.
 pub const SOCKET_BUFFER_MAX: u64 = 16 << 20;
 

@@ -127,6 +127,10 @@ pub struct MethodResult {
     pub mesh_connect_s: Option<f64>,
     /// meshsync: UDP datagrams dropped for full receive buffers, all hosts.
     pub udp_rcvbuf_errors: Option<u64>,
+    /// meshsync: chunk bytes uploaded by host 0..=N.
+    pub chunk_bytes_sent: Vec<Option<u64>>,
+    /// meshsync: what host 0 uploaded, in copies of the file (1.0 is ideal).
+    pub source_sent_copies: Option<f64>,
 }
 
 impl MethodResult {
@@ -144,6 +148,8 @@ impl MethodResult {
             peak_rss_max_bytes: None,
             mesh_connect_s: None,
             udp_rcvbuf_errors: None,
+            chunk_bytes_sent: Vec::new(),
+            source_sent_copies: None,
         }
     }
 }

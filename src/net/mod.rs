@@ -2,6 +2,7 @@
 
 pub mod limit;
 pub mod peers;
+pub mod socket;
 pub mod tls;
 
 use crate::identity::Identity;
@@ -84,7 +85,9 @@ impl Net {
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
         sc.transport_config(Arc::new(transport()));
-        let endpoint = quinn::Endpoint::server(sc, listen)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| NetError::Protocol("no async runtime".into()))?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(sc), socket::bind(listen)?, runtime)?;
         Ok(Self { endpoint, mesh_client: quic_client(tls::mesh_client_config(ident)?)? })
     }
 

@@ -44,6 +44,7 @@
 
 use crate::identity::NodeId;
 use crate::index::ChunkHash;
+use crate::proto::Holders;
 use crate::sync::apply::{ANNOUNCE_EVERY, REFRESH_EVERY};
 use crate::sync::availability::{Decision, UploadPolicy};
 use crate::sync::swarm::{ChunkSet, Have, Outcome, Swarm};
@@ -255,6 +256,8 @@ struct Req {
     from: u32,
     to: u32,
     chunk: u32,
+    /// What the requester told the uploader of other holders.
+    holders: Holders,
     len: f64,
     /// Processor sharing: the service count at which it is fully sent.
     tag: f64,
@@ -594,8 +597,18 @@ impl<'a> Sim<'a> {
         for q in reqs {
             let to = host_of(&q.peer);
             let len = self.chunks[q.chunk].1 as f64;
-            let req =
-                Req { from: r, to, chunk: q.chunk as u32, len, tag: 0.0, gen: 0, state: State::Sent, cancelled: false };
+            let holders = if self.rx(r).swarm.holders(q.chunk) > 1 { Holders::Others } else { Holders::OnlyYou };
+            let req = Req {
+                from: r,
+                to,
+                chunk: q.chunk as u32,
+                holders,
+                len,
+                tag: 0.0,
+                gen: 0,
+                state: State::Sent,
+                cancelled: false,
+            };
             let (id, gen) = self.alloc(req);
             self.rx(r).outstanding.insert((to, q.chunk as u32), id);
             self.report.requests += 1;
@@ -616,7 +629,7 @@ impl<'a> Sim<'a> {
         if !self.live(id, gen) {
             return;
         }
-        let Req { from, to, chunk, .. } = self.reqs[id as usize];
+        let Req { from, to, chunk, holders, .. } = self.reqs[id as usize];
         // A receiver serves only what it holds (it announced nothing else).
         if to != 0 && !self.rx(to).have.contains(chunk as usize) {
             self.reqs[id as usize].state = State::Returning(Outcome::NotFound);
@@ -624,7 +637,7 @@ impl<'a> Sim<'a> {
             return;
         }
         let hash = self.chunks[chunk as usize].0;
-        match self.policy[to as usize].decide(hash, node(from), Duration::from_nanos(now)) {
+        match self.policy[to as usize].decide(hash, node(from), holders, Duration::from_nanos(now)) {
             refused @ (Decision::Busy | Decision::Full) => {
                 self.report.busy += 1;
                 if refused == Decision::Full {
@@ -790,6 +803,7 @@ impl<'a> Sim<'a> {
                     from: r,
                     to: r,
                     chunk: MAP,
+                    holders: Holders::OnlyYou,
                     len: bytes as f64,
                     tag: 0.0,
                     gen: 0,
@@ -930,11 +944,20 @@ mod tests {
     #[test]
     fn shared_uplink_finishes_equal_replies_together() {
         let mut up = Up::new(1000.0, false);
-        let mut reqs =
-            vec![
-                Req { from: 1, to: 0, chunk: 0, len: 500.0, tag: 0.0, gen: 0, state: State::Queued, cancelled: false };
-                2
-            ];
+        let mut reqs = vec![
+            Req {
+                from: 1,
+                to: 0,
+                chunk: 0,
+                holders: Holders::OnlyYou,
+                len: 500.0,
+                tag: 0.0,
+                gen: 0,
+                state: State::Queued,
+                cancelled: false,
+            };
+            2
+        ];
         up.add(0, 0, &mut reqs);
         up.add(0, 1, &mut reqs);
         // Two replies of 500 bytes at 1000 bytes/s share it: both done at 1 s.

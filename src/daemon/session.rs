@@ -322,7 +322,8 @@ async fn serve_chunks(
     }
     // The policy tracks a request by its first chunk: requesters cut the same pieces.
     let key = req.chunks[0].hash;
-    let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(key, peer, node.epoch.elapsed());
+    let decision =
+        node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(key, peer, req.holders, node.epoch.elapsed());
     if decision != Decision::Serve {
         Counters::add(&node.counters.chunks_busy, 1);
         return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());

@@ -175,6 +175,15 @@ pub struct ChunkRef {
 /// Most chunks one request may name.
 pub const MAX_REQUEST_CHUNKS: usize = 64;
 
+/// What the requester knows of other holders of the chunks it asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holders {
+    /// Nobody else announced them: only this peer can send them now.
+    OnlyYou,
+    /// Other peers have them too: a busy uploader may refuse.
+    Others,
+}
+
 /// A request for a run of chunks, first frame of a request stream.
 ///
 /// One request per piece instead of one per chunk: a 1 GiB file of 64 KiB chunks
@@ -185,6 +194,8 @@ pub struct ChunkRequest {
     pub share: String,
     /// The chunks, in the order their replies come back.
     pub chunks: Vec<ChunkRef>,
+    /// Whether the requester could fetch them elsewhere.
+    pub holders: Holders,
 }
 
 impl ChunkRequest {
@@ -294,7 +305,7 @@ mod golden {
     #[test]
     fn chunk_requests_out_of_bounds_are_refused() {
         let one = |len| ChunkRef { hash: ChunkHash::of(b"x"), len };
-        let req = |chunks: Vec<ChunkRef>| ChunkRequest { share: "s".into(), chunks };
+        let req = |chunks: Vec<ChunkRef>| ChunkRequest { share: "s".into(), chunks, holders: Holders::OnlyYou };
         assert_eq!(req(vec![one(5), one(7)]).refusal(), None);
         assert_eq!(req(vec![one(MAX_CHUNK)]).refusal(), None);
         assert!(req(vec![]).refusal().is_some_and(|r| r.contains("no chunk")));
@@ -328,6 +339,7 @@ mod golden {
                     ChunkRef { hash: ChunkHash::of(b"hello"), len: 5 },
                     ChunkRef { hash: ChunkHash::of(b"world"), len: 5 },
                 ],
+                holders: Holders::Others,
             }),
         );
         check("probe_request", &StreamRequest::Probe { bytes: 1 << 20 });

@@ -12,7 +12,7 @@ use crate::identity::NodeId;
 use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR};
 use crate::net::{self, ChunkAnswer, Peers};
 use crate::ops::stats::{Counters, Progress};
-use crate::proto::{ChunkRef, ChunkRequest, Control, HaveMap};
+use crate::proto::{ChunkRef, ChunkRequest, Control, HaveMap, Holders};
 use crate::util::{free_space, fsync_dir, mtime_of, safe_join, set_mtime};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -401,7 +401,8 @@ impl ShareCtx {
                     swarm.remove_peer(&req.peer);
                     continue;
                 };
-                let cr = ChunkRequest { share: self.name.clone(), chunks: pieces.chunks(req.chunk).to_vec() };
+                let holders = if swarm.holders(req.chunk) > 1 { Holders::Others } else { Holders::OnlyYou };
+                let cr = ChunkRequest { share: self.name.clone(), chunks: pieces.chunks(req.chunk).to_vec(), holders };
                 let (f, pos) = (file.clone(), positions.clone());
                 // Verified and written in the request task: hashing runs on every core
                 // and this loop never waits for the disk, only for bookkeeping.

@@ -4,7 +4,7 @@
 
 use crate::identity::NodeId;
 use crate::index::{ChunkHash, ContentId, RelPath};
-use crate::proto::HaveMap;
+use crate::proto::{HaveMap, Holders};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -94,6 +94,8 @@ pub const UPLOAD_HOLD: Duration = Duration::from_millis(1500);
 pub const BUSY_FROM_ACTIVE: usize = 2;
 /// Peers served at once; others are answered `Busy` until one of them is done.
 pub const MAX_PEERS: usize = 4;
+/// Chunks remembered as sent, per generation (two are kept: 2 × 64 Ki hashes).
+const SENT_GENERATION: usize = 1 << 16;
 
 /// Whether to send a chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,13 +110,16 @@ pub enum Decision {
 
 /// The uploader's half of "each chunk leaves the source about once": while this
 /// node is busy uploading, a chunk it is sending or just sent to one peer is refused
-/// to the others, who then fetch it from that peer; and it serves at most
-/// [`MAX_PEERS`] peers at once, so its chunks arrive whole soon enough to be passed
-/// on. Pure: the caller passes the time.
+/// to the others, who then fetch it from that peer; a chunk it sent at any time
+/// before is refused to a requester that says other peers have it; and it serves
+/// at most [`MAX_PEERS`] peers at once, so its chunks arrive whole soon enough to
+/// be passed on. Pure: the caller passes the time.
 #[derive(Debug, Default)]
 pub struct UploadPolicy {
     /// Per chunk: the peer it went to, and when the send finished (None: still sending).
     recent: HashMap<ChunkHash, (NodeId, Option<Duration>)>,
+    /// Chunks sent before, in two generations so the memory stays bounded.
+    sent: [std::collections::HashSet<ChunkHash>; 2],
     active: usize,
     /// Uploads running per peer.
     serving: HashMap<NodeId, usize>,
@@ -122,7 +127,7 @@ pub struct UploadPolicy {
 
 impl UploadPolicy {
     /// Decides a request; a `Serve` must be followed by [`UploadPolicy::finished`].
-    pub fn decide(&mut self, hash: ChunkHash, peer: NodeId, now: Duration) -> Decision {
+    pub fn decide(&mut self, hash: ChunkHash, peer: NodeId, holders: Holders, now: Duration) -> Decision {
         // The uplink is shared by every reply in progress: serving more peers at once
         // only makes every chunk arrive later, and a chunk is passed on only once it
         // has fully arrived.
@@ -135,6 +140,16 @@ impl UploadPolicy {
                 return Decision::Busy;
             }
         }
+        // Sent before, and the requester can get it elsewhere: spend this upload on
+        // chunks nobody else has. One that only this node can send is never refused.
+        let sent_before = self.sent.iter().any(|g| g.contains(&hash));
+        if holders == Holders::Others && sent_before && self.active >= BUSY_FROM_ACTIVE {
+            return Decision::Busy;
+        }
+        if self.sent[0].len() >= SENT_GENERATION {
+            self.sent[1] = std::mem::take(&mut self.sent[0]);
+        }
+        self.sent[0].insert(hash);
         if self.recent.len() > 65536 {
             self.recent.retain(|_, (_, done)| done.is_none_or(|at| now.saturating_sub(at) < UPLOAD_HOLD));
         }
@@ -167,25 +182,49 @@ mod tests {
         NodeId([n; 32])
     }
 
+    const ONLY: Holders = Holders::OnlyYou;
+
+    #[test]
+    fn a_chunk_sent_before_goes_to_whoever_else_has_it() {
+        let mut u = UploadPolicy::default();
+        let h = ChunkHash::of(b"x");
+        let t = Duration::from_secs(10);
+        assert_eq!(u.decide(h, id(1), Holders::Others, t), Decision::Serve, "never sent: served");
+        u.finished(h, &id(1), t);
+        let later = t + 100 * UPLOAD_HOLD;
+        assert_eq!(u.decide(h, id(2), Holders::Others, later), Decision::Serve, "idle: served anyway");
+        u.finished(h, &id(2), later);
+        let later = later + 100 * UPLOAD_HOLD;
+        for (i, c) in [b"a", b"b"].iter().enumerate() {
+            assert_eq!(u.decide(ChunkHash::of(*c), id(10 + i as u8), ONLY, later), Decision::Serve);
+        }
+        assert_eq!(u.decide(h, id(4), Holders::Others, later), Decision::Busy, "busy, and others have it");
+        assert_eq!(u.decide(h, id(4), ONLY, later), Decision::Serve, "busy, but only this node has it");
+    }
+
     #[test]
     fn busy_only_for_another_peer_while_upload_is_short() {
         let mut u = UploadPolicy::default();
         let h = ChunkHash::of(b"x");
         let t = Duration::from_secs(10);
-        assert_eq!(u.decide(h, id(1), t), Decision::Serve);
-        assert_eq!(u.decide(h, id(2), t), Decision::Serve, "one upload running is not short");
-        assert_eq!(u.decide(ChunkHash::of(b"y"), id(3), t), Decision::Serve);
-        assert_eq!(u.decide(h, id(3), t), Decision::Busy, "being sent to peer 2 while busy");
-        assert_eq!(u.decide(h, id(2), t), Decision::Serve, "the same peer may ask again (a retry)");
+        assert_eq!(u.decide(h, id(1), ONLY, t), Decision::Serve);
+        assert_eq!(u.decide(h, id(2), ONLY, t), Decision::Serve, "one upload running is not short");
+        assert_eq!(u.decide(ChunkHash::of(b"y"), id(3), ONLY, t), Decision::Serve);
+        assert_eq!(u.decide(h, id(3), ONLY, t), Decision::Busy, "being sent to peer 2 while busy");
+        assert_eq!(u.decide(h, id(2), ONLY, t), Decision::Serve, "the same peer may ask again (a retry)");
         let later = t + 10 * UPLOAD_HOLD;
-        assert_eq!(u.decide(h, id(3), later), Decision::Busy, "a slow send holds the chunk until it ends");
+        assert_eq!(u.decide(h, id(3), ONLY, later), Decision::Busy, "a slow send holds the chunk until it ends");
         u.finished(h, &id(2), later);
-        assert_eq!(u.decide(h, id(3), later + UPLOAD_HOLD / 2), Decision::Busy, "and for the hold after it");
-        assert_eq!(u.decide(h, id(3), later + UPLOAD_HOLD), Decision::Serve, "then anyone may have it");
+        assert_eq!(u.decide(h, id(3), ONLY, later + UPLOAD_HOLD / 2), Decision::Busy, "and for the hold after it");
+        assert_eq!(u.decide(h, id(3), ONLY, later + UPLOAD_HOLD), Decision::Serve, "then anyone may have it");
         for _ in 0..10 {
             u.finished(ChunkHash::of(b"y"), &id(3), later);
         }
-        assert_eq!(u.decide(h, id(4), later + UPLOAD_HOLD), Decision::Serve, "an idle uploader serves duplicates");
+        assert_eq!(
+            u.decide(h, id(4), ONLY, later + UPLOAD_HOLD),
+            Decision::Serve,
+            "an idle uploader serves duplicates"
+        );
     }
 
     #[test]
@@ -194,15 +233,15 @@ mod tests {
         let t = Duration::from_secs(1);
         let chunk = |i: u8| ChunkHash::of(&[i]);
         for p in 1..=MAX_PEERS as u8 {
-            assert_eq!(u.decide(chunk(p), id(p), t), Decision::Serve);
+            assert_eq!(u.decide(chunk(p), id(p), ONLY, t), Decision::Serve);
         }
         let next = MAX_PEERS as u8 + 1;
-        assert_eq!(u.decide(chunk(next), id(next), t), Decision::Full, "one peer too many");
-        assert_eq!(u.decide(chunk(next), id(1), t), Decision::Serve, "a peer being served may ask for more");
+        assert_eq!(u.decide(chunk(next), id(next), ONLY, t), Decision::Full, "one peer too many");
+        assert_eq!(u.decide(chunk(next), id(1), ONLY, t), Decision::Serve, "a peer being served may ask for more");
         u.finished(chunk(1), &id(1), t);
-        assert_eq!(u.decide(chunk(next + 1), id(next), t), Decision::Full, "peer 1 still has an upload running");
+        assert_eq!(u.decide(chunk(next + 1), id(next), ONLY, t), Decision::Full, "peer 1 still has an upload running");
         u.finished(chunk(1), &id(1), t);
-        assert_eq!(u.decide(chunk(next + 1), id(next), t), Decision::Serve, "peer 1 is done: room for another");
+        assert_eq!(u.decide(chunk(next + 1), id(next), ONLY, t), Decision::Serve, "peer 1 is done: room for another");
     }
 
     #[test]

@@ -365,6 +365,11 @@ impl Swarm {
         (self.chunks[idx].hash, self.chunks[idx].len)
     }
 
+    /// How many usable peers hold chunk `idx` (announced, not dropped).
+    pub fn holders(&self, idx: usize) -> u32 {
+        self.chunks[idx].avail
+    }
+
     /// Number of chunks.
     pub fn len(&self) -> usize {
         self.chunks.len()

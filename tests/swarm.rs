@@ -27,4 +27,7 @@ async fn receivers_upload_to_each_other() {
     assert!(from_receivers >= size as u64, "receivers supplied at least one copy's worth: {sent:?}");
     assert!(sent[0] < 2 * size as u64, "the source sent less than two of the three copies: {sent:?}");
     assert!(sent.iter().sum::<u64>() >= received.iter().sum::<u64>(), "nothing received that was not sent");
+    // Index batches and progress maps share each control stream; none may arrive torn.
+    let refused: Vec<u64> = nodes.iter().map(|n| n.status().counters.refused).collect();
+    assert!(refused.iter().all(|r| *r == 0), "no malformed frame or map: {refused:?}");
 }

@@ -7,8 +7,8 @@ use crate::index::RelPath;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
-    self, ChunkReply, ChunkRequest, Control, Hello, ShareHello, StreamRequest, BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES,
-    MAX_PROBE, PROTOCOL_MINOR,
+    self, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest, BENCH_SHARE_PREFIX,
+    MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
 };
 use crate::sync::availability::Decision;
 use crate::sync::local::Verify;
@@ -135,6 +135,20 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     };
     start_senders(&peer_shares, &mut sending, &mut tasks);
     tasks.spawn(serve_requests(node.clone(), conn.clone(), peer));
+    // Frames are read in a task of their own: `read_frame` is not cancel-safe, and
+    // as a `select!` branch it lost the bytes it had read whenever another branch
+    // (a progress map to send) won, desynchronising the stream (seen in the lab as
+    // "frame of 942384889 bytes" and a reconnect).
+    let (in_tx, mut incoming) = mpsc::channel(16);
+    tasks.spawn(async move {
+        loop {
+            let frame = proto::read_frame::<_, Control>(&mut recv).await;
+            let last = !matches!(frame, Ok(Some(_)));
+            if in_tx.send(frame).await.is_err() || last {
+                break;
+            }
+        }
+    });
 
     let result = loop {
         tokio::select! {
@@ -161,11 +175,17 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
                 }
             }
-            msg = proto::read_frame::<_, Control>(&mut recv) => {
+            msg = incoming.recv() => {
                 let msg = match msg {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break Ok(()),
-                    Err(e) => {
+                    Some(Ok(Some(m))) => m,
+                    Some(Ok(None)) | None => break Ok(()),
+                    // The connection went away (closed, a duplicate dropped, shutdown):
+                    // not something the peer sent.
+                    Some(Err(CodecError::Io(e))) => {
+                        info!(reason = %e, "control stream ended");
+                        break Ok(());
+                    }
+                    Some(Err(e)) => {
                         Counters::add(&node.counters.refused, 1);
                         break Err(NetError::from(e));
                     }

@@ -54,6 +54,10 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, v: &T) 
 }
 
 /// Reads one length-prefixed frame; `Ok(None)` on a clean end of stream.
+///
+/// Not cancel-safe: dropped part-way (a losing `select!` branch), the bytes it
+/// read are gone and the stream is out of step. Read a long-lived stream from a
+/// task of its own.
 pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> Result<Option<T>, CodecError> {
     let mut len = [0u8; 4];
     // End of stream is clean only between frames; inside a length prefix it is an error.

@@ -357,9 +357,11 @@ async fn serve_chunks(
                 continue;
             };
             node.upload_limit.acquire(d.len() as u64).await;
-            proto::write_frame(send, &ChunkReply::Data { len: d.len() as u32 }).await.map_err(|e| e.to_string())?;
-            send.write_all(&d).await.map_err(|e| e.to_string())?;
-            Counters::add(&node.counters.chunk_bytes_sent, d.len() as u64);
+            let len = d.len() as u64;
+            proto::write_frame(send, &ChunkReply::Data { len: len as u32 }).await.map_err(|e| e.to_string())?;
+            // Handed over, not copied: quinn keeps the buffer until it is acknowledged.
+            send.write_chunk(d.into()).await.map_err(|e| e.to_string())?;
+            Counters::add(&node.counters.chunk_bytes_sent, len);
             Counters::add(&node.counters.chunks_sent, 1);
         }
         // write_all returns once quinn has buffered the bytes; the upload (and the

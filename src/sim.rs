@@ -597,7 +597,7 @@ impl<'a> Sim<'a> {
         for q in reqs {
             let to = host_of(&q.peer);
             let len = self.chunks[q.chunk].1 as f64;
-            let holders = if self.rx(r).swarm.holders(q.chunk) > 1 { Holders::Others } else { Holders::OnlyYou };
+            let holders = Holders::from_count(self.rx(r).swarm.holders(q.chunk));
             let req = Req {
                 from: r,
                 to,

@@ -184,6 +184,17 @@ pub enum Holders {
     Others,
 }
 
+impl Holders {
+    /// From the number of peers known to hold the chunks, the asked one included.
+    pub fn from_count(holders: u32) -> Self {
+        if holders > 1 {
+            Holders::Others
+        } else {
+            Holders::OnlyYou
+        }
+    }
+}
+
 /// A request for a run of chunks, first frame of a request stream.
 ///
 /// One request per piece instead of one per chunk: a 1 GiB file of 64 KiB chunks
@@ -300,6 +311,13 @@ mod golden {
         let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(&decode::<T>(&golden).unwrap(), v, "{name}: golden bytes decode to a different value");
         assert_eq!(bytes, golden, "{name}: encoding changed; update PROTOCOL.md and the version first");
+    }
+
+    #[test]
+    fn holders_counts_the_asked_peer() {
+        assert_eq!(Holders::from_count(0), Holders::OnlyYou);
+        assert_eq!(Holders::from_count(1), Holders::OnlyYou);
+        assert_eq!(Holders::from_count(2), Holders::Others);
     }
 
     #[test]

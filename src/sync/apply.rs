@@ -334,14 +334,16 @@ impl ShareCtx {
         let mut placed = 0u64;
         let mut local = self.local_chunks(Verify::Always);
         for (hash, (len, offs)) in positions.iter() {
-            let mut buf = vec![0u8; *len as usize];
             // Already in the temp file from an interrupted run?
-            if resume && file.read_exact_at(&mut buf, offs[0]).is_ok() && ChunkHash::of(&buf) == *hash {
-                for off in &offs[1..] {
-                    write_chunk(file, &buf, *off).map_err(io_err(Path::new("temp file")))?;
+            if resume {
+                let mut buf = vec![0u8; *len as usize];
+                if file.read_exact_at(&mut buf, offs[0]).is_ok() && ChunkHash::of(&buf) == *hash {
+                    for off in &offs[1..] {
+                        write_chunk(file, &buf, *off).map_err(io_err(Path::new("temp file")))?;
+                    }
+                    placed += *len as u64 * offs.len() as u64;
+                    continue;
                 }
-                placed += *len as u64 * offs.len() as u64;
-                continue;
             }
             match local.read(hash, *len)? {
                 Some(data) => {
@@ -393,7 +395,7 @@ impl ShareCtx {
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         let mut unflushed = 0u64;
         // Peers whose index came in after the plan was made count from the start.
-        let mut sources_checked = (epoch, self.index.remote_generation());
+        let (mut sources_at, mut sources_gen) = (epoch, self.index.remote_generation());
         self.add_sources(&mut swarm, target, &mut known);
         loop {
             for req in swarm.poll(epoch.elapsed()) {
@@ -401,7 +403,7 @@ impl ShareCtx {
                     swarm.remove_peer(&req.peer);
                     continue;
                 };
-                let holders = if swarm.holders(req.chunk) > 1 { Holders::Others } else { Holders::OnlyYou };
+                let holders = Holders::from_count(swarm.holders(req.chunk));
                 let cr = ChunkRequest { share: self.name.clone(), chunks: pieces.chunks(req.chunk).to_vec(), holders };
                 let (f, pos) = (file.clone(), positions.clone());
                 // Verified and written in the request task: hashing runs on every core
@@ -436,8 +438,8 @@ impl ShareCtx {
                 _ = refresh.tick() => {
                     // Peers that got this version, connected, or announced chunks since we started.
                     let generation = self.index.remote_generation();
-                    if generation != sources_checked.1 || sources_checked.0.elapsed() >= SOURCES_EVERY {
-                        sources_checked = (tokio::time::Instant::now(), generation);
+                    if generation != sources_gen || sources_at.elapsed() >= SOURCES_EVERY {
+                        (sources_at, sources_gen) = (tokio::time::Instant::now(), generation);
                         self.add_sources(&mut swarm, target, &mut known);
                     }
                     dl.learn_announced(&mut swarm);

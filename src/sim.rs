@@ -46,7 +46,7 @@ use crate::identity::NodeId;
 use crate::index::ChunkHash;
 use crate::proto::Holders;
 use crate::sync::apply::{ANNOUNCE_EVERY, REFRESH_EVERY};
-use crate::sync::availability::{Decision, UploadPolicy};
+use crate::sync::availability::{Decision, ServedFrom, UploadPolicy};
 use crate::sync::swarm::{ChunkSet, Have, Outcome, Swarm};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -637,7 +637,12 @@ impl<'a> Sim<'a> {
             return;
         }
         let hash = self.chunks[chunk as usize].0;
-        match self.policy[to as usize].decide(hash, node(from), holders, Duration::from_nanos(now)) {
+        // As in the daemon: a receiver still downloading relays, anyone else is a source.
+        let served_from = match to != 0 && self.rx(to).done_at.is_none() {
+            true => ServedFrom::Download,
+            false => ServedFrom::Files,
+        };
+        match self.policy[to as usize].decide(hash, node(from), holders, served_from, Duration::from_nanos(now)) {
             refused @ (Decision::Busy | Decision::Full) => {
                 self.report.busy += 1;
                 if refused == Decision::Full {

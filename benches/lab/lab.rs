@@ -214,6 +214,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
             if let Some(c) = r.source_sent_copies {
                 println!("N={n} {:<15} host 0 uploaded {c:.2} copies of the file", m.as_str());
             }
+            if !r.busy_answers.is_empty() {
+                let per_host: Vec<String> =
+                    r.busy_answers.iter().map(|b| b.map_or("?".to_string(), |b| b.to_string())).collect();
+                println!("N={n} {:<15} Busy answers per host: {}", m.as_str(), per_host.join(" "));
+                let per_host: Vec<String> =
+                    r.full_answers.iter().map(|b| b.map_or("?".to_string(), |b| b.to_string())).collect();
+                println!("N={n} {:<15} Full answers per host: {}", m.as_str(), per_host.join(" "));
+            }
             run_n.methods.push(r);
         }
         // Processes first, then the namespaces they run in.
@@ -389,7 +397,9 @@ impl Ctx<'_> {
         let cpu = util::busy_pct(cpu0, util::cpu_jiffies());
         // VmHWM is only readable while the process lives: read it just before stopping.
         let rss = mesh.peak_rss();
-        let sent = mesh.chunk_bytes_sent();
+        let sent = mesh.counter("chunk_bytes_sent");
+        let busy = mesh.counter("chunks_busy");
+        let full = mesh.counter("requests_full");
         let udp_after = udp_rcvbuf_errors(&topo.hosts);
         mesh.stop();
         if let Some(mut c) = rescan {
@@ -404,6 +414,8 @@ impl Ctx<'_> {
         r.peak_rss_bytes = rss;
         r.source_sent_copies = sent.first().copied().flatten().map(|b| b as f64 / self.size as f64);
         r.chunk_bytes_sent = sent;
+        r.busy_answers = busy;
+        r.full_answers = full;
         r.mesh_connect_s = Some(took.as_secs_f64());
         r.udp_rcvbuf_errors = udp_before.zip(udp_after).map(|(a, b)| b.saturating_sub(a));
         Ok(r)

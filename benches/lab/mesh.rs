@@ -182,16 +182,16 @@ impl Mesh {
         self.nodes.iter().map(|n| n.child.as_ref().and_then(|c| util::peak_rss(c.id()))).collect()
     }
 
-    /// Chunk bytes each daemon uploaded (its `chunk_bytes_sent` counter), from
-    /// `meshsync status --json` over the control socket; `None` where unreadable.
-    pub fn chunk_bytes_sent(&self) -> Vec<Option<u64>> {
+    /// One counter of every daemon (e.g. `chunk_bytes_sent`), from `meshsync
+    /// status --json` over the control socket; `None` where unreadable.
+    pub fn counter(&self, name: &str) -> Vec<Option<u64>> {
         self.nodes
             .iter()
             .map(|n| {
                 let out =
                     Command::new(&self.bin).arg("--home").arg(&n.home).args(["status", "--json"]).output().ok()?;
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-                v["counters"]["chunk_bytes_sent"].as_u64()
+                v["counters"][name].as_u64()
             })
             .collect()
     }

@@ -129,6 +129,10 @@ pub struct MethodResult {
     pub udp_rcvbuf_errors: Option<u64>,
     /// meshsync: chunk bytes uploaded by host 0..=N.
     pub chunk_bytes_sent: Vec<Option<u64>>,
+    /// Requests each daemon answered `Busy` (its `chunks_busy` counter).
+    pub busy_answers: Vec<Option<u64>>,
+    /// Requests each daemon refused for serving its maximum of peers (`requests_full`).
+    pub full_answers: Vec<Option<u64>>,
     /// meshsync: what host 0 uploaded, in copies of the file (1.0 is ideal).
     pub source_sent_copies: Option<f64>,
 }
@@ -149,6 +153,8 @@ impl MethodResult {
             mesh_connect_s: None,
             udp_rcvbuf_errors: None,
             chunk_bytes_sent: Vec::new(),
+            busy_answers: Vec::new(),
+            full_answers: Vec::new(),
             source_sent_copies: None,
         }
     }

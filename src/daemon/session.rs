@@ -10,7 +10,7 @@ use crate::proto::{
     self, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest, BENCH_SHARE_PREFIX,
     MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
 };
-use crate::sync::availability::Decision;
+use crate::sync::availability::{Decision, ServedFrom};
 use crate::sync::local::Verify;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -342,10 +342,21 @@ async fn serve_chunks(
     }
     // The policy tracks a request by its first chunk: requesters cut the same pieces.
     let key = req.chunks[0].hash;
-    let decision =
-        node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(key, peer, req.holders, node.epoch.elapsed());
+    // A chunk of a running download is relayed; anything else comes from files.
+    let from = match node.share(&req.share).is_some_and(|s| s.ctx.partial.contains(&key)) {
+        true => ServedFrom::Download,
+        false => ServedFrom::Files,
+    };
+    let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(
+        key,
+        peer,
+        req.holders,
+        from,
+        node.epoch.elapsed(),
+    );
     if decision != Decision::Serve {
-        Counters::add(&node.counters.chunks_busy, 1);
+        let c = if decision == Decision::Full { &node.counters.requests_full } else { &node.counters.chunks_busy };
+        Counters::add(c, 1);
         return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
     }
     let res = async {

@@ -20,6 +20,8 @@ pub struct Counters {
     pub chunks_corrupt: AtomicU64,
     /// Chunk requests answered `Busy` (sent to another peer just before).
     pub chunks_busy: AtomicU64,
+    /// Chunk requests answered `Busy` because this node already served its maximum of peers.
+    pub requests_full: AtomicU64,
     /// Index entries received from peers.
     pub entries_received: AtomicU64,
     /// Index entries sent to peers.
@@ -48,6 +50,9 @@ pub struct CounterSnapshot {
     /// See [`Counters::chunks_busy`].
     #[serde(default)]
     pub chunks_busy: u64,
+    /// See [`Counters::requests_full`].
+    #[serde(default)]
+    pub requests_full: u64,
     /// See [`Counters::entries_received`].
     pub entries_received: u64,
     /// See [`Counters::entries_sent`].
@@ -76,6 +81,7 @@ impl Counters {
             chunk_bytes_reused: g(&self.chunk_bytes_reused),
             chunks_corrupt: g(&self.chunks_corrupt),
             chunks_busy: g(&self.chunks_busy),
+            requests_full: g(&self.requests_full),
             entries_received: g(&self.entries_received),
             entries_sent: g(&self.entries_sent),
             files_applied: g(&self.files_applied),

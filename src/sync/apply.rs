@@ -4,7 +4,7 @@
 
 use super::availability::{Announced, PartialStore};
 use super::local::{LocalChunks, Verify};
-use super::pieces::{piece_target, Pieces};
+use super::pieces::{piece_target, PieceBlocks, Pieces};
 use super::planner::Action;
 use super::swarm::{Have, Outcome, Request, Swarm};
 use crate::config::ShareMode;
@@ -583,8 +583,8 @@ struct Download<'a> {
     ctx: &'a ShareCtx,
     target: &'a Entry,
     content: crate::index::ContentId,
-    /// The missing chunks, as the swarm schedules them.
-    pieces: Arc<Pieces>,
+    /// Where each piece's chunks sit among the file's blocks.
+    piece_blocks: PieceBlocks,
     /// Per block: held (verified) here.
     held: Vec<bool>,
     /// Blocks of each missing hash.
@@ -624,7 +624,7 @@ impl<'a> Download<'a> {
             ctx,
             target,
             content: target.content_id(),
-            pieces: pieces.clone(),
+            piece_blocks: pieces.in_blocks(&target.blocks.iter().map(|b| b.hash).collect::<Vec<_>>()),
             held,
             blocks_of,
             changed,
@@ -669,8 +669,7 @@ impl<'a> Download<'a> {
             if self.partial_peers.get(&peer) == Some(&map.bits) {
                 continue;
             }
-            let held = self.target.blocks.iter().enumerate().filter(|(i, _)| map.has(*i)).map(|(_, b)| &b.hash);
-            let set = self.pieces.complete_in(held);
+            let set = self.piece_blocks.complete(|b| map.has(b));
             swarm.set_peer(peer, Have::Some(set));
             self.partial_peers.insert(peer, map.bits);
         }

@@ -8,7 +8,7 @@
 //! `poll` after every event; cancels of endgame duplicates), and every uploader
 //! answers with the daemon's own [`UploadPolicy`] (`Busy` for a chunk it just sent
 //! elsewhere while busy). The timers are the daemon's: a receiver announces what
-//! it holds every [`ANNOUNCE_EVERY`] (if it changed) and reads announcements every
+//! it holds every [`announce_every`] (if it changed) and reads announcements every
 //! [`REFRESH_EVERY`]; each timer starts at a random phase so receivers do not tick
 //! in lockstep.
 //!
@@ -45,7 +45,7 @@
 use crate::identity::NodeId;
 use crate::index::ChunkHash;
 use crate::proto::Holders;
-use crate::sync::apply::{ANNOUNCE_EVERY, REFRESH_EVERY};
+use crate::sync::apply::{announce_every, REFRESH_EVERY};
 use crate::sync::availability::{Decision, ServedFrom, UploadPolicy};
 use crate::sync::swarm::{ChunkSet, Have, Outcome, Swarm};
 use rand::rngs::StdRng;
@@ -510,7 +510,7 @@ impl<'a> Sim<'a> {
             // The download polls as soon as it starts; its timers tick at random phases.
             sim.poll(r, 0);
             let refresh = rng.gen_range(0..ns(REFRESH_EVERY));
-            let announce = rng.gen_range(0..ns(ANNOUNCE_EVERY));
+            let announce = rng.gen_range(0..ns(sim.announce_every(r)));
             sim.at(refresh, Ev::Refresh(r));
             sim.at(announce, Ev::Announce(r));
         }
@@ -820,7 +820,12 @@ impl<'a> Sim<'a> {
                 self.reschedule(r);
             }
         }
-        self.at(now + ns(ANNOUNCE_EVERY), Ev::Announce(r));
+        self.at(now + ns(self.announce_every(r)), Ev::Announce(r));
+    }
+
+    /// As in the daemon: a map goes to every peer in the view and the source.
+    fn announce_every(&self, r: u32) -> Duration {
+        announce_every(self.rx[r as usize - 1].view.len() + 1)
     }
 
     fn on_refresh(&mut self, now: Ns, r: u32) {
@@ -912,7 +917,7 @@ mod tests {
 
     #[test]
     fn ten_receivers_feed_each_other() {
-        // Long enough (5 s at best) for the 250 ms announcements to matter little.
+        // Long enough (5 s at best) for the announcement interval to matter little.
         let r = run(&Config::uniform(10, 100.0 * MBIT, 64 << 20, Duration::ZERO, 2));
         assert_everyone_has_the_file(&r);
         let f = r.file_bytes as f64;

@@ -23,8 +23,22 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
-/// How often a download announces which chunks it holds.
-pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+/// How often a download announces which chunks it holds (if that changed) when it
+/// sends its maps to `peers` peers. Each hop of a piece through the mesh waits for
+/// one announcement, but every map goes to every peer: in the simulator 100 ms
+/// instead of 250 ms took N = 8 from 1.07x to 1.06x and N = 16 from 1.10x to 1.07x
+/// of the minimum, while a full mesh of 256 went from 1.18x to 1.25x (maps grew
+/// from 15 to 39 file sizes of traffic).
+pub fn announce_every(peers: usize) -> Duration {
+    if peers <= FAST_ANNOUNCE_PEERS {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_millis(250)
+    }
+}
+
+/// Up to this many peers, a download announces at the faster rate.
+pub const FAST_ANNOUNCE_PEERS: usize = 16;
 /// How often a download looks for new sources and announcements.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(50);
 /// A download looks in the index for peers that have this version when peers'
@@ -390,7 +404,7 @@ impl ShareCtx {
             }
         }
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
-        let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+        let mut announce = tokio::time::interval(announce_every(self.peers.list().len()));
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         let mut unflushed = 0u64;

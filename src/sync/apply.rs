@@ -25,10 +25,11 @@ use tracing::{debug, info, warn};
 
 /// How often a download announces which chunks it holds (if that changed) when it
 /// sends its maps to `peers` peers. Each hop of a piece through the mesh waits for
-/// one announcement, but every map goes to every peer: in the simulator 100 ms
-/// instead of 250 ms took N = 8 from 1.07x to 1.06x and N = 16 from 1.10x to 1.07x
-/// of the minimum, while a full mesh of 256 went from 1.18x to 1.25x (maps grew
-/// from 15 to 39 file sizes of traffic).
+/// one announcement, but every map goes to every peer and is mapped to pieces there.
+/// Simulator: 100 ms instead of 250 ms took N = 8 from 1.07x to 1.06x of the minimum,
+/// while a full mesh of 256 went from 1.18x to 1.25x (maps grew from 15 to 39 file
+/// sizes of traffic). Lab, 17 daemons on 2 cores: N = 16 took 44.7 s at 100 ms and
+/// 41.1-42.3 s at 250 ms, so the faster rate stops at 8 peers.
 pub fn announce_every(peers: usize) -> Duration {
     if peers <= FAST_ANNOUNCE_PEERS {
         Duration::from_millis(100)
@@ -38,7 +39,7 @@ pub fn announce_every(peers: usize) -> Duration {
 }
 
 /// Up to this many peers, a download announces at the faster rate.
-pub const FAST_ANNOUNCE_PEERS: usize = 16;
+pub const FAST_ANNOUNCE_PEERS: usize = 8;
 /// How often a download looks for new sources and announcements.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(50);
 /// A download looks in the index for peers that have this version when peers'

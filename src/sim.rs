@@ -638,10 +638,8 @@ impl<'a> Sim<'a> {
         }
         let hash = self.chunks[chunk as usize].0;
         // As in the daemon: a receiver still downloading relays, anyone else is a source.
-        let served_from = match to != 0 && self.rx(to).done_at.is_none() {
-            true => ServedFrom::Download,
-            false => ServedFrom::Files,
-        };
+        let served_from =
+            if to != 0 && self.rx(to).done_at.is_none() { ServedFrom::Download } else { ServedFrom::Files };
         match self.policy[to as usize].decide(hash, node(from), holders, served_from, Duration::from_nanos(now)) {
             refused @ (Decision::Busy | Decision::Full) => {
                 self.report.busy += 1;

@@ -214,13 +214,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
             if let Some(c) = r.source_sent_copies {
                 println!("N={n} {:<15} host 0 uploaded {c:.2} copies of the file", m.as_str());
             }
-            if !r.busy_answers.is_empty() {
-                let per_host: Vec<String> =
-                    r.busy_answers.iter().map(|b| b.map_or("?".to_string(), |b| b.to_string())).collect();
-                println!("N={n} {:<15} Busy answers per host: {}", m.as_str(), per_host.join(" "));
-                let per_host: Vec<String> =
-                    r.full_answers.iter().map(|b| b.map_or("?".to_string(), |b| b.to_string())).collect();
-                println!("N={n} {:<15} Full answers per host: {}", m.as_str(), per_host.join(" "));
+            for (what, per_host) in [("Busy", &r.busy_answers), ("Full", &r.full_answers)] {
+                if !per_host.is_empty() {
+                    let counts: Vec<String> =
+                        per_host.iter().map(|c| c.map_or("?".into(), |c| c.to_string())).collect();
+                    println!("N={n} {:<15} {what} answers per host: {}", m.as_str(), counts.join(" "));
+                }
             }
             run_n.methods.push(r);
         }

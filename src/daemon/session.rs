@@ -313,14 +313,14 @@ async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn
     let _ = send.finish();
 }
 
-/// Reads the chunks of a request from complete local files or, failing that,
-/// running downloads; `None` where this node has no verified copy.
-async fn find_chunks(node: &Arc<Node>, req: ChunkRequest) -> Vec<Option<Vec<u8>>> {
+/// Reads the chunks of a request from the share's complete local files or, failing
+/// that, its running downloads; `None` where this node has no verified copy.
+async fn find_chunks(share: Option<Arc<Share>>, req: ChunkRequest) -> Vec<Option<Vec<u8>>> {
     let n = req.chunks.len();
-    let Some(share) = node.share(&req.share) else { return vec![None; n] };
-    let ctx = share.ctx.clone();
+    let Some(share) = share else { return vec![None; n] };
     // One trip to the blocking pool per request, not per chunk.
     tokio::task::spawn_blocking(move || {
+        let ctx = &share.ctx;
         let mut local = ctx.local_chunks(Verify::IfChanged);
         req.chunks
             .iter()
@@ -342,10 +342,12 @@ async fn serve_chunks(
     }
     // The policy tracks a request by its first chunk: requesters cut the same pieces.
     let key = req.chunks[0].hash;
+    let share = node.share(&req.share);
     // A chunk of a running download is relayed; anything else comes from files.
-    let from = match node.share(&req.share).is_some_and(|s| s.ctx.partial.contains(&key)) {
-        true => ServedFrom::Download,
-        false => ServedFrom::Files,
+    let from = if share.as_ref().is_some_and(|s| s.ctx.partial.contains(&key)) {
+        ServedFrom::Download
+    } else {
+        ServedFrom::Files
     };
     let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(
         key,
@@ -362,7 +364,7 @@ async fn serve_chunks(
     let res = async {
         let kib = req.bytes().div_ceil(1024).min(SERVE_MEMORY_KIB as u64) as u32;
         let _memory = node.serve_memory.acquire_many(kib).await.map_err(|e| e.to_string())?;
-        for data in find_chunks(node, req).await {
+        for data in find_chunks(share, req).await {
             let Some(d) = data else {
                 proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
                 continue;

@@ -78,6 +78,11 @@ impl Peers {
         self.get(id).is_some_and(|c| c.close_reason().is_none())
     }
 
+    /// Number of sessions.
+    pub fn count(&self) -> usize {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Every session.
     pub fn list(&self) -> Vec<PeerConn> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()

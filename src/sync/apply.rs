@@ -405,7 +405,7 @@ impl ShareCtx {
             }
         }
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
-        let mut announce = tokio::time::interval(announce_every(self.peers.list().len()));
+        let mut announce = tokio::time::interval(announce_every(self.peers.count()));
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         let mut unflushed = 0u64;
@@ -639,7 +639,7 @@ impl<'a> Download<'a> {
             ctx,
             target,
             content: target.content_id(),
-            piece_blocks: pieces.in_blocks(&target.blocks.iter().map(|b| b.hash).collect::<Vec<_>>()),
+            piece_blocks: pieces.in_blocks(|h| blocks_of.get(h).and_then(|b| b.first()).map(|b| *b as u32)),
             held,
             blocks_of,
             changed,

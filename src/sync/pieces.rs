@@ -10,7 +10,7 @@
 use crate::index::ChunkHash;
 use crate::proto::{ChunkRef, MAX_CHUNK, MAX_REQUEST_CHUNKS};
 use crate::sync::swarm::ChunkSet;
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 /// A file is cut into about this many pieces.
 pub const TARGET_PIECES: u64 = 1024;
@@ -28,7 +28,8 @@ pub fn piece_target(size: u64) -> u64 {
 #[derive(Debug, Default)]
 pub struct Pieces {
     pieces: Vec<Vec<ChunkRef>>,
-    piece_of: HashMap<ChunkHash, usize>,
+    /// Every missing chunk, to tell at once whether a hash is one of them.
+    missing: HashSet<ChunkHash>,
 }
 
 impl Pieces {
@@ -50,8 +51,8 @@ impl Pieces {
                 p.push(c);
             }
         }
-        let piece_of = pieces.iter().enumerate().flat_map(|(i, p)| p.iter().map(move |c| (c.hash, i))).collect();
-        Self { pieces, piece_of }
+        let missing = pieces.iter().flatten().map(|c| c.hash).collect();
+        Self { pieces, missing }
     }
 
     /// Number of pieces.
@@ -76,20 +77,13 @@ impl Pieces {
 
     /// True if `hash` is one of the missing chunks.
     pub fn contains(&self, hash: &ChunkHash) -> bool {
-        self.piece_of.contains_key(hash)
+        self.missing.contains(hash)
     }
 
-    /// Where each piece's chunks sit in a file made of `blocks` (the first block of
-    /// each hash), so a peer's per-block map is read without hashing.
-    pub fn in_blocks(&self, blocks: &[ChunkHash]) -> PieceBlocks {
-        let mut first: HashMap<ChunkHash, u32> = HashMap::with_capacity(self.piece_of.len());
-        for (i, b) in blocks.iter().enumerate() {
-            if self.piece_of.contains_key(b) {
-                first.entry(*b).or_insert(i as u32);
-            }
-        }
-        let blocks = self.pieces.iter().map(|p| p.iter().map(|c| first.get(&c.hash).copied()).collect()).collect();
-        PieceBlocks { blocks }
+    /// Where each piece's chunks sit in the file, given the first block of each
+    /// hash, so a peer's per-block map is read without hashing.
+    pub fn in_blocks(&self, first_block: impl Fn(&ChunkHash) -> Option<u32>) -> PieceBlocks {
+        PieceBlocks { blocks: self.pieces.iter().map(|p| p.iter().map(|c| first_block(&c.hash)).collect()).collect() }
     }
 }
 
@@ -160,7 +154,7 @@ mod tests {
         // The file: a chunk that is not missing, then 0..6 with 5 twice.
         // Piece 0 = chunks 0,1; piece 1 = 2,3; piece 2 = 4,5.
         let blocks = [ChunkHash::of(b"not missing"), h(0), h(1), h(2), h(3), h(4), h(5), h(5)];
-        let pb = p.in_blocks(&blocks);
+        let pb = p.in_blocks(|c| blocks.iter().position(|b| b == c).map(|i| i as u32));
         // Held: 0, 1, 2 and the second copy of 5 only; a peer sets every block of a
         // hash it gets, so the first block of a hash stands for all of them.
         let held = [false, true, true, true, false, false, false, true];
@@ -175,7 +169,8 @@ mod tests {
     #[test]
     fn a_piece_whose_chunk_is_not_in_the_file_is_never_complete() {
         let p = Pieces::new(vec![chunk(0, 100), chunk(1, 100)], 100);
-        let pb = p.in_blocks(&[chunk(0, 100).0.hash]);
+        let in_file = chunk(0, 100).0.hash;
+        let pb = p.in_blocks(|c| (*c == in_file).then_some(0));
         let set = pb.complete(|_| true);
         assert!(set.contains(0));
         assert!(!set.contains(1));

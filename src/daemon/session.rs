@@ -7,8 +7,8 @@ use crate::index::RelPath;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
-    self, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest, BENCH_SHARE_PREFIX,
-    MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
+    self, ChunkRef, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest,
+    BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
 };
 use crate::sync::availability::{Decision, ServedFrom};
 use crate::sync::local::Verify;
@@ -313,18 +313,27 @@ async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn
     let _ = send.finish();
 }
 
-/// Reads the chunks of a request from the share's complete local files or, failing
-/// that, its running downloads; `None` where this node has no verified copy.
-async fn find_chunks(share: Option<Arc<Share>>, req: ChunkRequest) -> Vec<Option<Vec<u8>>> {
+/// Reads the chunks of a request from where `from` says they are (a running
+/// download's temp file, or the share's complete files), then from the other;
+/// `None` where this node has no verified copy.
+async fn find_chunks(share: Option<Arc<Share>>, req: ChunkRequest, from: ServedFrom) -> Vec<Option<Vec<u8>>> {
     let n = req.chunks.len();
     let Some(share) = share else { return vec![None; n] };
     // One trip to the blocking pool per request, not per chunk.
     tokio::task::spawn_blocking(move || {
         let ctx = &share.ctx;
         let mut local = ctx.local_chunks(Verify::IfChanged);
+        let mut from_files = |c: &ChunkRef| local.read(&c.hash, c.len).ok().flatten();
+        let from_download = |c: &ChunkRef| ctx.partial.read(&c.hash, c.len);
         req.chunks
             .iter()
-            .map(|c| local.read(&c.hash, c.len).ok().flatten().or_else(|| ctx.partial.read(&c.hash, c.len)))
+            .map(|c| match from {
+                // A relay reads its temp file first: looking in the index (and
+                // opening files) for a chunk no complete file holds cost every
+                // relayed request an index lookup.
+                ServedFrom::Download => from_download(c).or_else(|| from_files(c)),
+                ServedFrom::Files => from_files(c).or_else(|| from_download(c)),
+            })
             .collect()
     })
     .await
@@ -364,7 +373,7 @@ async fn serve_chunks(
     let res = async {
         let kib = req.bytes().div_ceil(1024).min(SERVE_MEMORY_KIB as u64) as u32;
         let _memory = node.serve_memory.acquire_many(kib).await.map_err(|e| e.to_string())?;
-        for data in find_chunks(share, req).await {
+        for data in find_chunks(share, req, from).await {
             let Some(d) = data else {
                 proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
                 continue;

@@ -34,10 +34,16 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
         match session(&node, &conn, peer, dialed).await {
             Ok(()) => info!("disconnected"),
             Err(NetError::Connection(e)) => info!(reason = %e, "disconnected"),
-            Err(e) => {
-                warn!(error = %e, "session closed on a protocol error");
-                conn.close(5u32.into(), b"protocol error");
-            }
+            // A stream that failed because its connection ended (the peer closed the
+            // duplicate of a connection both sides dialed, or went away) reports the
+            // connection's reason, not a protocol error.
+            Err(e) => match conn.close_reason() {
+                Some(reason) => info!(%reason, "disconnected"),
+                None => {
+                    warn!(error = %e, "session closed on a protocol error");
+                    conn.close(5u32.into(), b"protocol error");
+                }
+            },
         }
         node.peers.unregister(&peer, &conn);
         if !node.peers.is_connected(&peer) {

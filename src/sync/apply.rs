@@ -620,10 +620,12 @@ impl<'a> Download<'a> {
         file: &Arc<File>,
         positions: &HashMap<ChunkHash, (u32, Vec<u64>)>,
     ) -> Self {
+        // Only needed here: the download keeps the blocks of each missing hash.
+        let missing: HashSet<&ChunkHash> = pieces.missing().map(|c| &c.hash).collect();
         let mut blocks_of: HashMap<ChunkHash, Vec<usize>> = HashMap::new();
         let mut held = vec![false; target.blocks.len()];
         for (i, b) in target.blocks.iter().enumerate() {
-            if pieces.contains(&b.hash) {
+            if missing.contains(&b.hash) {
                 blocks_of.entry(b.hash).or_default().push(i);
             } else {
                 held[i] = true;
@@ -631,7 +633,7 @@ impl<'a> Download<'a> {
         }
         // Chunks already here (resumed temp file or local copies) are servable at once.
         for (hash, (_, offs)) in positions {
-            if !pieces.contains(hash) {
+            if !missing.contains(hash) {
                 if let Some(off) = offs.first() {
                     ctx.partial.add(*hash, file, *off);
                 }

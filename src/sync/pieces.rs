@@ -10,7 +10,6 @@
 use crate::index::ChunkHash;
 use crate::proto::{ChunkRef, MAX_CHUNK, MAX_REQUEST_CHUNKS};
 use crate::sync::swarm::ChunkSet;
-use std::collections::HashSet;
 
 /// A file is cut into about this many pieces.
 pub const TARGET_PIECES: u64 = 1024;
@@ -28,8 +27,6 @@ pub fn piece_target(size: u64) -> u64 {
 #[derive(Debug, Default)]
 pub struct Pieces {
     pieces: Vec<Vec<ChunkRef>>,
-    /// Every missing chunk, to tell at once whether a hash is one of them.
-    missing: HashSet<ChunkHash>,
 }
 
 impl Pieces {
@@ -51,8 +48,7 @@ impl Pieces {
                 p.push(c);
             }
         }
-        let missing = pieces.iter().flatten().map(|c| c.hash).collect();
-        Self { pieces, missing }
+        Self { pieces }
     }
 
     /// Number of pieces.
@@ -75,9 +71,9 @@ impl Pieces {
         self.pieces.iter().map(|p| (p[0].hash, p.iter().map(|c| c.len).sum())).collect()
     }
 
-    /// True if `hash` is one of the missing chunks.
-    pub fn contains(&self, hash: &ChunkHash) -> bool {
-        self.missing.contains(hash)
+    /// Every missing chunk, piece by piece.
+    pub fn missing(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.pieces.iter().flatten()
     }
 
     /// Where each piece's chunks sit in the file, given the first block of each

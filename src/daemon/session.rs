@@ -75,6 +75,8 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             .await
             .map_err(|_| NetError::Protocol("no control stream within 10 s".into()))??
     };
+    // Announcements and index updates must not queue behind chunk data.
+    let _ = send.set_priority(crate::net::URGENT);
     let mut share_added = node.share_added.subscribe();
     let mut announcements = node.announce.subscribe();
     let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;

@@ -40,6 +40,9 @@ pub enum NetError {
     Protocol(String),
 }
 
+/// Send priority of requests and control messages: above chunk data (priority 0).
+pub const URGENT: i32 = 1;
+
 /// Transport parameters for bulk transfer.
 ///
 /// quinn's default stream window (about 1.25 MB) caps one stream near window/RTT;
@@ -49,6 +52,10 @@ pub enum NetError {
 /// Send fairness is off: with it, every requested chunk is sent round-robin and all
 /// finish late together; without it, streams finish in request order, so each
 /// chunk arrives (and can be announced and re-served) as early as possible.
+///
+/// In request order, though, a small message (a request, an announcement) written
+/// while chunks are queued on the connection would wait for all of them; those go
+/// at priority [`URGENT`].
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.send_fairness(false);
@@ -125,6 +132,8 @@ pub enum ChunkAnswer {
 /// Asks a peer for a run of chunks. The bytes are not verified here.
 pub async fn request_chunks(conn: &quinn::Connection, req: &ChunkRequest) -> Result<ChunkAnswer, NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
+    // Ahead of the chunks this node is sending on the same connection (see `transport`).
+    let _ = send.set_priority(URGENT);
     proto::write_frame(&mut send, &StreamRequest::Chunk(req.clone())).await?;
     let _ = send.finish();
     let mut got = Vec::with_capacity(req.chunks.len());

@@ -10,8 +10,8 @@
 //!   (bandwidth-delay product), so a slow peer holds few chunks;
 //! - all peers together hold at most [`TOTAL_WINDOW`] (or the largest pipeline one
 //!   peer has needed, if more), so in a large mesh a download does not ask for its
-//!   whole file at once from a hundred peers; in a small mesh a peer that alone has
-//!   a chunk and has nothing of ours in flight is asked anyway (the source);
+//!   whole file at once from a hundred peers; in a small mesh the source (or a peer
+//!   that alone has a chunk) with nothing of ours in flight is asked anyway;
 //! - endgame: once every missing chunk is requested, idle capacity duplicates the
 //!   stragglers and the first answer cancels the others;
 //! - a corrupt chunk is not asked of that peer again, and after [`MAX_STRIKES`] the
@@ -45,9 +45,9 @@ pub const TOTAL_WINDOW: u64 = 2 << 20;
 pub const BUSY_BACKOFF: Duration = Duration::from_millis(300);
 /// At most this many peers fetch the same chunk in the endgame.
 const ENDGAME_COPIES: usize = 2;
-/// Up to this many peers, a chunk only one of them has may be asked beyond the total
-/// window (see [`Swarm::sole_holder_exempt`]).
-pub const SOLE_HOLDER_PEERS: usize = 16;
+/// Up to this many peers, the source may be asked beyond the total window (see
+/// [`Swarm::beyond_window`]).
+pub const SMALL_MESH: usize = 16;
 /// Throughput is sampled over at least this long.
 const RATE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -599,12 +599,12 @@ impl Swarm {
         }
         let start = self.rng.gen_range(0..n);
         let open = self.total_room();
-        if !open && !self.sole_holder_exempt(i) {
+        if !open && self.live_peers > SMALL_MESH {
             self.blocked = true;
             return None;
         }
         let found = (0..n).map(|k| ((start + k) % n) as Slot).find(|&s| {
-            self.peer(s).is_some_and(|p| p.has_room(now) && p.have.contains(i) && (open || p.inflight == 0))
+            self.peer(s).is_some_and(|p| p.has_room(now) && p.have.contains(i) && (open || self.beyond_window(p, i)))
                 && self.chunks[i].askable(s, now)
         });
         if found.is_none() && !open {
@@ -613,18 +613,19 @@ impl Swarm {
         found
     }
 
-    /// True if chunk `i` may be asked of its only holder although the total window is
-    /// full (the caller checks that nothing of ours is in flight there). In a small
-    /// mesh a chunk only one peer has is new data at the source, and the source's
-    /// upload is what every receiver waits on: with every receiver's window full of
-    /// requests queued at relays, the source sent at 80-90 % of its link in the N = 8
-    /// lab (26.2 s; 94-99 % and 25.8 s with this; N = 16 41.2 s, 39.5 s with this).
+    /// True if `p` may be asked for chunk `i` although the total window is full: in
+    /// a small mesh, a peer with nothing of ours in flight that has the whole file
+    /// (the source) or alone has this chunk. The source's upload is what every
+    /// receiver waits on, first for chunks nobody else has, at the end for what the
+    /// relays have not passed on yet: with every receiver's window full of requests
+    /// queued at relays, the source sent at 80-90 % of its link in the N = 8 lab
+    /// (26.2 s; 94-99 % and 25.8 s with this; N = 16 41.2 s, 39.5 s with this).
     /// Not in a large mesh: there the source has more askers than it serves, and a
-    /// receiver that sees only part of the mesh cannot tell that nobody else has the
-    /// chunk (simulator, N = 1000 seeing 50 peers each: 1.15x without the limit,
-    /// 1.20x with it).
-    fn sole_holder_exempt(&self, i: usize) -> bool {
-        self.live_peers <= SOLE_HOLDER_PEERS && self.chunks[i].avail == 1
+    /// receiver that sees only part of the mesh cannot tell that nobody else has a
+    /// chunk (simulator, N = 1000 seeing 50 peers each: 1.15x with the limit, 1.20x
+    /// without it).
+    fn beyond_window(&self, p: &Peer, i: usize) -> bool {
+        self.live_peers <= SMALL_MESH && p.inflight == 0 && (matches!(p.have, Have::All) || self.chunks[i].avail == 1)
     }
 
     /// True if more may be in flight: a receiver that asks every peer for all it can
@@ -684,12 +685,12 @@ impl Swarm {
             active.retain(|&s| {
                 let Some(p) = self.peer(s).filter(|p| p.has_room(now)) else { return false };
                 let open = self.total_room();
-                if !open && (p.inflight != 0 || self.live_peers > SOLE_HOLDER_PEERS) {
+                if !open && (p.inflight != 0 || self.live_peers > SMALL_MESH) {
                     self.blocked = true;
                     return false;
                 }
                 match self.pick_fresh(s, p, now) {
-                    Some(i) if open || self.sole_holder_exempt(i) => {
+                    Some(i) if open || self.beyond_window(p, i) => {
                         self.start(s, i, now, &mut out);
                         true
                     }
@@ -944,13 +945,13 @@ mod tests {
         }
     }
 
-    /// `relays` peers hold chunks 0..100 of 200 (256 KiB each) and fill the total
-    /// window; then a source of the whole file appears. Returns its first requests.
-    fn source_after_full_window(relays: u8) -> (Vec<Request>, NodeId) {
+    /// `relays` peers hold chunks `0..relay_has` of 200 (256 KiB each) and fill the
+    /// total window; then a source of the whole file appears. Returns its requests.
+    fn source_after_full_window(relays: u8, relay_has: usize) -> (Vec<Request>, NodeId) {
         let p = ids(relays + 1);
         let mut s = Swarm::new((0..200u64).map(|i| (ChunkHash::of(&i.to_le_bytes()), 1 << 18)).collect(), 13);
         for r in &p[1..] {
-            s.set_peer(*r, Have::Some((0..100).collect()));
+            s.set_peer(*r, Have::Some((0..relay_has).collect()));
         }
         let first = s.poll(T0);
         assert_eq!(first.len() as u64, TOTAL_WINDOW / (1 << 18), "the relays fill the total window: {first:?}");
@@ -962,16 +963,26 @@ mod tests {
 
     #[test]
     fn in_a_small_mesh_the_source_is_asked_for_new_data_beyond_a_full_window() {
-        let (reqs, source) = source_after_full_window(3);
+        let (reqs, source) = source_after_full_window(3, 100);
         assert_eq!(reqs.len(), 1, "one request beyond the window: {reqs:?}");
         assert_eq!(reqs[0].peer, source);
         assert!(reqs[0].chunk >= 100, "only chunks no relay has: {reqs:?}");
     }
 
     #[test]
+    fn in_a_small_mesh_an_idle_source_helps_at_the_end_too() {
+        // Nothing is new at the source any more: it still gets one request.
+        let (reqs, source) = source_after_full_window(3, 200);
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert_eq!(reqs[0].peer, source);
+    }
+
+    #[test]
     fn in_a_large_mesh_a_full_window_stays_shut_for_the_source_too() {
-        let (reqs, _) = source_after_full_window(SOLE_HOLDER_PEERS as u8 + 1);
-        assert!(reqs.is_empty(), "{reqs:?}");
+        for relay_has in [100, 200] {
+            let (reqs, _) = source_after_full_window(SMALL_MESH as u8 + 1, relay_has);
+            assert!(reqs.is_empty(), "{reqs:?}");
+        }
     }
 
     #[test]

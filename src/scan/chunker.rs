@@ -27,56 +27,117 @@ pub fn params_for(size: u64) -> ChunkParams {
 }
 
 /// Bytes read per round; at least this much (and four max-size chunks) is cut at once.
-const READ_BUF: usize = 32 << 20;
+/// Two such buffers are in use while a file larger than one is chunked.
+const READ_BUF: usize = 16 << 20;
 
 /// Chunks a stream of `size` bytes (the size selects the parameters).
 ///
-/// Reads big buffers, cuts them with fastcdc, and hashes the chunks of each buffer
-/// on all cores: hashing a 1 GiB file this way took 1.2 s instead of 2.9 s with
-/// `StreamCDC` (which also copies every chunk) on the 2-core build machine.
+/// Reads big buffers and cuts them with fastcdc on this thread while the chunks of
+/// the previous buffer are hashed on the other cores. On the 2-core build machine
+/// 256 MiB in memory took 0.38 s cut-then-hash (cutting 0.13 s, hashing on both
+/// cores 0.09 s, the rest copying) and 0.21 s pipelined; `StreamCDC` (which also
+/// copies every chunk) took 2.9 s per GiB.
 pub fn chunk_reader<R: Read>(r: R, size: u64) -> std::io::Result<Vec<Block>> {
     let p = params_for(size);
     chunk_buffered(r, p, READ_BUF.max(4 * p.max as usize))
 }
 
-fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Result<Vec<Block>> {
-    let mut out = Vec::new();
-    // Allocated once and never re-zeroed: the carried-over tail moves to the front.
-    let mut buf = vec![0u8; cap];
-    let mut filled = 0;
-    let mut eof = false;
-    loop {
-        while filled < cap && !eof {
-            match r.read(&mut buf[filled..]) {
-                Ok(0) => eof = true,
-                Ok(n) => filled += n,
+/// A buffer of input: the bytes, how many are valid, and whether the input ended.
+struct Filled {
+    buf: Vec<u8>,
+    len: usize,
+    eof: bool,
+}
+
+impl Filled {
+    /// Reads until the buffer is full or the input ends.
+    fn fill<R: Read>(&mut self, r: &mut R) -> std::io::Result<()> {
+        while self.len < self.buf.len() && !self.eof {
+            match r.read(&mut self.buf[self.len..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if filled == 0 {
-            return Ok(out);
-        }
-        let data = &buf[..filled];
+        Ok(())
+    }
+
+    /// The chunks of the valid bytes; unless the input ended, the last one is left
+    /// out: it may only be cut short by the buffer's end, and is redone with more
+    /// data. Every earlier cut depends on bytes inside the buffer only.
+    fn cuts(&self, p: ChunkParams) -> Vec<(usize, usize)> {
+        let data = &self.buf[..self.len];
         let mut cuts: Vec<(usize, usize)> =
             fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max).map(|c| (c.offset, c.length)).collect();
-        // A chunk ending at the buffer's end may only be cut short by it: redo it
-        // with more data. Every earlier cut depends on bytes inside the buffer only.
-        let mut keep_from = filled;
-        if !eof {
-            if let Some(last) = cuts.pop() {
-                keep_from = last.0;
-            }
+        if !self.eof {
+            cuts.pop();
         }
-        out.extend(hash_all(data, &cuts));
-        buf.copy_within(keep_from..filled, 0);
-        filled -= keep_from;
+        cuts
+    }
+
+    /// Where the bytes not covered by `cuts` start.
+    fn cut_end(&self, cuts: &[(usize, usize)]) -> usize {
+        cuts.last().map_or(0, |&(o, l)| o + l)
     }
 }
 
-/// Hashes chunks of `buf` in parallel, in order.
-fn hash_all(buf: &[u8], cuts: &[(usize, usize)]) -> Vec<Block> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Result<Vec<Block>> {
+    let mut cur = Filled { buf: vec![0u8; cap], len: 0, eof: false };
+    cur.fill(&mut r)?;
+    if cur.eof {
+        // Fits in one buffer (most files): no second thread.
+        return Ok(hash_all(&cur.buf[..cur.len], &cur.cuts(p), cores()));
+    }
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<(usize, usize)>)>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let hasher = s.spawn(move || {
+            let mut out = Vec::new();
+            for (buf, cuts) in full_rx {
+                // One core is cutting the next buffer meanwhile.
+                out.extend(hash_all(&buf, &cuts, cores().saturating_sub(1).max(1)));
+                // The reader may be gone (an error): then the buffer is just dropped.
+                let _ = empty_tx.send(buf);
+            }
+            out
+        });
+        let mut spare = Some(vec![0u8; cap]);
+        let read = loop {
+            let cuts = cur.cuts(p);
+            let end = cur.cut_end(&cuts);
+            let tail = cur.len - end;
+            // The second buffer, then whichever one the hasher is done with.
+            let Some(mut next) = spare.take().or_else(|| empty_rx.recv().ok()) else {
+                break Err(std::io::Error::other("the hashing thread stopped"));
+            };
+            next[..tail].copy_from_slice(&cur.buf[end..cur.len]);
+            let eof = cur.eof;
+            let done = std::mem::replace(&mut cur, Filled { buf: next, len: tail, eof });
+            if full_tx.send((done.buf, cuts)).is_err() {
+                break Err(std::io::Error::other("the hashing thread stopped"));
+            }
+            if cur.eof && cur.len == 0 {
+                break Ok(());
+            }
+            if let Err(e) = cur.fill(&mut r) {
+                break Err(e);
+            }
+        };
+        drop(full_tx);
+        // A panicking hasher is a bug; report it as an error rather than crash the scan.
+        let out = hasher.join().map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+        read.map(|()| out)
+    })
+}
+
+/// Cores to hash on (at most 8).
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+}
+
+/// Hashes chunks of `buf` on `threads` threads, in order.
+fn hash_all(buf: &[u8], cuts: &[(usize, usize)], threads: usize) -> Vec<Block> {
     let hash = |part: &[(usize, usize)]| -> Vec<Block> {
         part.iter().map(|&(o, l)| Block { hash: ChunkHash::of(&buf[o..o + l]), len: l as u32 }).collect()
     };

@@ -207,6 +207,26 @@ mod tests {
     }
 
     #[test]
+    fn a_read_error_after_several_buffers_is_returned() {
+        let d = random(3 << 20, 4);
+        let p = params_for(d.len() as u64);
+        struct FailAfter<'a>(&'a [u8]);
+        impl Read for FailAfter<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::Error::other("disk gone"));
+                }
+                let n = out.len().min(self.0.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let err = chunk_buffered(FailAfter(&d), p, 4 * p.max as usize).unwrap_err();
+        assert_eq!(err.to_string(), "disk gone");
+    }
+
+    #[test]
     fn blocks_cover_the_input() {
         let d = random(3 << 20, 1);
         let b = chunk_bytes(&d);

@@ -26,8 +26,9 @@ pub fn params_for(size: u64) -> ChunkParams {
     ChunkParams { min: avg / 4, avg, max: (avg * 4).min(fastcdc::v2020::MAXIMUM_MAX) }
 }
 
-/// Bytes read per round; at least this much (and four max-size chunks) is cut at once.
-/// Two such buffers are in use while a file larger than one is chunked.
+/// Bytes read per round; at least this much (and two max-size chunks, so every round
+/// cuts at least one) is cut at once. Two such buffers are in use while a file larger
+/// than one is chunked: 32 MiB, or 64 MiB for files over 32 GiB (16 MiB chunks).
 const READ_BUF: usize = 16 << 20;
 
 /// Chunks a stream of `size` bytes (the size selects the parameters).
@@ -39,7 +40,7 @@ const READ_BUF: usize = 16 << 20;
 /// copies every chunk) took 2.9 s per GiB.
 pub fn chunk_reader<R: Read>(r: R, size: u64) -> std::io::Result<Vec<Block>> {
     let p = params_for(size);
-    chunk_buffered(r, p, READ_BUF.max(4 * p.max as usize))
+    chunk_buffered(r, p, READ_BUF.max(2 * p.max as usize))
 }
 
 /// A buffer of input: the bytes, how many are valid, and whether the input ended.
@@ -191,6 +192,7 @@ mod tests {
             .map(|c| Block { hash: ChunkHash::of(&d[c.offset..c.offset + c.length]), len: c.length as u32 })
             .collect();
         // Small buffers force many carried-over chunks; 1-byte reads force partial fills.
+        assert_eq!(chunk_buffered(&d[..], p, 2 * p.max as usize).unwrap(), whole);
         assert_eq!(chunk_buffered(&d[..], p, 4 * p.max as usize).unwrap(), whole);
         assert_eq!(chunk_buffered(&d[..], p, 4 * p.max as usize + 12345).unwrap(), whole);
         struct Trickle<'a>(&'a [u8]);

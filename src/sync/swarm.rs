@@ -1090,6 +1090,25 @@ mod tests {
     }
 
     #[test]
+    fn in_a_large_mesh_a_busy_relay_waits_the_full_backoff() {
+        let p = ids(SMALL_MESH as u8 + 1);
+        let mut s = Swarm::new(chunks(400), 6);
+        // p[0] alone has chunks 200..400, so only the pause keeps it from being asked.
+        s.set_peer(p[0], Have::Some((200..400).collect()));
+        for id in &p[1..] {
+            s.set_peer(*id, Have::Some((0..200).collect()));
+        }
+        let first = s.poll(T0);
+        let refused = first.iter().find(|r| r.peer == p[0]).copied().expect("the only holder is asked");
+        for r in first {
+            s.complete(r, if r == refused { Outcome::Busy } else { Outcome::Failed }, T0);
+        }
+        let asked = |reqs: &[Request]| reqs.iter().any(|r| r.peer == refused.peer);
+        assert!(!asked(&s.poll(RELAY_FULL_BACKOFF)), "still paused");
+        assert!(asked(&s.poll(BUSY_BACKOFF)));
+    }
+
+    #[test]
     fn announcements_as_news_or_as_whole_maps_agree() {
         let p = ids(3);
         let mut a = Swarm::new(chunks(200), 8);

@@ -76,11 +76,6 @@ impl Filled {
         }
         cuts
     }
-
-    /// Where the bytes not covered by `cuts` start.
-    fn cut_end(&self, cuts: &[(usize, usize)]) -> usize {
-        cuts.last().map_or(0, |&(o, l)| o + l)
-    }
 }
 
 fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Result<Vec<Block>> {
@@ -104,19 +99,21 @@ fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Res
             out
         });
         let mut spare = Some(vec![0u8; cap]);
+        let hasher_gone = || std::io::Error::other("the hashing thread stopped");
         let read = loop {
             let cuts = cur.cuts(p);
-            let end = cur.cut_end(&cuts);
+            // Where the bytes left for the next round start.
+            let end = cuts.last().map_or(0, |&(o, l)| o + l);
             let tail = cur.len - end;
             // The second buffer, then whichever one the hasher is done with.
             let Some(mut next) = spare.take().or_else(|| empty_rx.recv().ok()) else {
-                break Err(std::io::Error::other("the hashing thread stopped"));
+                break Err(hasher_gone());
             };
             next[..tail].copy_from_slice(&cur.buf[end..cur.len]);
             let eof = cur.eof;
             let done = std::mem::replace(&mut cur, Filled { buf: next, len: tail, eof });
             if full_tx.send((done.buf, cuts)).is_err() {
-                break Err(std::io::Error::other("the hashing thread stopped"));
+                break Err(hasher_gone());
             }
             if cur.eof && cur.len == 0 {
                 break Ok(());

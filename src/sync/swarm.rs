@@ -603,7 +603,7 @@ impl Swarm {
         }
         let start = self.rng.gen_range(0..n);
         let open = self.total_room();
-        if !open && self.live_peers > SMALL_MESH {
+        if !open && !self.small_mesh() {
             self.blocked = true;
             return None;
         }
@@ -629,7 +629,19 @@ impl Swarm {
     /// chunk (simulator, N = 1000 seeing 50 peers each: 1.15x with the limit, 1.20x
     /// without it).
     fn beyond_window(&self, p: &Peer, i: usize) -> bool {
-        self.live_peers <= SMALL_MESH && p.inflight == 0 && (matches!(p.have, Have::All) || self.chunks[i].avail == 1)
+        self.may_pass_window(p) && (matches!(p.have, Have::All) || self.chunks[i].avail == 1)
+    }
+
+    /// The half of [`Swarm::beyond_window`] that does not depend on the chunk: cheap
+    /// enough to skip picking a chunk for every other peer while the window is full.
+    fn may_pass_window(&self, p: &Peer) -> bool {
+        self.small_mesh() && p.inflight == 0
+    }
+
+    /// Up to [`SMALL_MESH`] peers: every peer sees every other, and each is a large
+    /// share of what a receiver can ask.
+    fn small_mesh(&self) -> bool {
+        self.live_peers <= SMALL_MESH
     }
 
     /// True if more may be in flight: a receiver that asks every peer for all it can
@@ -689,7 +701,7 @@ impl Swarm {
             active.retain(|&s| {
                 let Some(p) = self.peer(s).filter(|p| p.has_room(now)) else { return false };
                 let open = self.total_room();
-                if !open && (p.inflight != 0 || self.live_peers > SMALL_MESH) {
+                if !open && !self.may_pass_window(p) {
                     self.blocked = true;
                     return false;
                 }
@@ -826,7 +838,7 @@ impl Swarm {
                     // (In a large mesh there are others to ask, and the simulator at
                     // N = 1000 went from 1.16x to 1.22x with the short pause.)
                     let relay = self.peer(s).is_some_and(|p| matches!(p.have, Have::Some(_)));
-                    let short = relay && self.live_peers <= SMALL_MESH;
+                    let short = relay && self.small_mesh();
                     let until = now + if short { RELAY_FULL_BACKOFF } else { BUSY_BACKOFF };
                     // Its upload is the scarce resource: asking it for another chunk now
                     // would only earn another `Busy` (measured: 10 to 30 `Busy` per chunk

@@ -68,6 +68,36 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// Reads exactly `len` bytes at `offset` into a new buffer. Unlike
+/// `read_exact_at` on a zeroed buffer, the bytes are written once (zeroing was
+/// 1 % of a 1 GiB loopback transfer's CPU on the sending side).
+pub fn read_vec_at(file: &std::fs::File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset
+            .checked_add(buf.len() as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
+        let want = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: pread writes at most `spare.len()` bytes to memory valid for writes.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: pread initialised the first `n` spare bytes (n <= spare.len()).
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+    }
+    Ok(buf)
+}
+
 /// fsyncs a directory so a rename in it is durable.
 pub fn fsync_dir(path: &Path) -> io::Result<()> {
     std::fs::File::open(path)?.sync_all()
@@ -76,4 +106,23 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
 /// Unix permission bits of a file.
 pub fn mode_of(m: &Metadata) -> u32 {
     m.mode() & 0o7777
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn read_vec_at_reads_exactly_and_refuses_past_the_end() {
+        let mut f = tempfile::tempfile().expect("temp file");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).expect("write");
+        assert_eq!(read_vec_at(&f, 70_000, 12_345).expect("read"), &data[12_345..82_345]);
+        assert_eq!(read_vec_at(&f, 0, 5).expect("empty read"), Vec::<u8>::new());
+        let err = read_vec_at(&f, 10, 99_995).expect_err("runs past the end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err = read_vec_at(&f, 1, u64::MAX).expect_err("offset beyond off_t");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
 }

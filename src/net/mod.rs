@@ -149,13 +149,26 @@ pub async fn request_chunks(conn: &quinn::Connection, req: &ChunkRequest) -> Res
                 return Err(NetError::Protocol(format!("asked for {} bytes, peer announced {len}", want.len)));
             }
             ChunkReply::Data { len } => {
-                let mut buf = vec![0u8; len as usize];
-                recv.read_exact(&mut buf).await.map_err(|e| NetError::Protocol(format!("short chunk: {e}")))?;
-                got.push(Some(buf));
+                got.push(Some(read_exact_vec(&mut recv, len as usize).await?));
             }
         }
     }
     Ok(ChunkAnswer::Data(got))
+}
+
+/// Reads exactly `len` bytes into a new buffer, copied once from quinn's receive
+/// buffers: `read_exact` would need the buffer zeroed first (1.3 % of a 1 GiB
+/// loopback transfer's CPU went to that memset).
+async fn read_exact_vec(recv: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, NetError> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await {
+            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+            Ok(None) => return Err(NetError::Protocol(format!("short chunk: {} of {len} bytes", buf.len()))),
+            Err(e) => return Err(NetError::Protocol(format!("short chunk: {e}"))),
+        }
+    }
+    Ok(buf)
 }
 
 /// Downloads `bytes` of filler from a peer; returns how many arrived.

@@ -13,7 +13,7 @@ use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath
 use crate::net::{self, ChunkAnswer, Peers};
 use crate::ops::stats::{Counters, Progress};
 use crate::proto::{ChunkRef, ChunkRequest, Control, HaveMap, Holders};
-use crate::util::{free_space, fsync_dir, mtime_of, safe_join, set_mtime};
+use crate::util::{free_space, fsync_dir, mtime_of, read_vec_at, safe_join, set_mtime};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -354,8 +354,8 @@ impl ShareCtx {
         for (hash, (len, offs)) in positions.iter() {
             // Already in the temp file from an interrupted run?
             if resume {
-                let mut buf = vec![0u8; *len as usize];
-                if file.read_exact_at(&mut buf, offs[0]).is_ok() && ChunkHash::of(&buf) == *hash {
+                let buf = read_vec_at(file, *len as usize, offs[0]).unwrap_or_default();
+                if buf.len() == *len as usize && ChunkHash::of(&buf) == *hash {
                     for off in &offs[1..] {
                         write_chunk(file, &buf, *off).map_err(io_err(Path::new("temp file")))?;
                     }

@@ -7,7 +7,6 @@ use crate::index::{ChunkHash, ContentId, RelPath};
 use crate::proto::{HaveMap, Holders};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,8 +48,7 @@ impl PartialStore {
     pub fn read(&self, hash: &ChunkHash, len: u32) -> Option<Vec<u8>> {
         let places = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()?;
         for (f, off) in places {
-            let mut buf = vec![0u8; len as usize];
-            if f.read_exact_at(&mut buf, off).is_ok() {
+            if let Ok(buf) = crate::util::read_vec_at(&f, len as usize, off) {
                 return Some(buf);
             }
         }
@@ -316,6 +314,7 @@ mod tests {
 
     #[test]
     fn partial_store_serves_verified_chunks_until_the_file_is_done() {
+        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let f = Arc::new(
             File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("t")).unwrap(),

@@ -1,10 +1,9 @@
 //! Reading chunks from the share's own files, where the index says they lie.
 
 use crate::index::{ChunkHash, IndexError, Mtime, RelPath, ShareIndex};
-use crate::util::{mtime_of, safe_join};
+use crate::util::{mtime_of, read_vec_at, safe_join};
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// When a chunk read from a local file is hashed before it is used.
@@ -50,10 +49,9 @@ impl<'a> LocalChunks<'a> {
                 Some(Opened { stamp: (m.len(), mtime_of(&m)), file: f })
             });
             let Some(o) = opened else { continue };
-            let mut buf = vec![0u8; len as usize];
-            if o.file.read_exact_at(&mut buf, loc.offset).is_err() {
+            let Ok(buf) = read_vec_at(&o.file, len as usize, loc.offset) else {
                 continue;
-            }
+            };
             let trusted = self.verify == Verify::IfChanged && loc.file == Some(o.stamp);
             if trusted || ChunkHash::of(&buf) == *hash {
                 return Ok(Some(buf));

@@ -90,9 +90,10 @@ fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Res
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let hasher = s.spawn(move || {
             let mut out = Vec::new();
+            // One core is cutting the next buffer meanwhile.
+            let threads = cores().saturating_sub(1).max(1);
             for (buf, cuts) in full_rx {
-                // One core is cutting the next buffer meanwhile.
-                out.extend(hash_all(&buf, &cuts, cores().saturating_sub(1).max(1)));
+                out.extend(hash_all(&buf, &cuts, threads));
                 // The reader may be gone (an error): then the buffer is just dropped.
                 let _ = empty_tx.send(buf);
             }
@@ -129,9 +130,11 @@ fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Res
     })
 }
 
-/// Cores to hash on (at most 8).
+/// Cores to hash on (at most 8). Asked once: `available_parallelism` reads the
+/// cgroup's CPU quota from files, and a scan chunks every new or changed file.
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8))
 }
 
 /// Hashes chunks of `buf` on `threads` threads, in order.

@@ -278,6 +278,11 @@ struct Peer {
 }
 
 impl Peer {
+    /// Has the whole version (a source), not just chunks of a running download (a relay).
+    fn whole(&self) -> bool {
+        matches!(self.have, Have::All)
+    }
+
     fn has_room(&self, now: Duration) -> bool {
         self.paused_until.is_none_or(|t| t <= now) && (self.inflight == 0 || self.inflight_bytes < self.pipe.window)
     }
@@ -515,7 +520,7 @@ impl Swarm {
 
     /// True if the peer is known and has the whole version.
     pub fn has_all(&self, peer: &NodeId) -> bool {
-        self.live_slot(peer).and_then(|s| self.peer(s)).is_some_and(|p| p.have == Have::All)
+        self.live_slot(peer).and_then(|s| self.peer(s)).is_some_and(Peer::whole)
     }
 
     /// The transport's smoothed round-trip time to a peer (a floor for its latency).
@@ -561,7 +566,7 @@ impl Swarm {
     /// The rarest chunk this peer can serve now.
     fn pick_fresh(&self, slot: Slot, p: &Peer, now: Duration) -> Option<usize> {
         let usable = |i: usize| p.have.contains(i) && self.chunks[i].askable(slot, now);
-        if matches!(p.have, Have::All) || self.fresh.len() <= 64 {
+        if p.whole() || self.fresh.len() <= 64 {
             return self.fresh.iter().map(|k| k.2).find(|&i| usable(i));
         }
         // A partial peer: only the fresh chunks it has, rarest of them.
@@ -629,7 +634,7 @@ impl Swarm {
     /// chunk (simulator, N = 1000 seeing 50 peers each: 1.15x with the limit, 1.20x
     /// without it).
     fn beyond_window(&self, p: &Peer, i: usize) -> bool {
-        self.may_pass_window(p) && (matches!(p.have, Have::All) || self.chunks[i].avail == 1)
+        self.may_pass_window(p) && (p.whole() || self.chunks[i].avail == 1)
     }
 
     /// The half of [`Swarm::beyond_window`] that does not depend on the chunk: cheap
@@ -837,7 +842,7 @@ impl Swarm {
                     // large share of what a receiver can ask, so ask it again sooner.
                     // (In a large mesh there are others to ask, and the simulator at
                     // N = 1000 went from 1.16x to 1.22x with the short pause.)
-                    let relay = self.peer(s).is_some_and(|p| matches!(p.have, Have::Some(_)));
+                    let relay = self.peer(s).is_some_and(|p| !p.whole());
                     let short = relay && self.small_mesh();
                     let until = now + if short { RELAY_FULL_BACKOFF } else { BUSY_BACKOFF };
                     // Its upload is the scarce resource: asking it for another chunk now

@@ -354,8 +354,8 @@ impl ShareCtx {
         for (hash, (len, offs)) in positions.iter() {
             // Already in the temp file from an interrupted run?
             if resume {
-                let buf = read_vec_at(file, *len as usize, offs[0]).unwrap_or_default();
-                if buf.len() == *len as usize && ChunkHash::of(&buf) == *hash {
+                let held = read_vec_at(file, *len as usize, offs[0]).ok().filter(|b| ChunkHash::of(b) == *hash);
+                if let Some(buf) = held {
                     for off in &offs[1..] {
                         write_chunk(file, &buf, *off).map_err(io_err(Path::new("temp file")))?;
                     }

@@ -5,6 +5,7 @@
 use crate::identity::NodeId;
 use crate::index::{ChunkHash, ContentId, RelPath};
 use crate::proto::{HaveMap, Holders};
+use crate::util::read_vec_at;
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex};
@@ -48,7 +49,7 @@ impl PartialStore {
     pub fn read(&self, hash: &ChunkHash, len: u32) -> Option<Vec<u8>> {
         let places = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()?;
         for (f, off) in places {
-            if let Ok(buf) = crate::util::read_vec_at(&f, len as usize, off) {
+            if let Ok(buf) = read_vec_at(&f, len as usize, off) {
                 return Some(buf);
             }
         }

@@ -2,7 +2,7 @@
 //! theoretical minimum, as a markdown table.
 //!
 //! `cargo bench --bench sim -- [--nodes 2,4,8] [--rate-mbit 100] [--size-mib 256]
-//! [--rtt-ms 0] [--seed 1] [--down-mbit D] [--view K] [--piece-kib P] [--fifo] [--free-maps] [--timeline]`
+//! [--rtt-ms 0] [--seed 1] [--down-mbit D] [--view K] [--piece-kib P] [--uplink per-peer|shared|fifo] [--free-maps] [--timeline]`
 //! (pieces default to the daemon's: 1/1024 of the file, 64 KiB to 1 MiB)
 
 use meshsync::sim::{run, Config, Uplink};
@@ -16,7 +16,7 @@ struct Args {
     rtt_ms: f64,
     seed: u64,
     view: Option<usize>,
-    fifo: bool,
+    uplink: Uplink,
     free_maps: bool,
     piece_kib: Option<u32>,
     timeline: bool,
@@ -31,7 +31,7 @@ fn parse() -> Result<Args, String> {
         rtt_ms: 0.0,
         seed: 1,
         view: None,
-        fifo: false,
+        uplink: Uplink::PerPeer,
         free_maps: false,
         piece_kib: None,
         timeline: false,
@@ -51,7 +51,14 @@ fn parse() -> Result<Args, String> {
             "--rtt-ms" => a.rtt_ms = value()?.parse().map_err(|e| bad(&e))?,
             "--seed" => a.seed = value()?.parse().map_err(|e| bad(&e))?,
             "--view" => a.view = Some(value()?.parse().map_err(|e| bad(&e))?),
-            "--fifo" => a.fifo = true,
+            "--uplink" => {
+                a.uplink = match value()?.as_str() {
+                    "per-peer" => Uplink::PerPeer,
+                    "shared" => Uplink::Shared,
+                    "fifo" => Uplink::Fifo,
+                    other => return Err(format!("--uplink: {other:?} is not per-peer, shared or fifo")),
+                }
+            }
             "--free-maps" => a.free_maps = true,
             "--piece-kib" => a.piece_kib = Some(value()?.parse().map_err(|e| bad(&e))?),
             "--timeline" => a.timeline = true,
@@ -80,7 +87,11 @@ fn main() {
         a.down_mbit.unwrap_or(a.rate_mbit),
         a.rtt_ms,
         a.seed,
-        if a.fifo { "FIFO" } else { "shared (processor sharing)" },
+        match a.uplink {
+            Uplink::PerPeer => "shared by requester, each one's replies in order",
+            Uplink::Shared => "shared by reply (processor sharing)",
+            Uplink::Fifo => "FIFO",
+        },
         if a.free_maps { "free" } else { "counted on the links" },
         match a.view {
             Some(k) => format!(", each receiver sees the progress of only {k} random others (not the full mesh)"),
@@ -99,7 +110,7 @@ fn main() {
         for l in &mut cfg.links {
             l.down = a.down_mbit.unwrap_or(a.rate_mbit) * 1e6 / 8.0;
         }
-        cfg.uplink = if a.fifo { Uplink::Fifo } else { Uplink::Shared };
+        cfg.uplink = a.uplink;
         cfg.count_maps = !a.free_maps;
         let t0 = Instant::now();
         let r = run(&cfg);

@@ -18,12 +18,15 @@
 //!   bottleneck;
 //! - a request reaches the uploader after the one-way delay; `Busy` and
 //!   `NotFound` replies and cancels are tiny and cost only the delay;
-//! - the uplink: by default its bandwidth is shared equally by every reply being
-//!   sent (processor sharing, [`Uplink::Shared`]), which is what QUIC streams and
-//!   connections through one bottleneck do; [`Uplink::Fifo`] sends whole replies
-//!   one after the other instead (what an upload queue would do). Processor
-//!   sharing is kept fast with virtual time: each reply finishes when the
-//!   per-reply service count reaches its start value plus its length;
+//! - the uplink: by default its bandwidth is shared equally by the requesters it
+//!   is sending to, and each requester's replies go one after the other
+//!   ([`Uplink::PerPeer`]): congestion control shares a bottleneck between QUIC
+//!   connections, and the daemon turns send fairness off, so the streams of one
+//!   connection go in request order. [`Uplink::Shared`] shares it equally by every
+//!   reply (round-robin streams), [`Uplink::Fifo`] sends whole replies one after
+//!   the other (an upload queue). Sharing is kept fast with virtual time: each
+//!   reply finishes when the per-flow service count reaches its start value plus
+//!   its length;
 //! - the downlink: a reply's last byte reaches the receiver one delay after it
 //!   left the uplink; the downlink passes bytes at its rate in arrival order, so a
 //!   chunk is verified at `max(arrival, downlink free + len/down)`. When the
@@ -52,7 +55,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 /// Bytes of a progress map besides its bitmap: share, path, content id, framing, headers.
@@ -70,7 +73,12 @@ pub struct Link {
 /// How an uplink divides itself among the replies it is sending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Uplink {
-    /// Equal shares for all replies in progress (processor sharing), like QUIC.
+    /// Equal shares for every requester's connection, and each connection's
+    /// replies one after the other: what the daemon's QUIC does (congestion control
+    /// shares the bottleneck between connections, and send fairness is off).
+    PerPeer,
+    /// Equal shares for all replies in progress (processor sharing): QUIC with
+    /// round-robin between streams.
     Shared,
     /// Whole replies one at a time, in the order they were accepted.
     Fifo,
@@ -111,7 +119,7 @@ impl Config {
             rtt,
             seed,
             view: None,
-            uplink: Uplink::Shared,
+            uplink: Uplink::PerPeer,
             count_maps: true,
         }
     }
@@ -271,26 +279,44 @@ const MAP: u32 = u32::MAX;
 /// One uplink: the replies it is sending.
 struct Up {
     rate: f64,
-    fifo: bool,
-    /// Shared: service each reply has had since time zero. Fifo: bytes of the head sent.
+    mode: Uplink,
+    /// Shared and per peer: service each flow has had since time zero. Fifo: bytes of the head sent.
     v: f64,
     at: Ns,
-    /// Shared: (finish tag, id); Fifo: (arrival number, id).
+    /// Shared: (finish tag, id) of every reply; per peer: of each flow's head only;
+    /// Fifo: (arrival number, id).
     jobs: BTreeSet<(u64, u32)>,
+    /// Per peer: the replies of each flow in request order (the head first).
+    flows: HashMap<u32, VecDeque<u32>>,
     arrivals: u64,
     gen: u64,
 }
 
 impl Up {
-    fn new(rate: f64, fifo: bool) -> Self {
-        Self { rate, fifo, v: 0.0, at: 0, jobs: BTreeSet::new(), arrivals: 0, gen: 0 }
+    fn new(rate: f64, mode: Uplink) -> Self {
+        Self { rate, mode, v: 0.0, at: 0, jobs: BTreeSet::new(), flows: HashMap::new(), arrivals: 0, gen: 0 }
+    }
+
+    fn fifo(&self) -> bool {
+        self.mode == Uplink::Fifo
+    }
+
+    /// The flow a reply belongs to: its requester's connection; a progress map is
+    /// sent at a higher priority than data, so it shares the uplink as its own flow.
+    fn flow(id: u32, reqs: &[Req]) -> u32 {
+        let r = &reqs[id as usize];
+        if r.chunk == MAP {
+            (1 << 31) | id
+        } else {
+            r.from
+        }
     }
 
     fn advance(&mut self, now: Ns) {
         let n = self.jobs.len();
         if n > 0 {
             let dt = (now - self.at) as f64 * 1e-9;
-            self.v += if self.fifo { dt * self.rate } else { dt * self.rate / n as f64 };
+            self.v += if self.fifo() { dt * self.rate } else { dt * self.rate / n as f64 };
         }
         self.at = now;
     }
@@ -298,57 +324,98 @@ impl Up {
     /// When the next reply will be fully sent, if any.
     fn next(&self, reqs: &[Req]) -> Option<Ns> {
         let &(_, id) = self.jobs.first()?;
-        let left = if self.fifo { reqs[id as usize].len - self.v } else { reqs[id as usize].tag - self.v };
-        let share = if self.fifo { self.rate } else { self.rate / self.jobs.len() as f64 };
+        let left = if self.fifo() { reqs[id as usize].len - self.v } else { reqs[id as usize].tag - self.v };
+        let share = if self.fifo() { self.rate } else { self.rate / self.jobs.len() as f64 };
         Some(self.at + secs_to_ns(left.max(0.0) / share))
+    }
+
+    /// Puts a reply on the processor-sharing schedule from now on.
+    fn schedule(&mut self, id: u32, reqs: &mut [Req]) {
+        reqs[id as usize].tag = self.v + reqs[id as usize].len;
+        self.jobs.insert((reqs[id as usize].tag.to_bits(), id));
     }
 
     fn add(&mut self, now: Ns, id: u32, reqs: &mut [Req]) {
         self.advance(now);
-        let key = if self.fifo {
-            self.arrivals += 1;
-            self.arrivals
-        } else {
-            reqs[id as usize].tag = self.v + reqs[id as usize].len;
-            reqs[id as usize].tag.to_bits()
-        };
-        if self.fifo && self.jobs.is_empty() {
-            self.v = 0.0;
+        match self.mode {
+            Uplink::Fifo => {
+                if self.jobs.is_empty() {
+                    self.v = 0.0;
+                }
+                self.arrivals += 1;
+                reqs[id as usize].tag = f64::from_bits(self.arrivals);
+                self.jobs.insert((self.arrivals, id));
+            }
+            Uplink::Shared => self.schedule(id, reqs),
+            Uplink::PerPeer => {
+                let q = self.flows.entry(Self::flow(id, reqs)).or_default();
+                q.push_back(id);
+                if q.len() == 1 {
+                    self.schedule(id, reqs);
+                }
+            }
         }
-        reqs[id as usize].tag = f64::from_bits(key);
-        self.jobs.insert((key, id));
     }
 
     /// Takes a reply off the uplink; returns the bytes of it already sent.
-    fn remove(&mut self, now: Ns, id: u32, reqs: &[Req]) -> f64 {
+    fn remove(&mut self, now: Ns, id: u32, reqs: &mut [Req]) -> f64 {
         self.advance(now);
-        let r = &reqs[id as usize];
+        let r = reqs[id as usize];
         let key = r.tag.to_bits();
-        let head = self.jobs.first().map(|j| j.1) == Some(id);
-        self.jobs.remove(&(key, id));
-        if self.fifo {
-            if head {
-                return std::mem::replace(&mut self.v, 0.0).min(r.len);
+        match self.mode {
+            Uplink::Fifo => {
+                let head = self.jobs.first().map(|j| j.1) == Some(id);
+                self.jobs.remove(&(key, id));
+                if head {
+                    return std::mem::replace(&mut self.v, 0.0).min(r.len);
+                }
+                0.0
             }
-            0.0
-        } else {
-            (r.len - (r.tag - self.v)).clamp(0.0, r.len)
+            Uplink::Shared => {
+                self.jobs.remove(&(key, id));
+                (r.len - (r.tag - self.v)).clamp(0.0, r.len)
+            }
+            Uplink::PerPeer => {
+                let flow = Self::flow(id, reqs);
+                let Some(q) = self.flows.get_mut(&flow) else { return 0.0 };
+                if q.front() != Some(&id) {
+                    q.retain(|x| *x != id);
+                    return 0.0;
+                }
+                self.jobs.remove(&(key, id));
+                self.pop_head(flow, reqs);
+                (r.len - (r.tag - self.v)).clamp(0.0, r.len)
+            }
+        }
+    }
+
+    /// Per peer: the head of `flow` left; the next reply of that flow starts.
+    fn pop_head(&mut self, flow: u32, reqs: &mut [Req]) {
+        let Some(q) = self.flows.get_mut(&flow) else { return };
+        q.pop_front();
+        match q.front().copied() {
+            Some(next) => self.schedule(next, reqs),
+            None => {
+                self.flows.remove(&flow);
+            }
         }
     }
 
     /// Takes off every reply fully sent by `now`.
-    fn finished(&mut self, now: Ns, reqs: &[Req], out: &mut Vec<u32>) {
+    fn finished(&mut self, now: Ns, reqs: &mut [Req], out: &mut Vec<u32>) {
         self.advance(now);
         while let Some(&(key, id)) = self.jobs.first() {
             let r = &reqs[id as usize];
             // Event times are rounded up to the nanosecond; allow for float rounding only.
-            let done = if self.fifo { self.v + 1e-3 >= r.len } else { self.v + 1e-3 >= r.tag };
+            let done = if self.fifo() { self.v + 1e-3 >= r.len } else { self.v + 1e-3 >= r.tag };
             if !done {
                 break;
             }
             self.jobs.remove(&(key, id));
-            if self.fifo {
-                self.v = 0.0;
+            match self.mode {
+                Uplink::Fifo => self.v = 0.0,
+                Uplink::Shared => {}
+                Uplink::PerPeer => self.pop_head(Self::flow(id, reqs), reqs),
             }
             out.push(id);
         }
@@ -428,7 +495,6 @@ impl<'a> Sim<'a> {
             })
             .collect();
         let mut rng = StdRng::seed_from_u64(cfg.seed);
-        let fifo = cfg.uplink == Uplink::Fifo;
         let mut rx = Vec::with_capacity(n);
         for r in 1..=n as u32 {
             let others: Vec<u32> = (1..=n as u32).filter(|h| *h != r).collect();
@@ -493,7 +559,7 @@ impl<'a> Sim<'a> {
             seq: 0,
             reqs: Vec::new(),
             free: Vec::new(),
-            ups: cfg.links.iter().map(|l| Up::new(l.up, fifo)).collect(),
+            ups: cfg.links.iter().map(|l| Up::new(l.up, cfg.uplink)).collect(),
             down_free: vec![0.0; n + 1],
             policy: (0..=n).map(|_| UploadPolicy::default()).collect(),
             rx,
@@ -662,7 +728,7 @@ impl<'a> Sim<'a> {
             return;
         }
         let mut done = std::mem::take(&mut self.finished_buf);
-        self.ups[h as usize].finished(now, &self.reqs, &mut done);
+        self.ups[h as usize].finished(now, &mut self.reqs, &mut done);
         for &id in &done {
             let r = self.reqs[id as usize];
             if r.chunk == MAP {
@@ -767,7 +833,7 @@ impl<'a> Sim<'a> {
             return;
         }
         let Req { from, to, chunk, .. } = self.reqs[id as usize];
-        let sent = self.ups[to as usize].remove(now, id, &self.reqs);
+        let sent = self.ups[to as usize].remove(now, id, &mut self.reqs);
         self.report.uploaded += sent as u64;
         if to == 0 {
             self.report.source_uploaded += sent as u64;
@@ -949,37 +1015,66 @@ mod tests {
         assert!(r.last_done >= slowest, "{r:?}");
     }
 
+    /// A reply of 500 bytes to `from`, queued at host 0.
+    fn reply(from: u32) -> Req {
+        Req {
+            from,
+            to: 0,
+            chunk: 0,
+            holders: Holders::OnlyYou,
+            len: 500.0,
+            tag: 0.0,
+            gen: 0,
+            state: State::Queued,
+            cancelled: false,
+        }
+    }
+
     #[test]
     fn shared_uplink_finishes_equal_replies_together() {
-        let mut up = Up::new(1000.0, false);
-        let mut reqs = vec![
-            Req {
-                from: 1,
-                to: 0,
-                chunk: 0,
-                holders: Holders::OnlyYou,
-                len: 500.0,
-                tag: 0.0,
-                gen: 0,
-                state: State::Queued,
-                cancelled: false,
-            };
-            2
-        ];
+        let mut up = Up::new(1000.0, Uplink::Shared);
+        let mut reqs = vec![reply(1); 2];
         up.add(0, 0, &mut reqs);
         up.add(0, 1, &mut reqs);
         // Two replies of 500 bytes at 1000 bytes/s share it: both done at 1 s.
         assert_eq!(up.next(&reqs), Some(1_000_000_000));
         let mut out = vec![];
-        up.finished(999_000_000, &reqs, &mut out);
+        up.finished(999_000_000, &mut reqs, &mut out);
         assert!(out.is_empty());
-        up.finished(1_000_000_000, &reqs, &mut out);
+        up.finished(1_000_000_000, &mut reqs, &mut out);
         assert_eq!(out.len(), 2);
-        let mut fifo = Up::new(1000.0, true);
+        let mut fifo = Up::new(1000.0, Uplink::Fifo);
         fifo.add(0, 0, &mut reqs);
         fifo.add(0, 1, &mut reqs);
         assert_eq!(fifo.next(&reqs), Some(500_000_000), "one after the other");
-        assert_eq!(fifo.remove(250_000_000, 0, &reqs), 250.0, "half of the head was sent");
+        assert_eq!(fifo.remove(250_000_000, 0, &mut reqs), 250.0, "half of the head was sent");
         assert_eq!(fifo.next(&reqs), Some(750_000_000));
+    }
+
+    #[test]
+    fn per_peer_uplink_shares_between_requesters_and_queues_within_one() {
+        // Requester 1 asks for two replies, requester 2 for one; 1000 bytes/s.
+        let mut reqs = vec![reply(1), reply(1), reply(2)];
+        let mut up = Up::new(1000.0, Uplink::PerPeer);
+        for id in 0..3 {
+            up.add(0, id, &mut reqs);
+        }
+        // Two flows share the link: each head gets 500 bytes/s and ends at 1 s.
+        assert_eq!(up.next(&reqs), Some(1_000_000_000));
+        let mut out = vec![];
+        up.finished(1_000_000_000, &mut reqs, &mut out);
+        out.sort();
+        assert_eq!(out, vec![0, 2], "the heads of both flows, not requester 1's second reply");
+        // Alone now, requester 1's second reply has the whole link.
+        assert_eq!(up.next(&reqs), Some(1_500_000_000));
+        // A cancel of a queued reply sends nothing of it and leaves the head alone.
+        let mut reqs = vec![reply(1), reply(1), reply(2)];
+        let mut up = Up::new(1000.0, Uplink::PerPeer);
+        for id in 0..3 {
+            up.add(0, id, &mut reqs);
+        }
+        assert_eq!(up.remove(500_000_000, 1, &mut reqs), 0.0, "queued behind its flow's head");
+        assert_eq!(up.remove(500_000_000, 0, &mut reqs), 250.0, "half of a head at half the link");
+        assert_eq!(up.next(&reqs), Some(750_000_000), "requester 2 alone sends its last 250 bytes at the whole rate");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench sim -- [--nodes 2,4,8] [--rate-mbit 100] [--size-mib 256]
 //! [--rtt-ms 0] [--seed 1] [--down-mbit D] [--view K] [--piece-kib P] [--uplink per-peer|shared|fifo] [--free-maps] [--timeline]`
-//! (pieces default to the daemon's: 1/1024 of the file, 64 KiB to 1 MiB)
+//! (pieces default to the daemon's: 1/2048 of the file, 64 KiB to 1 MiB)
 
 use meshsync::sim::{run, Config, Uplink};
 use std::time::{Duration, Instant};

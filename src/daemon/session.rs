@@ -98,11 +98,11 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         dialed_by_us: dialed,
     });
     if !registered {
-        debug!("duplicate connection; keeping the other one");
+        debug!(dialed, "duplicate connection; keeping the other one");
         conn.close(0u32.into(), b"duplicate connection");
         return Ok(());
     }
-    info!(name = %theirs.name, their_minor = theirs.minor, "connected");
+    info!(name = %theirs.name, their_minor = theirs.minor, dialed, "connected");
 
     let (tx, mut rx) = mpsc::channel::<Control>(16);
     let mut tasks = tokio::task::JoinSet::new();

@@ -168,11 +168,15 @@ impl UploadPolicy {
         // The uplink is shared by every reply in progress: serving more peers at once
         // only makes every chunk arrive later, and a chunk is passed on only once it
         // has fully arrived.
-        match self.serving.get(&peer).map(|t| t.ended) {
+        let takes_place_of = match self.serving.get(&peer).map(|t| t.ended) {
             Some(true) => return Decision::Full,
-            None if self.serving.len() >= MAX_PEERS && !self.hand_over(now) => return Decision::Full,
-            _ => {}
-        }
+            Some(false) => None,
+            None if self.serving.len() >= MAX_PEERS => match self.turn_over(now) {
+                Some(p) => Some(p),
+                None => return Decision::Full,
+            },
+            None => None,
+        };
         // A relay's upload is what lets the swarm keep pace with the source: in a
         // mesh of N receivers each one must pass on (N-1)/N of the file while it
         // downloads, so refusing a chunk it sent before only idles its uplink.
@@ -180,8 +184,7 @@ impl UploadPolicy {
         // 1 800 `Busy` per receiver, each pausing the requester at that peer), 27 s
         // without.
         if from == ServedFrom::Download {
-            self.start(hash, peer, now);
-            return Decision::Serve;
+            return self.serve(hash, peer, takes_place_of, now);
         }
         if let Some((to, done)) = self.recent.get(&hash) {
             let held = done.is_none_or(|at| now.saturating_sub(at) < UPLOAD_HOLD);
@@ -194,6 +197,14 @@ impl UploadPolicy {
         let sent_before = self.sent.iter().any(|g| g.contains(&hash));
         if holders == Holders::Others && sent_before && self.active >= BUSY_FROM_ACTIVE {
             return Decision::Busy;
+        }
+        self.serve(hash, peer, takes_place_of, now)
+    }
+
+    /// Starts an upload to `peer`, ending the turn of the peer whose place it takes.
+    fn serve(&mut self, hash: ChunkHash, peer: NodeId, takes_place_of: Option<NodeId>, now: Duration) -> Decision {
+        if let Some(t) = takes_place_of.and_then(|p| self.serving.get_mut(&p)) {
+            t.ended = true;
         }
         self.start(hash, peer, now);
         Decision::Serve
@@ -212,28 +223,22 @@ impl UploadPolicy {
         self.serving.entry(peer).or_insert(Turn { uploads: 0, since: now, ended: false }).uploads += 1;
     }
 
-    /// Ends the turn of the peer served longest, if that was at least [`TURN`], so a
-    /// refused peer may take its place. A receiver that keeps requests in flight at
-    /// a peer keeps its place there: without turns, one receiver in the N = 8 lab at
-    /// 50 Mbit/s was refused by most peers for seconds and ran at 60 % of its link
-    /// while the others' uploads had room. One place at a time changes hands.
-    fn hand_over(&mut self, now: Duration) -> bool {
+    /// The peer served longest, if that was at least [`TURN`]: a refused peer may
+    /// take its place. A receiver that keeps requests in flight at a peer keeps its
+    /// place there: without turns, one receiver in the N = 8 lab at 50 Mbit/s was
+    /// refused by most peers for seconds and ran at 60 % of its link while the
+    /// others' uploads had room. One place at a time changes hands, and only to a
+    /// request that is served.
+    fn turn_over(&self, now: Duration) -> Option<NodeId> {
         if self.serving.values().any(|t| t.ended) {
-            return false;
+            return None;
         }
         // Ties go to the lower id, so the simulator stays deterministic.
-        let oldest = self
-            .serving
-            .iter_mut()
+        self.serving
+            .iter()
             .filter(|(_, t)| now.saturating_sub(t.since) >= TURN)
-            .min_by_key(|(id, t)| (t.since, **id));
-        match oldest {
-            Some((_, t)) => {
-                t.ended = true;
-                true
-            }
-            None => false,
-        }
+            .min_by_key(|(id, t)| (t.since, **id))
+            .map(|(id, _)| *id)
     }
 
     /// An upload of `hash` to `peer` ended (sent or failed); the hold runs from now.
@@ -389,6 +394,31 @@ mod tests {
             "peer 1 is gone: the next oldest turn ends"
         );
         assert_eq!(u.decide(chunk(52), id(1), ONLY, FILES, t + 2 * TURN), Decision::Full, "peer 1 waits like anyone");
+    }
+
+    #[test]
+    fn a_request_refused_for_its_chunk_takes_no_place() {
+        let mut u = UploadPolicy::default();
+        let t = Duration::from_secs(10);
+        let sent = ChunkHash::of(b"sent before");
+        assert_eq!(u.decide(sent, id(1), ONLY, FILES, t), Decision::Serve);
+        for p in 2..=MAX_PEERS as u8 {
+            assert_eq!(u.decide(ChunkHash::of(&[p]), id(p), ONLY, FILES, t), Decision::Serve);
+        }
+        let late = MAX_PEERS as u8 + 1;
+        let later = t + TURN;
+        assert_eq!(
+            u.decide(sent, id(late), Holders::Others, FILES, later),
+            Decision::Busy,
+            "a busy source refuses a chunk it sent before that others have"
+        );
+        assert_eq!(u.decide(ChunkHash::of(b"z"), id(1), ONLY, FILES, later), Decision::Serve, "peer 1 keeps its place");
+        assert_eq!(u.decide(ChunkHash::of(b"new"), id(late), ONLY, FILES, later), Decision::Serve, "a chunk it serves");
+        assert_eq!(
+            u.decide(ChunkHash::of(b"w"), id(1), ONLY, FILES, later),
+            Decision::Full,
+            "now peer 1's turn is over"
+        );
     }
 
     #[test]

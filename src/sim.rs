@@ -276,47 +276,44 @@ struct Req {
 
 const MAP: u32 = u32::MAX;
 
-/// One uplink: the replies it is sending.
+/// One uplink: the replies it is sending, in flows. The link is shared equally
+/// by the flows with something to send (processor sharing), and each flow sends
+/// its replies one after the other; the three [`Uplink`] models differ only in
+/// what a flow is: a requester, a reply, or everything.
 struct Up {
     rate: f64,
     mode: Uplink,
-    /// Shared and per peer: service each flow has had since time zero. Fifo: bytes of the head sent.
+    /// Service each flow has had since time zero (virtual time).
     v: f64,
     at: Ns,
-    /// Shared: (finish tag, id) of every reply; per peer: of each flow's head only;
-    /// Fifo: (arrival number, id).
+    /// (finish tag, id) of each flow's head.
     jobs: BTreeSet<(u64, u32)>,
-    /// Per peer: the replies of each flow in request order (the head first).
+    /// The replies of each flow in request order (the head first).
     flows: HashMap<u32, VecDeque<u32>>,
-    arrivals: u64,
     gen: u64,
 }
 
 impl Up {
     fn new(rate: f64, mode: Uplink) -> Self {
-        Self { rate, mode, v: 0.0, at: 0, jobs: BTreeSet::new(), flows: HashMap::new(), arrivals: 0, gen: 0 }
+        Self { rate, mode, v: 0.0, at: 0, jobs: BTreeSet::new(), flows: HashMap::new(), gen: 0 }
     }
 
-    fn fifo(&self) -> bool {
-        self.mode == Uplink::Fifo
-    }
-
-    /// The flow a reply belongs to: its requester's connection; a progress map is
-    /// sent at a higher priority than data, so it shares the uplink as its own flow.
-    fn flow(id: u32, reqs: &[Req]) -> u32 {
+    /// The flow a reply belongs to. Per peer: its requester's connection, but a
+    /// progress map is sent at a higher priority than data, so it is a flow of its own.
+    fn flow(&self, id: u32, reqs: &[Req]) -> u32 {
         let r = &reqs[id as usize];
-        if r.chunk == MAP {
-            (1 << 31) | id
-        } else {
-            r.from
+        match self.mode {
+            Uplink::PerPeer if r.chunk == MAP => (1 << 31) | id,
+            Uplink::PerPeer => r.from,
+            Uplink::Shared => id,
+            Uplink::Fifo => 0,
         }
     }
 
     fn advance(&mut self, now: Ns) {
         let n = self.jobs.len();
         if n > 0 {
-            let dt = (now - self.at) as f64 * 1e-9;
-            self.v += if self.fifo() { dt * self.rate } else { dt * self.rate / n as f64 };
+            self.v += (now - self.at) as f64 * 1e-9 * self.rate / n as f64;
         }
         self.at = now;
     }
@@ -324,12 +321,11 @@ impl Up {
     /// When the next reply will be fully sent, if any.
     fn next(&self, reqs: &[Req]) -> Option<Ns> {
         let &(_, id) = self.jobs.first()?;
-        let left = if self.fifo() { reqs[id as usize].len - self.v } else { reqs[id as usize].tag - self.v };
-        let share = if self.fifo() { self.rate } else { self.rate / self.jobs.len() as f64 };
-        Some(self.at + secs_to_ns(left.max(0.0) / share))
+        let left = reqs[id as usize].tag - self.v;
+        Some(self.at + secs_to_ns(left.max(0.0) / (self.rate / self.jobs.len() as f64)))
     }
 
-    /// Puts a reply on the processor-sharing schedule from now on.
+    /// Starts sending a flow's head from now on.
     fn schedule(&mut self, id: u32, reqs: &mut [Req]) {
         reqs[id as usize].tag = self.v + reqs[id as usize].len;
         self.jobs.insert((reqs[id as usize].tag.to_bits(), id));
@@ -337,59 +333,29 @@ impl Up {
 
     fn add(&mut self, now: Ns, id: u32, reqs: &mut [Req]) {
         self.advance(now);
-        match self.mode {
-            Uplink::Fifo => {
-                if self.jobs.is_empty() {
-                    self.v = 0.0;
-                }
-                self.arrivals += 1;
-                reqs[id as usize].tag = f64::from_bits(self.arrivals);
-                self.jobs.insert((self.arrivals, id));
-            }
-            Uplink::Shared => self.schedule(id, reqs),
-            Uplink::PerPeer => {
-                let q = self.flows.entry(Self::flow(id, reqs)).or_default();
-                q.push_back(id);
-                if q.len() == 1 {
-                    self.schedule(id, reqs);
-                }
-            }
+        let q = self.flows.entry(self.flow(id, reqs)).or_default();
+        q.push_back(id);
+        if q.len() == 1 {
+            self.schedule(id, reqs);
         }
     }
 
     /// Takes a reply off the uplink; returns the bytes of it already sent.
     fn remove(&mut self, now: Ns, id: u32, reqs: &mut [Req]) -> f64 {
         self.advance(now);
-        let r = reqs[id as usize];
-        let key = r.tag.to_bits();
-        match self.mode {
-            Uplink::Fifo => {
-                let head = self.jobs.first().map(|j| j.1) == Some(id);
-                self.jobs.remove(&(key, id));
-                if head {
-                    return std::mem::replace(&mut self.v, 0.0).min(r.len);
-                }
-                0.0
-            }
-            Uplink::Shared => {
-                self.jobs.remove(&(key, id));
-                (r.len - (r.tag - self.v)).clamp(0.0, r.len)
-            }
-            Uplink::PerPeer => {
-                let flow = Self::flow(id, reqs);
-                let Some(q) = self.flows.get_mut(&flow) else { return 0.0 };
-                if q.front() != Some(&id) {
-                    q.retain(|x| *x != id);
-                    return 0.0;
-                }
-                self.jobs.remove(&(key, id));
-                self.pop_head(flow, reqs);
-                (r.len - (r.tag - self.v)).clamp(0.0, r.len)
-            }
+        let flow = self.flow(id, reqs);
+        let Some(q) = self.flows.get_mut(&flow) else { return 0.0 };
+        if q.front() != Some(&id) {
+            q.retain(|x| *x != id);
+            return 0.0;
         }
+        let r = reqs[id as usize];
+        self.jobs.remove(&(r.tag.to_bits(), id));
+        self.pop_head(flow, reqs);
+        (r.len - (r.tag - self.v)).clamp(0.0, r.len)
     }
 
-    /// Per peer: the head of `flow` left; the next reply of that flow starts.
+    /// The head of `flow` left; the next reply of that flow starts.
     fn pop_head(&mut self, flow: u32, reqs: &mut [Req]) {
         let Some(q) = self.flows.get_mut(&flow) else { return };
         q.pop_front();
@@ -405,18 +371,12 @@ impl Up {
     fn finished(&mut self, now: Ns, reqs: &mut [Req], out: &mut Vec<u32>) {
         self.advance(now);
         while let Some(&(key, id)) = self.jobs.first() {
-            let r = &reqs[id as usize];
             // Event times are rounded up to the nanosecond; allow for float rounding only.
-            let done = if self.fifo() { self.v + 1e-3 >= r.len } else { self.v + 1e-3 >= r.tag };
-            if !done {
+            if self.v + 1e-3 < reqs[id as usize].tag {
                 break;
             }
             self.jobs.remove(&(key, id));
-            match self.mode {
-                Uplink::Fifo => self.v = 0.0,
-                Uplink::Shared => {}
-                Uplink::PerPeer => self.pop_head(Self::flow(id, reqs), reqs),
-            }
+            self.pop_head(self.flow(id, reqs), reqs);
             out.push(id);
         }
     }

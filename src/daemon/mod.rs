@@ -17,7 +17,7 @@ use crate::net::{Net, Peers};
 use crate::ops::stats::{Counters, Progress};
 use crate::proto::PeerInfo;
 use anyhow::Context;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,31 @@ pub struct Node {
     /// `meshsync bench` runs in flight.
     pub bench: Mutex<bench::BenchState>,
     dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
+    /// Peers with a dial (or the session it opened) in progress: a second dial
+    /// while a handshake waits out a lost Initial would open a second connection,
+    /// and the newer one replaces the first with its requests in flight.
+    dialing: Mutex<HashSet<NodeId>>,
+}
+
+/// Marks a peer as being dialed until dropped, whatever way the dial ends.
+struct Dialing<'a> {
+    set: &'a Mutex<HashSet<NodeId>>,
+    id: NodeId,
+}
+
+impl<'a> Dialing<'a> {
+    /// Claims the peer; `None` when a dial to it is already in progress.
+    fn claim(set: &'a Mutex<HashSet<NodeId>>, id: NodeId) -> Option<Self> {
+        // Not `then_some`: it would build (and drop, so unclaim) a guard on refusal.
+        let fresh = set.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        fresh.then(|| Self { set, id })
+    }
+}
+
+impl Drop for Dialing<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 /// A started node; drop or [`NodeHandle::shutdown`] to stop it.
@@ -174,6 +199,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         epoch: Instant::now(),
         bench: Mutex::new(Default::default()),
         dial_state: Mutex::new(HashMap::new()),
+        dialing: Mutex::new(HashSet::new()),
         config: config.clone(),
     });
     bench::clean_leftovers(&node);
@@ -259,6 +285,9 @@ async fn dial_loop(node: Arc<Node>) {
             if id == node.ident.id || node.peers.is_connected(&id) {
                 continue;
             }
+            if node.dialing.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+                continue;
+            }
             {
                 let mut st = node.dial_state.lock().unwrap_or_else(|e| e.into_inner());
                 let (next, fails) = st.get(&id).copied().unwrap_or((Instant::now(), 0));
@@ -270,6 +299,7 @@ async fn dial_loop(node: Arc<Node>) {
             }
             let node = node.clone();
             tokio::spawn(async move {
+                let Some(_dialing) = Dialing::claim(&node.dialing, id) else { return };
                 for addr in &p.addrs {
                     match tokio::time::timeout(Duration::from_secs(5), node.net.connect(*addr)).await {
                         Ok(Ok(conn)) => {
@@ -308,4 +338,22 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
     }
     handle.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_being_dialed_is_not_dialed_again_until_that_dial_ends() {
+        let set = Mutex::new(HashSet::new());
+        let a = NodeId([1; 32]);
+        let b = NodeId([2; 32]);
+        let first = Dialing::claim(&set, a);
+        assert!(first.is_some());
+        assert!(Dialing::claim(&set, a).is_none(), "a second dial to the same peer must wait");
+        assert!(Dialing::claim(&set, b).is_some(), "another peer is independent");
+        drop(first);
+        assert!(Dialing::claim(&set, a).is_some(), "the claim ends with the dial");
+    }
 }

@@ -666,7 +666,15 @@ impl<'a> Sim<'a> {
         // As in the daemon: a receiver still downloading relays, anyone else is a source.
         let served_from =
             if to != 0 && self.rx(to).done_at.is_none() { ServedFrom::Download } else { ServedFrom::Files };
-        match self.policy[to as usize].decide(hash, node(from), holders, served_from, Duration::from_nanos(now)) {
+        let remaining = self.rx(from).swarm.missing_bytes();
+        match self.policy[to as usize].decide(
+            hash,
+            node(from),
+            holders,
+            served_from,
+            remaining,
+            Duration::from_nanos(now),
+        ) {
             refused @ (Decision::Busy | Decision::Full) => {
                 self.report.busy += 1;
                 if refused == Decision::Full {

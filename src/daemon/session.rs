@@ -371,6 +371,7 @@ async fn serve_chunks(
         peer,
         req.holders,
         from,
+        req.remaining,
         node.epoch.elapsed(),
     );
     if decision != Decision::Serve {

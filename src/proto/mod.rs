@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 pub use codec::{decode, encode, read_frame, write_frame, CodecError};
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
-pub const ALPN_MESH: &[u8] = b"meshsync/3";
+pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
@@ -207,6 +207,9 @@ pub struct ChunkRequest {
     pub chunks: Vec<ChunkRef>,
     /// Whether the requester could fetch them elsewhere.
     pub holders: Holders,
+    /// Bytes of the file the requester still lacks: uploaders give a place sooner
+    /// to a requester far behind the others, so a mesh finishes together.
+    pub remaining: u64,
 }
 
 impl ChunkRequest {
@@ -323,7 +326,8 @@ mod golden {
     #[test]
     fn chunk_requests_out_of_bounds_are_refused() {
         let one = |len| ChunkRef { hash: ChunkHash::of(b"x"), len };
-        let req = |chunks: Vec<ChunkRef>| ChunkRequest { share: "s".into(), chunks, holders: Holders::OnlyYou };
+        let req =
+            |chunks: Vec<ChunkRef>| ChunkRequest { share: "s".into(), chunks, holders: Holders::OnlyYou, remaining: 0 };
         assert_eq!(req(vec![one(5), one(7)]).refusal(), None);
         assert_eq!(req(vec![one(MAX_CHUNK)]).refusal(), None);
         assert!(req(vec![]).refusal().is_some_and(|r| r.contains("no chunk")));
@@ -358,6 +362,7 @@ mod golden {
                     ChunkRef { hash: ChunkHash::of(b"world"), len: 5 },
                 ],
                 holders: Holders::Others,
+                remaining: 3 << 20,
             }),
         );
         check("probe_request", &StreamRequest::Probe { bytes: 1 << 20 });

@@ -422,7 +422,12 @@ impl ShareCtx {
                     continue;
                 };
                 let holders = Holders::from_count(swarm.holders(req.chunk));
-                let cr = ChunkRequest { share: self.name.clone(), chunks: pieces.chunks(req.chunk).to_vec(), holders };
+                let cr = ChunkRequest {
+                    share: self.name.clone(),
+                    chunks: pieces.chunks(req.chunk).to_vec(),
+                    holders,
+                    remaining: swarm.missing_bytes(),
+                };
                 let (f, pos) = (file.clone(), positions.clone());
                 // Verified and written in the request task: hashing runs on every core
                 // and this loop never waits for the disk, only for bookkeeping.

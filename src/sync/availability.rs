@@ -101,6 +101,14 @@ pub const MAX_PEERS: usize = 4;
 /// How long a peer keeps one of the [`MAX_PEERS`] places while others are refused:
 /// after this, a refused peer takes the place of the one served longest.
 pub const TURN: Duration = Duration::from_millis(1000);
+/// A refused peer this many bytes further from done than a served one takes its
+/// place after [`CATCH_UP_TURN`]: every receiver's download link is the limit, so
+/// one that fell behind (fewer places, a slow CPU, lost packets) can only catch up
+/// with more uploaders than the others, and the mesh has the file when the last
+/// receiver does. About 0.3 s of a 100 Mbit/s link.
+pub const BEHIND_BY: u64 = 4 << 20;
+/// How long a served peer far ahead of a refused one keeps its place.
+pub const CATCH_UP_TURN: Duration = Duration::from_millis(250);
 /// Chunks remembered as sent, per generation (two are kept: 2 × 64 Ki hashes).
 const SENT_GENERATION: usize = 1 << 16;
 
@@ -153,6 +161,8 @@ struct Turn {
     since: Duration,
     /// Its place went to a refused peer: it gets nothing more until its uploads end.
     ended: bool,
+    /// Bytes it still had to fetch, as of its latest request.
+    remaining: u64,
 }
 
 impl UploadPolicy {
@@ -163,6 +173,7 @@ impl UploadPolicy {
         peer: NodeId,
         holders: Holders,
         from: ServedFrom,
+        remaining: u64,
         now: Duration,
     ) -> Decision {
         // The uplink is shared by every reply in progress: serving more peers at once
@@ -171,7 +182,7 @@ impl UploadPolicy {
         let takes_place_of = match self.serving.get(&peer).map(|t| t.ended) {
             Some(true) => return Decision::Full,
             Some(false) => None,
-            None if self.serving.len() >= MAX_PEERS => match self.turn_over(now) {
+            None if self.serving.len() >= MAX_PEERS => match self.turn_over(remaining, now) {
                 Some(p) => Some(p),
                 None => return Decision::Full,
             },
@@ -184,7 +195,7 @@ impl UploadPolicy {
         // 1 800 `Busy` per receiver, each pausing the requester at that peer), 27 s
         // without.
         if from == ServedFrom::Download {
-            return self.serve(hash, peer, takes_place_of, now);
+            return self.serve(hash, peer, takes_place_of, remaining, now);
         }
         if let Some((to, done)) = self.recent.get(&hash) {
             let held = done.is_none_or(|at| now.saturating_sub(at) < UPLOAD_HOLD);
@@ -198,19 +209,26 @@ impl UploadPolicy {
         if holders == Holders::Others && sent_before && self.active >= BUSY_FROM_ACTIVE {
             return Decision::Busy;
         }
-        self.serve(hash, peer, takes_place_of, now)
+        self.serve(hash, peer, takes_place_of, remaining, now)
     }
 
     /// Starts an upload to `peer`, ending the turn of the peer whose place it takes.
-    fn serve(&mut self, hash: ChunkHash, peer: NodeId, takes_place_of: Option<NodeId>, now: Duration) -> Decision {
+    fn serve(
+        &mut self,
+        hash: ChunkHash,
+        peer: NodeId,
+        takes_place_of: Option<NodeId>,
+        remaining: u64,
+        now: Duration,
+    ) -> Decision {
         if let Some(t) = takes_place_of.and_then(|p| self.serving.get_mut(&p)) {
             t.ended = true;
         }
-        self.start(hash, peer, now);
+        self.start(hash, peer, remaining, now);
         Decision::Serve
     }
 
-    fn start(&mut self, hash: ChunkHash, peer: NodeId, now: Duration) {
+    fn start(&mut self, hash: ChunkHash, peer: NodeId, remaining: u64, now: Duration) {
         if self.sent[0].len() >= SENT_GENERATION {
             self.sent[1] = std::mem::take(&mut self.sent[0]);
         }
@@ -220,20 +238,34 @@ impl UploadPolicy {
         }
         self.recent.insert(hash, (peer, None));
         self.active += 1;
-        self.serving.entry(peer).or_insert(Turn { uploads: 0, since: now, ended: false }).uploads += 1;
+        let t = self.serving.entry(peer).or_insert(Turn { uploads: 0, since: now, ended: false, remaining });
+        t.uploads += 1;
+        t.remaining = remaining;
     }
 
-    /// The peer served longest, if that was at least [`TURN`]: a refused peer may
-    /// take its place. A receiver that keeps requests in flight at a peer keeps its
+    /// The peer whose place a refused one with `remaining` bytes to go may take: the
+    /// one furthest ahead if the refused peer is [`BEHIND_BY`] behind it and it was
+    /// served for a [`CATCH_UP_TURN`], else the one served longest if that was at
+    /// least [`TURN`]. A receiver that keeps requests in flight at a peer keeps its
     /// place there: without turns, one receiver in the N = 8 lab at 50 Mbit/s was
     /// refused by most peers for seconds and ran at 60 % of its link while the
     /// others' uploads had room. One place at a time changes hands, and only to a
     /// request that is served.
-    fn turn_over(&self, now: Duration) -> Option<NodeId> {
+    fn turn_over(&self, remaining: u64, now: Duration) -> Option<NodeId> {
         if self.serving.values().any(|t| t.ended) {
             return None;
         }
         // Ties go to the lower id, so the simulator stays deterministic.
+        let ahead = self
+            .serving
+            .iter()
+            .filter(|(_, t)| {
+                t.remaining.saturating_add(BEHIND_BY) <= remaining && now.saturating_sub(t.since) >= CATCH_UP_TURN
+            })
+            .min_by_key(|(id, t)| (t.remaining, **id));
+        if let Some((id, _)) = ahead {
+            return Some(*id);
+        }
         self.serving
             .iter()
             .filter(|(_, t)| now.saturating_sub(t.since) >= TURN)
@@ -272,17 +304,17 @@ mod tests {
         let mut u = UploadPolicy::default();
         let h = ChunkHash::of(b"x");
         let t = Duration::from_secs(10);
-        assert_eq!(u.decide(h, id(1), Holders::Others, FILES, t), Decision::Serve, "never sent: served");
+        assert_eq!(u.decide(h, id(1), Holders::Others, FILES, 0, t), Decision::Serve, "never sent: served");
         u.finished(h, &id(1), t);
         let later = t + 100 * UPLOAD_HOLD;
-        assert_eq!(u.decide(h, id(2), Holders::Others, FILES, later), Decision::Serve, "idle: served anyway");
+        assert_eq!(u.decide(h, id(2), Holders::Others, FILES, 0, later), Decision::Serve, "idle: served anyway");
         u.finished(h, &id(2), later);
         let later = later + 100 * UPLOAD_HOLD;
         for (i, c) in [b"a", b"b"].iter().enumerate() {
-            assert_eq!(u.decide(ChunkHash::of(*c), id(10 + i as u8), ONLY, FILES, later), Decision::Serve);
+            assert_eq!(u.decide(ChunkHash::of(*c), id(10 + i as u8), ONLY, FILES, 0, later), Decision::Serve);
         }
-        assert_eq!(u.decide(h, id(4), Holders::Others, FILES, later), Decision::Busy, "busy, and others have it");
-        assert_eq!(u.decide(h, id(4), ONLY, FILES, later), Decision::Serve, "busy, but only this node has it");
+        assert_eq!(u.decide(h, id(4), Holders::Others, FILES, 0, later), Decision::Busy, "busy, and others have it");
+        assert_eq!(u.decide(h, id(4), ONLY, FILES, 0, later), Decision::Serve, "busy, but only this node has it");
     }
 
     #[test]
@@ -290,25 +322,29 @@ mod tests {
         let mut u = UploadPolicy::default();
         let h = ChunkHash::of(b"x");
         let t = Duration::from_secs(10);
-        assert_eq!(u.decide(h, id(1), ONLY, FILES, t), Decision::Serve);
-        assert_eq!(u.decide(h, id(2), ONLY, FILES, t), Decision::Serve, "one upload running is not short");
-        assert_eq!(u.decide(ChunkHash::of(b"y"), id(3), ONLY, FILES, t), Decision::Serve);
-        assert_eq!(u.decide(h, id(3), ONLY, FILES, t), Decision::Busy, "being sent to peer 2 while busy");
-        assert_eq!(u.decide(h, id(2), ONLY, FILES, t), Decision::Serve, "the same peer may ask again (a retry)");
+        assert_eq!(u.decide(h, id(1), ONLY, FILES, 0, t), Decision::Serve);
+        assert_eq!(u.decide(h, id(2), ONLY, FILES, 0, t), Decision::Serve, "one upload running is not short");
+        assert_eq!(u.decide(ChunkHash::of(b"y"), id(3), ONLY, FILES, 0, t), Decision::Serve);
+        assert_eq!(u.decide(h, id(3), ONLY, FILES, 0, t), Decision::Busy, "being sent to peer 2 while busy");
+        assert_eq!(u.decide(h, id(2), ONLY, FILES, 0, t), Decision::Serve, "the same peer may ask again (a retry)");
         let later = t + 10 * UPLOAD_HOLD;
-        assert_eq!(u.decide(h, id(3), ONLY, FILES, later), Decision::Busy, "a slow send holds the chunk until it ends");
+        assert_eq!(
+            u.decide(h, id(3), ONLY, FILES, 0, later),
+            Decision::Busy,
+            "a slow send holds the chunk until it ends"
+        );
         u.finished(h, &id(2), later);
         assert_eq!(
-            u.decide(h, id(3), ONLY, FILES, later + UPLOAD_HOLD / 2),
+            u.decide(h, id(3), ONLY, FILES, 0, later + UPLOAD_HOLD / 2),
             Decision::Busy,
             "and for the hold after it"
         );
-        assert_eq!(u.decide(h, id(3), ONLY, FILES, later + UPLOAD_HOLD), Decision::Serve, "then anyone may have it");
+        assert_eq!(u.decide(h, id(3), ONLY, FILES, 0, later + UPLOAD_HOLD), Decision::Serve, "then anyone may have it");
         for _ in 0..10 {
             u.finished(ChunkHash::of(b"y"), &id(3), later);
         }
         assert_eq!(
-            u.decide(h, id(4), ONLY, FILES, later + UPLOAD_HOLD),
+            u.decide(h, id(4), ONLY, FILES, 0, later + UPLOAD_HOLD),
             Decision::Serve,
             "an idle uploader serves duplicates"
         );
@@ -321,13 +357,13 @@ mod tests {
         let t = Duration::from_secs(10);
         let relay = ServedFrom::Download;
         for p in 1..=MAX_PEERS as u8 {
-            assert_eq!(u.decide(h, id(p), Holders::Others, relay, t), Decision::Serve, "peer {p}");
+            assert_eq!(u.decide(h, id(p), Holders::Others, relay, 0, t), Decision::Serve, "peer {p}");
         }
-        assert_eq!(u.decide(h, id(9), ONLY, relay, t), Decision::Full);
-        assert_eq!(u.decide(h, id(9), ONLY, FILES, t), Decision::Full, "the peer cap holds for a source too");
+        assert_eq!(u.decide(h, id(9), ONLY, relay, 0, t), Decision::Full);
+        assert_eq!(u.decide(h, id(9), ONLY, FILES, 0, t), Decision::Full, "the peer cap holds for a source too");
         u.finished(h, &id(1), t);
-        assert_eq!(u.decide(h, id(9), Holders::Others, FILES, t), Decision::Busy, "a source holds it back");
-        assert_eq!(u.decide(h, id(9), Holders::Others, relay, t), Decision::Serve, "a relay does not");
+        assert_eq!(u.decide(h, id(9), Holders::Others, FILES, 0, t), Decision::Busy, "a source holds it back");
+        assert_eq!(u.decide(h, id(9), Holders::Others, relay, 0, t), Decision::Serve, "a relay does not");
     }
 
     #[test]
@@ -336,24 +372,24 @@ mod tests {
         let t = Duration::from_secs(1);
         let chunk = |i: u8| ChunkHash::of(&[i]);
         for p in 1..=MAX_PEERS as u8 {
-            assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, t), Decision::Serve);
+            assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, 0, t), Decision::Serve);
         }
         let next = MAX_PEERS as u8 + 1;
-        assert_eq!(u.decide(chunk(next), id(next), ONLY, FILES, t), Decision::Full, "one peer too many");
+        assert_eq!(u.decide(chunk(next), id(next), ONLY, FILES, 0, t), Decision::Full, "one peer too many");
         assert_eq!(
-            u.decide(chunk(next), id(1), ONLY, FILES, t),
+            u.decide(chunk(next), id(1), ONLY, FILES, 0, t),
             Decision::Serve,
             "a peer being served may ask for more"
         );
         u.finished(chunk(1), &id(1), t);
         assert_eq!(
-            u.decide(chunk(next + 1), id(next), ONLY, FILES, t),
+            u.decide(chunk(next + 1), id(next), ONLY, FILES, 0, t),
             Decision::Full,
             "peer 1 still has an upload running"
         );
         u.finished(chunk(1), &id(1), t);
         assert_eq!(
-            u.decide(chunk(next + 1), id(next), ONLY, FILES, t),
+            u.decide(chunk(next + 1), id(next), ONLY, FILES, 0, t),
             Decision::Serve,
             "peer 1 is done: room for another"
         );
@@ -367,33 +403,79 @@ mod tests {
         for p in 1..=MAX_PEERS as u8 {
             // Peer 1 first, the others a little later.
             let at = if p == 1 { t } else { t + TURN / 4 };
-            assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, at), Decision::Serve);
+            assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, 0, at), Decision::Serve);
         }
         let late = MAX_PEERS as u8 + 1;
         assert_eq!(
-            u.decide(chunk(late), id(late), ONLY, FILES, t + TURN / 2),
+            u.decide(chunk(late), id(late), ONLY, FILES, 0, t + TURN / 2),
             Decision::Full,
             "no place has been held for a turn yet"
         );
-        assert_eq!(u.decide(chunk(late), id(late), ONLY, FILES, t + TURN), Decision::Serve, "peer 1's turn is over");
+        assert_eq!(u.decide(chunk(late), id(late), ONLY, FILES, 0, t + TURN), Decision::Serve, "peer 1's turn is over");
         assert_eq!(
-            u.decide(chunk(50), id(1), ONLY, FILES, t + TURN),
+            u.decide(chunk(50), id(1), ONLY, FILES, 0, t + TURN),
             Decision::Full,
             "peer 1 gets nothing more while its uploads run"
         );
-        assert_eq!(u.decide(chunk(51), id(2), ONLY, FILES, t + TURN), Decision::Serve, "the others keep theirs");
+        assert_eq!(u.decide(chunk(51), id(2), ONLY, FILES, 0, t + TURN), Decision::Serve, "the others keep theirs");
         assert_eq!(
-            u.decide(chunk(60), id(60), ONLY, FILES, t + 2 * TURN),
+            u.decide(chunk(60), id(60), ONLY, FILES, 0, t + 2 * TURN),
             Decision::Full,
             "one place changes hands at a time"
         );
         u.finished(chunk(1), &id(1), t + 2 * TURN);
         assert_eq!(
-            u.decide(chunk(60), id(60), ONLY, FILES, t + 2 * TURN),
+            u.decide(chunk(60), id(60), ONLY, FILES, 0, t + 2 * TURN),
             Decision::Serve,
             "peer 1 is gone: the next oldest turn ends"
         );
-        assert_eq!(u.decide(chunk(52), id(1), ONLY, FILES, t + 2 * TURN), Decision::Full, "peer 1 waits like anyone");
+        assert_eq!(
+            u.decide(chunk(52), id(1), ONLY, FILES, 0, t + 2 * TURN),
+            Decision::Full,
+            "peer 1 waits like anyone"
+        );
+    }
+
+    #[test]
+    fn a_peer_far_behind_takes_the_place_of_the_one_furthest_ahead_sooner() {
+        let mut u = UploadPolicy::default();
+        let chunk = |i: u8| ChunkHash::of(&[i]);
+        let t = Duration::from_secs(10);
+        let mib = 1u64 << 20;
+        // Peers 1..=4 have 100, 90, 80 and 70 MiB to go; peer 3 is furthest ahead.
+        for (p, left) in [(1u8, 100), (2, 90), (3, 70), (4, 80)] {
+            assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, left * mib, t), Decision::Serve);
+        }
+        let (behind, close) = (20u8, 21u8);
+        assert_eq!(
+            u.decide(chunk(behind), id(behind), ONLY, FILES, 200 * mib, t + CATCH_UP_TURN / 2),
+            Decision::Full,
+            "even far behind, a place is held for a short turn"
+        );
+        assert_eq!(
+            u.decide(chunk(close), id(close), ONLY, FILES, 70 * mib + BEHIND_BY - 1, t + CATCH_UP_TURN),
+            Decision::Full,
+            "not far enough behind anyone: it waits for a whole turn"
+        );
+        assert_eq!(
+            u.decide(chunk(behind), id(behind), ONLY, FILES, 200 * mib, t + CATCH_UP_TURN),
+            Decision::Serve,
+            "far behind: takes a place after a short turn"
+        );
+        assert_eq!(u.decide(chunk(30), id(3), ONLY, FILES, 60 * mib, t + CATCH_UP_TURN), Decision::Full, "from peer 3");
+        assert_eq!(u.decide(chunk(31), id(4), ONLY, FILES, 60 * mib, t + CATCH_UP_TURN), Decision::Serve);
+        u.finished(chunk(3), &id(3), t + CATCH_UP_TURN);
+        assert_eq!(
+            u.decide(chunk(close), id(close), ONLY, FILES, 70 * mib, t + CATCH_UP_TURN),
+            Decision::Serve,
+            "peer 4 said 60 MiB in its latest request: now it is furthest ahead"
+        );
+        assert_eq!(
+            u.decide(chunk(40), id(40), ONLY, FILES, 500 * mib, t + 2 * CATCH_UP_TURN),
+            Decision::Full,
+            "one place changes hands at a time"
+        );
+        assert_eq!(u.decide(chunk(41), id(4), ONLY, FILES, 60 * mib, t + 2 * CATCH_UP_TURN), Decision::Full);
     }
 
     #[test]
@@ -401,21 +483,29 @@ mod tests {
         let mut u = UploadPolicy::default();
         let t = Duration::from_secs(10);
         let sent = ChunkHash::of(b"sent before");
-        assert_eq!(u.decide(sent, id(1), ONLY, FILES, t), Decision::Serve);
+        assert_eq!(u.decide(sent, id(1), ONLY, FILES, 0, t), Decision::Serve);
         for p in 2..=MAX_PEERS as u8 {
-            assert_eq!(u.decide(ChunkHash::of(&[p]), id(p), ONLY, FILES, t), Decision::Serve);
+            assert_eq!(u.decide(ChunkHash::of(&[p]), id(p), ONLY, FILES, 0, t), Decision::Serve);
         }
         let late = MAX_PEERS as u8 + 1;
         let later = t + TURN;
         assert_eq!(
-            u.decide(sent, id(late), Holders::Others, FILES, later),
+            u.decide(sent, id(late), Holders::Others, FILES, 0, later),
             Decision::Busy,
             "a busy source refuses a chunk it sent before that others have"
         );
-        assert_eq!(u.decide(ChunkHash::of(b"z"), id(1), ONLY, FILES, later), Decision::Serve, "peer 1 keeps its place");
-        assert_eq!(u.decide(ChunkHash::of(b"new"), id(late), ONLY, FILES, later), Decision::Serve, "a chunk it serves");
         assert_eq!(
-            u.decide(ChunkHash::of(b"w"), id(1), ONLY, FILES, later),
+            u.decide(ChunkHash::of(b"z"), id(1), ONLY, FILES, 0, later),
+            Decision::Serve,
+            "peer 1 keeps its place"
+        );
+        assert_eq!(
+            u.decide(ChunkHash::of(b"new"), id(late), ONLY, FILES, 0, later),
+            Decision::Serve,
+            "a chunk it serves"
+        );
+        assert_eq!(
+            u.decide(ChunkHash::of(b"w"), id(1), ONLY, FILES, 0, later),
             Decision::Full,
             "now peer 1's turn is over"
         );

@@ -314,6 +314,8 @@ pub struct Swarm {
     spare_bits: ChunkSet,
     /// Chunks not done yet.
     missing: usize,
+    /// Bytes of the chunks not yet verified.
+    missing_bytes: u64,
     sent_at: HashMap<(Slot, usize), Duration>,
     /// `Busy` deferrals by end time, to wake the peer when one runs out.
     busy_ends: BinaryHeap<Reverse<(Duration, usize, Slot)>>,
@@ -366,6 +368,7 @@ impl Swarm {
             fresh_bits: ChunkSet::new(n),
             spare_bits: ChunkSet::new(n),
             missing: n,
+            missing_bytes: total,
             sent_at: HashMap::new(),
             busy_ends: BinaryHeap::new(),
             dirty_peers: Vec::new(),
@@ -808,6 +811,7 @@ impl Swarm {
                 let others = self.chunks[chunk].inflight.clone();
                 if !self.chunks[chunk].done {
                     self.missing -= 1;
+                    self.missing_bytes = self.missing_bytes.saturating_sub(len);
                 }
                 self.update(chunk, |c| {
                     c.done = true;
@@ -914,6 +918,11 @@ impl Swarm {
     /// Chunks verified so far.
     pub fn done_count(&self) -> usize {
         self.chunks.len() - self.missing
+    }
+
+    /// Bytes still to verify.
+    pub fn missing_bytes(&self) -> u64 {
+        self.missing_bytes
     }
 }
 

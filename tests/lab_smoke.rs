@@ -45,6 +45,8 @@ fn three_hosts_get_a_verified_copy_by_every_method() {
         assert_eq!(m.arrivals_s.len(), 3, "{:?}: one arrival per receiver", m.method);
         assert!(m.time_s >= run.theoretical_min_s * 0.9, "{:?} beat physics: {} s", m.method, m.time_s);
         assert!(m.ratio.is_finite() && m.ratio > 0.0);
+        // tc's statistics were read and parsed for every host, before and after.
+        assert_eq!(m.queue_drops.len(), 4, "{:?}: link drops for hosts 0..=3", m.method);
     }
     let ms = &run.methods[0];
     assert_eq!(ms.peak_rss_bytes.len(), 4, "one RSS per daemon");

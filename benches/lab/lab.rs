@@ -221,6 +221,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
                     println!("N={n} {:<15} {what} answers per host: {}", m.as_str(), counts.join(" "));
                 }
             }
+            if !r.queue_drops.is_empty() {
+                let pairs: Vec<String> = r.queue_drops.iter().map(|(up, down)| format!("{up}/{down}")).collect();
+                println!("N={n} {:<15} link queue drops per host (up/down): {}", m.as_str(), pairs.join(" "));
+            }
             run_n.methods.push(r);
         }
         // Processes first, then the namespaces they run in.
@@ -360,6 +364,7 @@ impl Ctx<'_> {
         std::fs::File::open(&staged).and_then(|f| f.sync_all()).context("syncing the staged file")?;
         let targets: Vec<PathBuf> = mesh.nodes[1..].iter().map(|nd| nd.share.join(FILE)).collect();
         let udp_before = udp_rcvbuf_errors(&topo.hosts);
+        let drops_before = topo.queue_drops();
         let cpu0 = util::cpu_jiffies();
         let t0 = Instant::now();
         std::fs::rename(&staged, mesh.nodes[0].share.join(FILE)).context("renaming the file into host 0's share")?;
@@ -400,6 +405,7 @@ impl Ctx<'_> {
         let busy = mesh.counter("chunks_busy");
         let full = mesh.counter("requests_full");
         let udp_after = udp_rcvbuf_errors(&topo.hosts);
+        let drops = drops_during(drops_before, topo.queue_drops());
         mesh.stop();
         if let Some(mut c) = rescan {
             let _ = c.kill();
@@ -417,6 +423,7 @@ impl Ctx<'_> {
         r.full_answers = full;
         r.mesh_connect_s = Some(took.as_secs_f64());
         r.udp_rcvbuf_errors = udp_before.zip(udp_after).map(|(a, b)| b.saturating_sub(a));
+        r.queue_drops = drops;
         Ok(r)
     }
 
@@ -441,6 +448,7 @@ impl Ctx<'_> {
         // Receivers still to start, in order; the running rsyncs with their host index.
         let mut queue: Vec<usize> = (1..=n).rev().collect();
         let mut running: Vec<(usize, Child)> = Vec::new();
+        let drops_before = topo.queue_drops();
         let cpu0 = util::cpu_jiffies();
         let t0 = Instant::now();
         let mut tick = || -> anyhow::Result<()> {
@@ -479,9 +487,12 @@ impl Ctx<'_> {
             let _ = c.wait();
         }
         let arrivals = arrivals?;
+        let drops = drops_during(drops_before, topo.queue_drops());
         self.verify(&targets, method.as_str())?;
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        Ok(report::MethodResult::new(method, arrivals, tmin, cpu))
+        let mut r = report::MethodResult::new(method, arrivals, tmin, cpu);
+        r.queue_drops = drops;
+        Ok(r)
     }
 
     /// Checks every copy's blake3 against the source; any mismatch fails the run.
@@ -550,6 +561,16 @@ fn poll_arrivals(
             );
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Per host, the link drops between two readings (empty if either failed).
+fn drops_during(before: Option<Vec<(u64, u64)>>, after: Option<Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            b.iter().zip(&a).map(|(b, a)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))).collect()
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -184,6 +184,30 @@ impl Topology {
         Ok(topo)
     }
 
+    /// Packets each host's shaped links have dropped so far, as (upload, download)
+    /// per host: tbf drops what does not fit its 50 ms queue, so this counts what
+    /// the senders' congestion control overshot (or nftables' loss, which is not
+    /// counted here). `None` if tc's statistics could not be read.
+    pub fn queue_drops(&self) -> Option<Vec<(u64, u64)>> {
+        let sw = self.switch_ns.as_deref()?;
+        let dropped = |ns: &str, dev: &str| -> Option<u64> {
+            let out = tc(ns, &["-s", "qdisc", "show", "dev", dev].map(String::from)).ok()?;
+            // "Sent 123 bytes 4 pkt (dropped 5, overlimits 6 requeues 0)": summed
+            // over the device's qdiscs (netem and tbf when delay is applied).
+            let counts: Vec<u64> = out
+                .split("(dropped ")
+                .skip(1)
+                .map(|rest| rest.split(',').next().and_then(|n| n.trim().parse().ok()))
+                .collect::<Option<_>>()?;
+            (!counts.is_empty()).then(|| counts.iter().sum())
+        };
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Some((dropped(&h.ns, "eth0")?, dropped(sw, &format!("h{i}"))?)))
+            .collect()
+    }
+
     /// Upload = the host's own eth0 egress; download = the bridge port's egress
     /// towards the host. Delay, when the kernel has netem, goes on the upload only,
     /// so the one-way delay between any two hosts is `delay_ms`.

@@ -135,6 +135,9 @@ pub struct MethodResult {
     pub full_answers: Vec<Option<u64>>,
     /// meshsync: what host 0 uploaded, in copies of the file (1.0 is ideal).
     pub source_sent_copies: Option<f64>,
+    /// Packets dropped by each host's shaped links during the transfer, as
+    /// (upload, download) for host 0..=N: queue overflow, not `--loss-pct`.
+    pub queue_drops: Vec<(u64, u64)>,
 }
 
 impl MethodResult {
@@ -156,6 +159,7 @@ impl MethodResult {
             busy_answers: Vec::new(),
             full_answers: Vec::new(),
             source_sent_copies: None,
+            queue_drops: Vec::new(),
         }
     }
 }

@@ -291,7 +291,12 @@ impl ShareCtx {
         std::fs::create_dir_all(self.private_dir()).map_err(io_err(&self.private_dir()))?;
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&tmp).map_err(io_err(&tmp))?;
-        file.set_len(target.size).map_err(io_err(&tmp))?;
+        if let Err(e) = crate::util::reserve(&file, target.size) {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(ApplyError::DiskFull { need, free: free_space(&self.root).unwrap_or(0) });
+            }
+            return Err(io_err(&tmp)(e));
+        }
         let file = Arc::new(file);
 
         // Where each distinct chunk goes.

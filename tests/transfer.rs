@@ -125,3 +125,41 @@ async fn files_over_4_gib() {
         n.stop().await;
     }
 }
+
+/// Sets a node's `min_free_mib` (the node must be stopped).
+fn set_min_free(n: &TestNode, mib: u64) {
+    let p = n.home.config();
+    let t = std::fs::read_to_string(&p).unwrap();
+    let line = t.lines().find(|l| l.starts_with("min_free_mib")).expect("min_free_mib in the config").to_string();
+    std::fs::write(&p, t.replace(&line, &format!("min_free_mib = {mib}"))).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_pauses_the_share_writes_nothing_and_resumes_when_space_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    // No disk has a petabyte free beyond what a file needs: every download is "disk full".
+    nodes[1].stop().await;
+    set_min_free(&nodes[1], 1 << 30);
+    nodes[1].start().await;
+    let body = random_bytes(2 << 20, 11);
+    std::fs::write(nodes[0].path("big.bin"), &body).unwrap();
+    wait("beta paused for disk space", || {
+        nodes[1].status().shares.iter().any(|s| s.paused.as_deref().is_some_and(|p| p.contains("disk full")))
+    })
+    .await;
+    assert!(!nodes[1].path("big.bin").exists(), "nothing appears at the target while paused");
+    let parts: Vec<_> = std::fs::read_dir(nodes[1].path(meshsync::index::PRIVATE_DIR))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect())
+        .unwrap_or_default();
+    assert!(parts.is_empty(), "no temp file is started without room for it: {parts:?}");
+
+    nodes[1].stop().await;
+    set_min_free(&nodes[1], 0);
+    nodes[1].start().await;
+    wait_content(&nodes, "big.bin", &body).await;
+    wait("beta resumed", || nodes[1].status().shares.iter().all(|s| s.paused.is_none())).await;
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

@@ -296,6 +296,11 @@ mod tests {
         NodeId([n; 32])
     }
 
+    /// A distinct chunk per number.
+    fn chunk(i: u8) -> ChunkHash {
+        ChunkHash::of(&[i])
+    }
+
     const ONLY: Holders = Holders::OnlyYou;
     const FILES: ServedFrom = ServedFrom::Files;
 
@@ -370,7 +375,6 @@ mod tests {
     fn serves_at_most_max_peers_at_once() {
         let mut u = UploadPolicy::default();
         let t = Duration::from_secs(1);
-        let chunk = |i: u8| ChunkHash::of(&[i]);
         for p in 1..=MAX_PEERS as u8 {
             assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, 0, t), Decision::Serve);
         }
@@ -398,7 +402,6 @@ mod tests {
     #[test]
     fn a_refused_peer_takes_the_place_of_the_one_served_longest_after_a_turn() {
         let mut u = UploadPolicy::default();
-        let chunk = |i: u8| ChunkHash::of(&[i]);
         let t = Duration::from_secs(10);
         for p in 1..=MAX_PEERS as u8 {
             // Peer 1 first, the others a little later.
@@ -439,7 +442,6 @@ mod tests {
     #[test]
     fn a_peer_far_behind_takes_the_place_of_the_one_furthest_ahead_sooner() {
         let mut u = UploadPolicy::default();
-        let chunk = |i: u8| ChunkHash::of(&[i]);
         let t = Duration::from_secs(10);
         let mib = 1u64 << 20;
         // Peers 1..=4 have 100, 90, 80 and 70 MiB to go; peer 3 is furthest ahead.
@@ -485,7 +487,7 @@ mod tests {
         let sent = ChunkHash::of(b"sent before");
         assert_eq!(u.decide(sent, id(1), ONLY, FILES, 0, t), Decision::Serve);
         for p in 2..=MAX_PEERS as u8 {
-            assert_eq!(u.decide(ChunkHash::of(&[p]), id(p), ONLY, FILES, 0, t), Decision::Serve);
+            assert_eq!(u.decide(chunk(p), id(p), ONLY, FILES, 0, t), Decision::Serve);
         }
         let late = MAX_PEERS as u8 + 1;
         let later = t + TURN;

@@ -45,6 +45,19 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
                 }
             },
         }
+        // What the path did over the session's life: the figures to read first when
+        // a transfer was slower than the link (loss, congestion, a small MTU).
+        let st = conn.stats();
+        info!(
+            rtt_ms = st.path.rtt.as_secs_f64() * 1000.0,
+            mtu = st.path.current_mtu,
+            sent_packets = st.path.sent_packets,
+            lost_packets = st.path.lost_packets,
+            congestion_events = st.path.congestion_events,
+            sent_mib = st.udp_tx.bytes >> 20,
+            datagrams_per_send = st.udp_tx.datagrams as f64 / st.udp_tx.ios.max(1) as f64,
+            "path figures"
+        );
         node.peers.unregister(&peer, &conn);
         if !node.peers.is_connected(&peer) {
             for share in node.share_list() {

@@ -155,7 +155,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         }
     };
     start_senders(&peer_shares, &mut sending, &mut tasks);
-    tasks.spawn(serve_requests(node.clone(), conn.clone(), peer));
+    // In the peer's span, like everything else of the session: a log line of a
+    // served request says whom it served.
+    tasks.spawn(serve_requests(node.clone(), conn.clone(), peer).in_current_span());
     // Frames are read in a task of their own: `read_frame` is not cancel-safe, and
     // as a `select!` branch it lost the bytes it had read whenever another branch
     // (a progress map to send) won, desynchronising the stream (seen in the lab as
@@ -317,7 +319,7 @@ async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u6
 /// Answers the peer's requests, each on its own stream.
 async fn serve_requests(node: Arc<Node>, conn: quinn::Connection, peer: NodeId) {
     while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_one(node.clone(), send, recv, peer));
+        tokio::spawn(serve_one(node.clone(), send, recv, peer).in_current_span());
     }
 }
 

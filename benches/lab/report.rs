@@ -138,6 +138,20 @@ pub struct MethodResult {
     /// Packets dropped by each host's shaped links during the transfer, as
     /// (upload, download) for host 0..=N: queue overflow, not `--loss-pct`.
     pub queue_drops: Vec<(u64, u64)>,
+    /// rsync: transfers that failed and were started again (the time includes them).
+    #[serde(default)]
+    pub restarts: Vec<Restart>,
+}
+
+/// One failed rsync that the lab started again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Restart {
+    /// Receiver.
+    pub host: usize,
+    /// When it failed, seconds after the start.
+    pub after_s: f64,
+    /// rsync's exit status with the log tail and TCP counters.
+    pub error: String,
 }
 
 impl MethodResult {
@@ -160,6 +174,7 @@ impl MethodResult {
             full_answers: Vec::new(),
             source_sent_copies: None,
             queue_drops: Vec::new(),
+            restarts: Vec::new(),
         }
     }
 }
@@ -293,6 +308,22 @@ impl Report {
                  those figures may be CPU-bound rather than network-bound.",
                 p.cpus
             );
+        }
+        for r in &self.runs {
+            for m in r.methods.iter().filter(|m| !m.restarts.is_empty()) {
+                let each: Vec<String> = m
+                    .restarts
+                    .iter()
+                    .map(|x| format!("host {} after {:.1} s ({})", x.host, x.after_s, x.error.lines().next().unwrap_or("")))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "\nN={} {}: started again after failing, as lsyncd would (its time includes this): {}.",
+                    r.n,
+                    m.method.as_str(),
+                    each.join("; ")
+                );
+            }
         }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "\nFAILED:");

@@ -479,7 +479,12 @@ impl Ctx<'_> {
                         method.as_str(),
                         t0.elapsed().as_secs_f64()
                     );
-                    restarts.push(report::Restart { host: h, after_s: t0.elapsed().as_secs_f64(), error: why });
+                    restarts.push(report::Restart {
+                        host: h,
+                        after_s: t0.elapsed().as_secs_f64(),
+                        status: st.to_string(),
+                        error: why,
+                    });
                     queue.push(h);
                 } else {
                     i += 1;

@@ -150,7 +150,9 @@ pub struct Restart {
     pub host: usize,
     /// When it failed, seconds after the start.
     pub after_s: f64,
-    /// rsync's exit status with the log tail and TCP counters.
+    /// How rsync exited.
+    pub status: String,
+    /// rsync's log tail and the TCP counters of both hosts.
     pub error: String,
 }
 
@@ -314,7 +316,7 @@ impl Report {
                 let each: Vec<String> = m
                     .restarts
                     .iter()
-                    .map(|x| format!("host {} after {:.1} s ({})", x.host, x.after_s, x.error.lines().next().unwrap_or("")))
+                    .map(|x| format!("host {} after {:.1} s ({})", x.host, x.after_s, x.status))
                     .collect();
                 let _ = writeln!(
                     s,

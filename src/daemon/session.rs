@@ -49,13 +49,13 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
         // a transfer was slower than the link (loss, congestion, a small MTU).
         let st = conn.stats();
         info!(
-            rtt_ms = st.path.rtt.as_secs_f64() * 1000.0,
+            rtt_ms = %format_args!("{:.1}", st.path.rtt.as_secs_f64() * 1000.0),
             mtu = st.path.current_mtu,
             sent_packets = st.path.sent_packets,
             lost_packets = st.path.lost_packets,
             congestion_events = st.path.congestion_events,
             sent_mib = st.udp_tx.bytes >> 20,
-            datagrams_per_send = st.udp_tx.datagrams as f64 / st.udp_tx.ios.max(1) as f64,
+            datagrams_per_send = %format_args!("{:.1}", st.udp_tx.datagrams as f64 / st.udp_tx.ios.max(1) as f64),
             "path figures"
         );
         node.peers.unregister(&peer, &conn);

@@ -888,16 +888,22 @@ impl Swarm {
         });
     }
 
-    /// When a `Busy` deferral ends, so a driver with nothing in flight knows when to poll.
+    /// When a `Busy` deferral or pause ends, so a driver with nothing in flight knows
+    /// when to poll.
     pub fn next_wakeup(&self, now: Duration) -> Option<Duration> {
-        self.busy_ends
+        let deferrals = self
+            .busy_ends
             .iter()
             .map(|Reverse(b)| *b)
             .filter(|(t, i, s)| {
                 *t > now && self.chunks.get(*i).is_some_and(|c| !c.done && c.busy_until.contains(&(*s, *t)))
             })
-            .map(|b| b.0)
-            .min()
+            .map(|b| b.0);
+        // A peer paused by a `Busy` stays paused after the chunk it refused arrived from
+        // elsewhere, and it may be the only one with the rest (found by the property
+        // test: a download with nothing in flight and no wake-up).
+        let pauses = self.peers.iter().flatten().filter_map(|p| p.paused_until).filter(|t| *t > now);
+        deferrals.chain(pauses).min()
     }
 
     /// True when every chunk is verified.
@@ -929,6 +935,8 @@ impl Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
 
     const T0: Duration = Duration::ZERO;
 
@@ -1108,6 +1116,26 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_peer_wakes_the_driver_after_its_refused_chunk_came_from_elsewhere() {
+        let p = ids(2);
+        // 1 MiB chunks: a fresh pipeline holds one, so the source is asked for one.
+        let big: Vec<(ChunkHash, u32)> = (0..2u8).map(|i| (ChunkHash::of(&[i]), 1 << 20)).collect();
+        let mut s = Swarm::new(big, 3);
+        s.set_peer(p[0], Have::All);
+        let first = s.poll(T0);
+        assert_eq!(first.len(), 1, "{first:?}");
+        let (refused, other) = (first[0].chunk, 1 - first[0].chunk);
+        s.complete(first[0], Outcome::Busy, T0);
+        s.set_peer(p[1], set(&[refused]));
+        let relay = s.poll(T0);
+        assert_eq!(relay, vec![Request { peer: p[1], chunk: refused }]);
+        s.complete(relay[0], Outcome::Verified, T0);
+        assert!(s.poll(T0).is_empty() && s.in_flight() == 0, "the rest is at the paused source only");
+        assert_eq!(s.next_wakeup(T0), Some(BUSY_BACKOFF), "nothing in flight, but the pause ends");
+        assert_eq!(s.poll(BUSY_BACKOFF), vec![Request { peer: p[0], chunk: other }]);
+    }
+
+    #[test]
     fn a_busy_relay_is_asked_again_sooner_than_a_busy_source() {
         let p = ids(2);
         let mut s = Swarm::new(chunks(100), 6);
@@ -1241,5 +1269,171 @@ mod tests {
         assert!(fast_rate.unwrap() > 10.0 * slow_rate.unwrap(), "rates {fast_rate:?} {slow_rate:?}");
         assert!(fast > 4 * slow, "the fast peer gets the deeper pipeline: {fast} vs {slow}");
         assert!(slow <= 6 * 65536, "a slow peer holds few chunks: {slow}");
+    }
+
+    /// How a peer of the property test answers.
+    #[derive(Clone, Copy, Debug)]
+    enum Answers {
+        /// Every chunk it is asked for.
+        Honestly,
+        /// `Busy` about every other time, the chunk otherwise.
+        Busily,
+        /// Data that fails its hash.
+        Corruptly,
+        /// "Not found" for chunks it announced.
+        Falsely,
+    }
+
+    /// One peer of the property test: what it announces, how it answers, when it leaves.
+    #[derive(Clone, Debug)]
+    struct Spec {
+        whole: bool,
+        has: Vec<bool>,
+        answers: Answers,
+        leaves_at: Option<usize>,
+    }
+
+    fn spec(n: usize) -> impl Strategy<Value = Spec> {
+        let answers = prop_oneof![
+            Just(Answers::Honestly),
+            Just(Answers::Busily),
+            Just(Answers::Corruptly),
+            Just(Answers::Falsely)
+        ];
+        (any::<bool>(), proptest::collection::vec(any::<bool>(), n), answers, proptest::option::of(0usize..400))
+            .prop_map(|(whole, has, answers, leaves_at)| Spec { whole, has, answers, leaves_at })
+    }
+
+    /// A download with its peers: peer 0 has everything, answers honestly or busily
+    /// and stays, so the download can always finish; the others are anything.
+    fn mesh() -> impl Strategy<Value = (Vec<u32>, Vec<Spec>, u64)> {
+        proptest::collection::vec(1u32..300_000, 1..80).prop_flat_map(|lens| {
+            let n = lens.len();
+            let first = prop_oneof![Just(Answers::Honestly), Just(Answers::Busily)].prop_map(move |answers| Spec {
+                whole: true,
+                has: vec![true; n],
+                answers,
+                leaves_at: None,
+            });
+            let others = proptest::collection::vec(spec(n), 0..10);
+            (Just(lens), first, others, any::<u64>())
+                .prop_map(|(lens, first, others, seed)| (lens, std::iter::once(first).chain(others).collect(), seed))
+        })
+    }
+
+    proptest! {
+        /// Driven by peers that are busy, lie, corrupt data or leave, answering in any
+        /// order: every request is for a chunk its peer announced, still missing, not
+        /// refused by that peer and not deferred there; duplicates stay within the
+        /// endgame's copies and are cancelled by the first answer; and the download
+        /// always completes.
+        #[test]
+        fn every_download_completes_and_every_request_is_fair((lens, specs, seed) in mesh()) {
+            use rand::Rng;
+            let n = lens.len();
+            let chunk_list: Vec<(ChunkHash, u32)> =
+                lens.iter().enumerate().map(|(i, l)| (ChunkHash::of(&i.to_le_bytes()), *l)).collect();
+            let peers = ids(specs.len() as u8);
+            let mut s = Swarm::new(chunk_list, seed);
+            let mut has: Vec<Vec<bool>> = specs.iter().map(|p| p.has.clone()).collect();
+            for (id, p) in peers.iter().zip(&specs) {
+                let have = if p.whole {
+                    Have::All
+                } else {
+                    Have::Some((0..n).filter(|i| p.has[*i]).collect())
+                };
+                s.set_peer(*id, have);
+            }
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut now = Duration::ZERO;
+            let mut done = vec![false; n];
+            let mut live = vec![true; specs.len()];
+            let mut strikes = vec![0u32; specs.len()];
+            let mut refused: HashSet<(usize, usize)> = HashSet::new();
+            let mut deferred: HashMap<(usize, usize), Duration> = HashMap::new();
+            let mut out: Vec<(usize, usize)> = Vec::new();
+            let slot = |id: &NodeId| peers.iter().position(|p| p == id).unwrap();
+            for step in 0..100_000 {
+                for (i, p) in specs.iter().enumerate() {
+                    if p.leaves_at == Some(step) && live[i] {
+                        s.remove_peer(&peers[i]);
+                        live[i] = false;
+                    }
+                }
+                // A relay's download goes on: now and then it announces one more chunk.
+                if rng.gen_ratio(1, 8) {
+                    let (i, c) = (rng.gen_range(0..specs.len()), rng.gen_range(0..n));
+                    if !specs[i].whole && !has[i][c] {
+                        has[i][c] = true;
+                        s.add_have(&peers[i], c);
+                    }
+                }
+                for r in s.poll(now) {
+                    let (p, c) = (slot(&r.peer), r.chunk);
+                    prop_assert!(live[p], "asked peer {p}, which is gone");
+                    prop_assert!(specs[p].whole || has[p][c], "asked peer {p} for chunk {c}, never announced");
+                    prop_assert!(!done[c], "asked for chunk {c}, already verified");
+                    prop_assert!(!refused.contains(&(p, c)), "asked peer {p} again for chunk {c} it failed");
+                    prop_assert!(deferred.get(&(p, c)).is_none_or(|t| *t <= now), "asked busy peer {p} for {c} too soon");
+                    prop_assert!(!out.contains(&(p, c)), "asked peer {p} twice at once for chunk {c}");
+                    out.push((p, c));
+                    // Requests to a peer that left or was dropped still run out in
+                    // the driver, but no longer count as copies.
+                    let copies = out.iter().filter(|o| o.1 == c && live[o.0]).count();
+                    prop_assert!(copies <= ENDGAME_COPIES, "chunk {c} in flight {copies} times");
+                }
+                if s.is_complete() {
+                    break;
+                }
+                if out.is_empty() {
+                    // Nothing in flight: only a `Busy` deferral may hold the download back.
+                    let wake = s.next_wakeup(now);
+                    prop_assert!(wake.is_some(), "stalled at step {step} with {} chunks missing", n - s.done_count());
+                    now = wake.unwrap_or(now);
+                    continue;
+                }
+                let (p, c) = out.swap_remove(rng.gen_range(0..out.len()));
+                let outcome = if !live[p] {
+                    Outcome::Failed
+                } else {
+                    match specs[p].answers {
+                        Answers::Honestly => Outcome::Verified,
+                        Answers::Busily if rng.gen_bool(0.5) => Outcome::Busy,
+                        Answers::Busily => Outcome::Verified,
+                        Answers::Corruptly => Outcome::Corrupt,
+                        Answers::Falsely => Outcome::NotFound,
+                    }
+                };
+                match outcome {
+                    Outcome::Verified => done[c] = true,
+                    Outcome::Busy => {
+                        deferred.insert((p, c), now + RELAY_FULL_BACKOFF.min(BUSY_BACKOFF));
+                    }
+                    Outcome::Corrupt | Outcome::NotFound => {
+                        refused.insert((p, c));
+                    }
+                    Outcome::Failed => {}
+                }
+                if outcome == Outcome::Corrupt {
+                    strikes[p] += 1;
+                    if strikes[p] >= MAX_STRIKES {
+                        live[p] = false;
+                    }
+                }
+                let cancels = s.complete(Request { peer: peers[p], chunk: c }, outcome, now);
+                for r in cancels {
+                    let o = (slot(&r.peer), r.chunk);
+                    prop_assert!(outcome == Outcome::Verified && o.1 == c, "cancelled {o:?} after {outcome:?} of {c}");
+                    let at = out.iter().position(|x| *x == o);
+                    prop_assert!(at.is_some(), "cancelled {o:?}, which was not in flight");
+                    out.swap_remove(at.unwrap_or_default());
+                }
+                let missing: u64 = (0..n).filter(|i| !done[*i]).map(|i| lens[i] as u64).sum();
+                prop_assert_eq!(s.missing_bytes(), missing);
+                now += Duration::from_millis(rng.gen_range(0..20));
+            }
+            prop_assert!(s.is_complete(), "not complete after 100 000 steps: {} of {n} chunks", s.done_count());
+            prop_assert!(done.iter().all(|d| *d));
+        }
     }
 }

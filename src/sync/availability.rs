@@ -548,4 +548,76 @@ mod tests {
         a.forget_peer(&id(1));
         assert!(a.for_content(&path, &c).is_empty());
     }
+
+    /// One step of the upload-policy property test.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A request: chunk, peer, whether others hold it, from a download, bytes to go.
+        Ask(u8, u8, bool, bool, u64),
+        /// The upload at this position of the running ones ends.
+        End(usize),
+        /// Time passes (ms).
+        Wait(u64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u8..24, 0u8..10, any::<bool>(), any::<bool>(), 0u64..(64 << 20))
+                .prop_map(|(c, p, others, relay, left)| Step::Ask(c, p, others, relay, left)),
+            3 => any::<usize>().prop_map(Step::End),
+            2 => (0u64..1500).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever peers ask, in whatever order, and however long uploads take: at
+        /// most one peer beyond MAX_PEERS has uploads running (the one whose place
+        /// is changing hands); a new peer is never turned away for places while
+        /// places are free; a relay never answers `Busy`; a chunk never sent before
+        /// is never refused as `Busy`; and `Busy` comes only while the upload is
+        /// short (BUSY_FROM_ACTIVE uploads running).
+        #[test]
+        fn places_and_refusals_follow_the_rules(steps in proptest::collection::vec(step(), 1..400)) {
+            let mut u = UploadPolicy::default();
+            let mut now = Duration::from_secs(1);
+            let mut running: Vec<(ChunkHash, NodeId)> = Vec::new();
+            let mut sent: std::collections::HashSet<ChunkHash> = std::collections::HashSet::new();
+            for st in steps {
+                match st {
+                    Step::Ask(c, p, others, relay, left) => {
+                        let (h, peer) = (chunk(c), id(p));
+                        let holders = if others { Holders::Others } else { ONLY };
+                        let from = if relay { ServedFrom::Download } else { FILES };
+                        let mut peers: Vec<NodeId> = running.iter().map(|r| r.1).collect();
+                        peers.sort();
+                        peers.dedup();
+                        let d = u.decide(h, peer, holders, from, left, now);
+                        if !peers.contains(&peer) && peers.len() < MAX_PEERS {
+                            proptest::prop_assert_ne!(d, Decision::Full, "turned away with {} peers served", peers.len());
+                        }
+                        if d == Decision::Busy {
+                            proptest::prop_assert!(!relay, "a relay answered Busy");
+                            proptest::prop_assert!(sent.contains(&h), "Busy for a chunk never sent");
+                            proptest::prop_assert!(running.len() >= BUSY_FROM_ACTIVE, "Busy with {} uploads", running.len());
+                        }
+                        if d == Decision::Serve {
+                            running.push((h, peer));
+                            sent.insert(h);
+                            peers.push(peer);
+                            peers.sort();
+                            peers.dedup();
+                            proptest::prop_assert!(peers.len() <= MAX_PEERS + 1, "{} peers served at once", peers.len());
+                        }
+                    }
+                    Step::End(i) if !running.is_empty() => {
+                        let (h, peer) = running.swap_remove(i % running.len());
+                        u.finished(h, &peer, now);
+                    }
+                    Step::End(_) => {}
+                    Step::Wait(ms) => now += Duration::from_millis(ms),
+                }
+            }
+        }
+    }
 }

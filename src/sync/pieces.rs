@@ -221,4 +221,54 @@ mod tests {
         assert!(set.contains(0));
         assert!(!set.contains(1));
     }
+
+    proptest::proptest! {
+        /// For any file (chunks may repeat) and any set of missing chunks: every
+        /// missing chunk is in exactly one piece, pieces follow file order, stay
+        /// within the target (or hold one larger chunk) and a request's chunk limit;
+        /// and a peer can serve a piece exactly when it holds the first block of each
+        /// of its chunks, whether the piece is a run of blocks or scattered.
+        #[test]
+        fn pieces_cover_the_missing_chunks_once_in_order(
+            file in proptest::collection::vec((0u64..40, 1u32..400), 1..120),
+            missing_bits in proptest::collection::vec(proptest::bool::ANY, 40),
+            held in proptest::collection::vec(proptest::bool::ANY, 120),
+            target in 1u64..2000,
+        ) {
+            let hash = |k: u64| ChunkHash::of(&k.to_le_bytes());
+            // A chunk's length goes with its content: the first occurrence sets it.
+            let len_of = |k: u64| file.iter().find(|(c, _)| *c == k).map_or(1, |(_, l)| *l);
+            let mut offsets: Vec<(u64, u64)> = Vec::new();
+            let mut off = 0u64;
+            for (k, _) in &file {
+                if !offsets.iter().any(|(c, _)| c == k) {
+                    offsets.push((*k, off));
+                }
+                off += len_of(*k) as u64;
+            }
+            let missing: Vec<(ChunkRef, u64)> = offsets
+                .iter()
+                .filter(|(k, _)| missing_bits[*k as usize])
+                .map(|(k, o)| (ChunkRef { hash: hash(*k), len: len_of(*k) }, *o))
+                .collect();
+            let p = Pieces::new(missing.clone(), target);
+            let got: Vec<ChunkHash> = p.missing().map(|c| c.hash).collect();
+            let mut want = missing.clone();
+            want.sort_by_key(|m| m.1);
+            proptest::prop_assert_eq!(got, want.iter().map(|m| m.0.hash).collect::<Vec<_>>());
+            for i in 0..p.len() {
+                let c = p.chunks(i);
+                let bytes: u64 = c.iter().map(|c| c.len as u64).sum();
+                proptest::prop_assert!(!c.is_empty() && c.len() <= MAX_REQUEST_CHUNKS);
+                proptest::prop_assert!(c.len() == 1 || bytes <= target, "piece {i}: {bytes} bytes over {target}");
+            }
+            let first_block = |h: &ChunkHash| file.iter().position(|(k, _)| hash(*k) == *h).map(|b| b as u32);
+            let pb = p.in_blocks(first_block);
+            let set = pb.complete(|b| held[b]);
+            for i in 0..p.len() {
+                let whole = p.chunks(i).iter().all(|c| first_block(&c.hash).is_some_and(|b| held[b as usize]));
+                proptest::prop_assert_eq!(set.contains(i), whole, "piece {}", i);
+            }
+        }
+    }
 }

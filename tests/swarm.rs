@@ -31,3 +31,40 @@ async fn receivers_upload_to_each_other() {
     let refused: Vec<u64> = nodes.iter().map(|n| n.status().counters.refused).collect();
     assert!(refused.iter().all(|r| *r == 0), "no malformed frame or map: {refused:?}");
 }
+
+/// Two holders, both with a capped upload, feed a third node; one of them stops half
+/// way. The download finishes from the other without starting over: what the
+/// departed holder had in flight is fetched again, nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_that_leaves_mid_download_costs_only_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = "upload_limit_mbit = 40";
+    let mut nodes = mesh_with(dir.path(), &[SendReceive; 2], cap).await;
+    let size = 24 << 20;
+    let body = random_bytes(size, 7);
+    std::fs::write(nodes[0].path("big.bin"), &body).unwrap();
+    wait_content(&nodes, "big.bin", &body).await;
+    nodes[1].stop().await;
+    node_option(&nodes[1].home, cap);
+    nodes[1].start().await;
+    wait("beta back", || nodes.iter().all(|n| n.status().peers.iter().any(|p| p.connected))).await;
+    wait_in_sync(&nodes).await;
+
+    let beta_sent = nodes[1].status().counters.chunk_bytes_sent;
+    let mut gamma = join_then_share(dir.path(), &nodes[1], "gamma", 2).await;
+
+    let progress = |g: &TestNode| g.status().transfers.iter().map(|t| t.done).sum::<u64>();
+    wait("gamma a part of the way, with chunks from beta", || {
+        progress(&gamma) >= size as u64 / 8 && nodes[1].status().counters.chunk_bytes_sent > beta_sent
+    })
+    .await;
+    let done_at_stop = progress(&gamma);
+    nodes[1].stop().await;
+    assert!(done_at_stop < size as u64 / 2, "beta stopped half way or sooner, at {done_at_stop} bytes");
+    wait("big.bin on gamma", || read(&gamma.path("big.bin")).as_deref() == Some(&body[..])).await;
+    let received = gamma.status().counters.chunk_bytes_received;
+    println!("beta stopped at {done_at_stop} of {size} bytes; gamma received {received} chunk bytes in all");
+    assert!(received < size as u64 + size as u64 / 4, "not started over: {received} bytes received for {size}");
+    gamma.stop().await;
+    nodes[0].stop().await;
+}

@@ -70,22 +70,7 @@ async fn a_file_on_two_peers_is_fetched_from_both() {
     wait_content(&nodes, "both.bin", &body).await;
     wait_in_sync(&nodes).await;
     let sent_before: Vec<u64> = nodes.iter().map(|n| n.status().counters.chunk_bytes_sent).collect();
-    // gamma joins without the share, connects to both, then adds it: both holders
-    // announce their index to it at about the same time.
-    let token = meshsync::setup::invite(
-        &nodes[1].home,
-        Duration::from_secs(600),
-        meshsync::identity::token::InviteRight::CanInvite,
-    )
-    .unwrap();
-    let home = meshsync::home::Home::new(dir.path().join("gamma"));
-    meshsync::daemon::join(&home, &token, "gamma", free_addr()).await.unwrap();
-    let root = dir.path().join("gamma-share");
-    let mut c = TestNode { name: "gamma".into(), root: root.clone(), home, listen: free_addr(), handle: None };
-    c.start().await;
-    wait("gamma connected to both", || c.status().peers.iter().filter(|p| p.connected).count() == 2).await;
-    meshsync::setup::share_add(&c.home, SHARE, &root, SendReceive).unwrap();
-    c.root = root.canonicalize().unwrap();
+    let c = join_then_share(dir.path(), &nodes[1], "gamma", 2).await;
     nodes.push(c);
     wait_content(&nodes, "both.bin", &body).await;
     let sent: Vec<u64> =

@@ -74,6 +74,26 @@ pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -
     n
 }
 
+/// Joins a node through `inviter` without the share, starts it, waits until it is
+/// connected to `peers` nodes, then adds the share: every holder then announces its
+/// index to it at about the same time.
+pub async fn join_then_share(dir: &Path, inviter: &TestNode, name: &str, peers: usize) -> TestNode {
+    let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let home = Home::new(dir.join(name));
+    let listen = free_addr();
+    daemon::join(&home, &token, name, listen).await.unwrap();
+    let root = dir.join(format!("{name}-share"));
+    let mut n = TestNode { name: name.into(), root: root.clone(), home, listen, handle: None };
+    n.start().await;
+    wait(&format!("{name} connected to {peers} peers"), || {
+        n.status().peers.iter().filter(|p| p.connected).count() == peers
+    })
+    .await;
+    setup::share_add(&n.home, SHARE, &root, ShareMode::SendReceive).unwrap();
+    n.root = root.canonicalize().unwrap();
+    n
+}
+
 /// Adds `key = value` lines to a node's `[node]` table (before it starts).
 pub fn node_option(home: &Home, lines: &str) {
     let p = home.config();

@@ -889,7 +889,7 @@ impl Swarm {
     }
 
     /// When a `Busy` deferral or pause ends, so a driver with nothing in flight knows
-    /// when to poll.
+    /// when to poll. Looks at every peer: meant for that idle moment, not per event.
     pub fn next_wakeup(&self, now: Duration) -> Option<Duration> {
         let deferrals = self
             .busy_ends

@@ -58,7 +58,7 @@ pub const QUICK_RETRY_MESH: usize = 8;
 /// At most this many peers fetch the same chunk in the endgame.
 const ENDGAME_COPIES: usize = 2;
 /// Up to this many peers, the source may be asked beyond the total window (see
-/// [`Swarm::beyond_window`]).
+/// `Swarm::beyond_window`).
 pub const SMALL_MESH: usize = 16;
 /// Throughput is sampled over at least this long.
 const RATE_INTERVAL: Duration = Duration::from_millis(100);

@@ -51,6 +51,10 @@ fn three_hosts_get_a_verified_copy_by_every_method() {
     let ms = &run.methods[0];
     assert_eq!(ms.peak_rss_bytes.len(), 4, "one RSS per daemon");
     assert!(ms.peak_rss_max_bytes.is_some_and(|b| b > 0));
+    // Every daemon logged its connections' QUIC figures, and the lab read them back.
+    let q = ms.quic.as_ref().expect("QUIC figures from the daemons' logs");
+    assert!(q.connections >= 6 && q.sent_packets > 0 && q.lost_packets <= q.sent_packets, "{q:?}");
+    assert!(run.methods[1..].iter().all(|m| m.quic.is_none()), "rsync has no QUIC figures");
 
     for f in ["lab.md", "lab.json", "lab.svg"] {
         let p = out.path().join(f);

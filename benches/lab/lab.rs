@@ -224,6 +224,15 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
                     println!("N={n} {:<15} {what} answers per host: {}", m.as_str(), counts.join(" "));
                 }
             }
+            if let Some(q) = &r.quic {
+                println!(
+                    "N={n} {:<15} QUIC: {:.2} % of {} packets lost and sent again, {:.1} datagrams per send",
+                    m.as_str(),
+                    100.0 * q.lost_packets as f64 / q.sent_packets.max(1) as f64,
+                    q.sent_packets,
+                    q.datagrams_per_send
+                );
+            }
             if !r.queue_drops.is_empty() {
                 let pairs: Vec<String> = r.queue_drops.iter().map(|(up, down)| format!("{up}/{down}")).collect();
                 println!("N={n} {:<15} link queue drops per host (up/down): {}", m.as_str(), pairs.join(" "));
@@ -410,6 +419,7 @@ impl Ctx<'_> {
         let udp_after = udp_rcvbuf_errors(&topo.hosts);
         let drops = drops_during(drops_before, topo.queue_drops());
         mesh.stop();
+        let quic = mesh.quic_figures();
         if let Some(mut c) = rescan {
             let _ = c.kill();
             let _ = c.wait();
@@ -427,6 +437,7 @@ impl Ctx<'_> {
         r.mesh_connect_s = Some(took.as_secs_f64());
         r.udp_rcvbuf_errors = udp_before.zip(udp_after).map(|(a, b)| b.saturating_sub(a));
         r.queue_drops = drops;
+        r.quic = quic;
         Ok(r)
     }
 

@@ -24,6 +24,19 @@ pub struct Node {
     child: Option<Child>,
 }
 
+/// QUIC's own account of a run, summed over every connection of every daemon.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct QuicFigures {
+    /// Connections that logged their figures (start-up duplicates included).
+    pub connections: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// Packets QUIC declared lost (and sent again).
+    pub lost_packets: u64,
+    /// UDP datagrams per `sendmsg` (GSO batch), weighted by packets sent.
+    pub datagrams_per_send: f64,
+}
+
 /// The running daemons; stopped on drop.
 pub struct Mesh {
     bin: PathBuf,
@@ -194,6 +207,36 @@ impl Mesh {
                 v["counters"][name].as_u64()
             })
             .collect()
+    }
+
+    /// What QUIC reported over every connection of every daemon, from the "path
+    /// figures" line each daemon logs when a connection ends (read after `stop`).
+    pub fn quic_figures(&self) -> Option<QuicFigures> {
+        let mut f = QuicFigures::default();
+        let mut weighted = 0.0;
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).ok()?;
+            for line in text.lines().filter(|l| l.contains("path figures")) {
+                let field = |k: &str| -> Option<f64> {
+                    let at = line.find(&format!(" {k}="))? + k.len() + 2;
+                    line[at..].split(' ').next()?.parse().ok()
+                };
+                let (Some(sent), Some(lost), Some(per_send)) =
+                    (field("sent_packets"), field("lost_packets"), field("datagrams_per_send"))
+                else {
+                    continue;
+                };
+                f.connections += 1;
+                f.sent_packets += sent as u64;
+                f.lost_packets += lost as u64;
+                weighted += per_send * sent;
+            }
+        }
+        if f.sent_packets == 0 {
+            return None;
+        }
+        f.datagrams_per_send = weighted / f.sent_packets as f64;
+        Some(f)
     }
 
     /// Stops every daemon (SIGTERM, then SIGKILL after 10 s).

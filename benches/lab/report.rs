@@ -138,6 +138,9 @@ pub struct MethodResult {
     /// Packets dropped by each host's shaped links during the transfer, as
     /// (upload, download) for host 0..=N: queue overflow, not `--loss-pct`.
     pub queue_drops: Vec<(u64, u64)>,
+    /// meshsync: QUIC's figures over every connection (from the daemons' logs).
+    #[serde(default)]
+    pub quic: Option<super::mesh::QuicFigures>,
     /// rsync: transfers that failed and were started again (the time includes them).
     #[serde(default)]
     pub restarts: Vec<Restart>,
@@ -177,6 +180,7 @@ impl MethodResult {
             source_sent_copies: None,
             queue_drops: Vec::new(),
             restarts: Vec::new(),
+            quic: None,
         }
     }
 }
@@ -309,6 +313,25 @@ impl Report {
                 "\nCPU was up to {busiest:.0} % busy during transfers: every host shares this machine's {} CPU(s), so \
                  those figures may be CPU-bound rather than network-bound.",
                 p.cpus
+            );
+        }
+        let quic: Vec<String> = self
+            .runs
+            .iter()
+            .flat_map(|r| r.methods.iter().filter_map(move |m| m.quic.as_ref().map(|q| (r.n, q))))
+            .map(|(n, q)| {
+                let pct = 100.0 * q.lost_packets as f64 / q.sent_packets.max(1) as f64;
+                format!(
+                    "N={n} {pct:.2} % of {} packets, {:.1} datagrams per send",
+                    q.sent_packets, q.datagrams_per_send
+                )
+            })
+            .collect();
+        if !quic.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nmeshsync, QUIC's count over every connection (lost and sent again; GSO batch): {}.",
+                quic.join("; ")
             );
         }
         for r in &self.runs {

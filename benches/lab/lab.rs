@@ -226,7 +226,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
             }
             if let Some(q) = &r.quic {
                 println!(
-                    "N={n} {:<15} QUIC: {:.2} % of {} packets lost and sent again, {:.1} datagrams per send",
+                    "N={n} {:<15} QUIC: {:.2} % of {} packets declared lost, {:.1} datagrams per send",
                     m.as_str(),
                     100.0 * q.lost_packets as f64 / q.sent_packets.max(1) as f64,
                     q.sent_packets,

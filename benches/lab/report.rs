@@ -330,7 +330,7 @@ impl Report {
         if !quic.is_empty() {
             let _ = writeln!(
                 s,
-                "\nmeshsync, QUIC's count over every connection (lost and sent again; GSO batch): {}.",
+                "\nmeshsync, QUIC's count over every connection (packets declared lost; GSO batch): {}.",
                 quic.join("; ")
             );
         }

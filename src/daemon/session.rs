@@ -45,8 +45,9 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
                 }
             },
         }
-        // What the path did over the session's life: the figures to read first when
-        // a transfer was slower than the link (loss, congestion, a small MTU).
+        // Counts over the session's life, RTT and MTU as they ended: the figures to
+        // read first when a transfer was slower than the link (loss, congestion, a
+        // small MTU).
         let st = conn.stats();
         info!(
             rtt_ms = %format_args!("{:.1}", st.path.rtt.as_secs_f64() * 1000.0),

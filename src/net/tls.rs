@@ -38,8 +38,8 @@ fn provider_with(aes_hw: bool) -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-/// The TLS 1.3 suites in the order a client offers them (the server takes the
-/// client's order). ring's default puts AES-256-GCM first; AES-128-GCM is the same
+/// The TLS 1.3 suites in order of preference (a server with AES instructions takes
+/// the client's order, one without its own). ring's default puts AES-256-GCM first; AES-128-GCM is the same
 /// construction with 10 rounds instead of 14, and every byte a mesh moves goes
 /// through it twice (sealed, opened). A CPU without AES instructions (many ARM
 /// boards that serve as NAS boxes) runs ChaCha20-Poly1305 several times faster
@@ -88,15 +88,23 @@ fn chain_and_key(ident: &Identity) -> (Vec<CertificateDer<'static>>, PrivateKeyD
 /// (a joining node has none yet) but, when present, must chain to the mesh CA;
 /// mesh-ALPN connections without one are closed right after the handshake.
 pub fn server_config(ident: &Identity) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider())
+    server_with(ident, aes_in_hardware())
+}
+
+fn server_with(ident: &Identity, aes_hw: bool) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider_with(aes_hw))
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Anchor(e.to_string()))?;
     let (chain, key) = chain_and_key(ident);
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider_with(aes_hw))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
+    // Which side dials is chance (both do, one duplicate is dropped), so a server
+    // without AES instructions picks by its own order (ChaCha20 first): ChaCha20 is
+    // then used whenever either side lacks them.
+    cfg.ignore_client_order = !aes_hw;
     cfg.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_JOIN.to_vec()];
     Ok(cfg)
 }
@@ -286,8 +294,24 @@ mod tests {
     fn a_client_without_aes_hardware_gets_chacha_from_a_server_with_it() {
         let ident = crate::identity::new_mesh("t").unwrap();
         let client = mesh_client_with(&ident, provider_with(false)).unwrap();
-        let got = handshake(client, server_config(&ident).unwrap());
+        let got = handshake(client, server_with(&ident, true).unwrap());
         assert_eq!(format!("{:?}", got.suite()), "TLS13_CHACHA20_POLY1305_SHA256");
+    }
+
+    #[test]
+    fn a_server_without_aes_hardware_gets_chacha_from_a_client_with_it() {
+        let ident = crate::identity::new_mesh("t").unwrap();
+        let client = mesh_client_with(&ident, provider_with(true)).unwrap();
+        let got = handshake(client, server_with(&ident, false).unwrap());
+        assert_eq!(format!("{:?}", got.suite()), "TLS13_CHACHA20_POLY1305_SHA256");
+    }
+
+    #[test]
+    fn two_nodes_with_aes_hardware_use_aes_128() {
+        let ident = crate::identity::new_mesh("t").unwrap();
+        let client = mesh_client_with(&ident, provider_with(true)).unwrap();
+        let got = handshake(client, server_with(&ident, true).unwrap());
+        assert_eq!(format!("{:?}", got.suite()), "TLS13_AES_128_GCM_SHA256");
     }
 
     #[test]

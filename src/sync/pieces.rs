@@ -230,10 +230,12 @@ mod tests {
         /// of its chunks, whether the piece is a run of blocks or scattered.
         #[test]
         fn pieces_cover_the_missing_chunks_once_in_order(
-            file in proptest::collection::vec((0u64..40, 1u32..400), 1..120),
-            missing_bits in proptest::collection::vec(proptest::bool::ANY, 40),
-            held in proptest::collection::vec(proptest::bool::ANY, 120),
-            target in 1u64..2000,
+            // Up to 200 distinct short chunks, so a piece can reach the request's
+            // chunk limit (64) before its byte target.
+            file in proptest::collection::vec((0u64..200, 1u32..40), 1..300),
+            missing_bits in proptest::collection::vec(proptest::bool::ANY, 200),
+            held in proptest::collection::vec(proptest::bool::ANY, 300),
+            target in 1u64..4000,
         ) {
             let hash = |k: u64| ChunkHash::of(&k.to_le_bytes());
             // A chunk's length goes with its content: the first occurrence sets it.

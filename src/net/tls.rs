@@ -290,28 +290,21 @@ mod tests {
         assert_eq!(format!("{:?}", got.suite()), want);
     }
 
-    #[test]
-    fn a_client_without_aes_hardware_gets_chacha_from_a_server_with_it() {
+    /// The suite a client and a server settle on, given which of them has AES
+    /// instructions.
+    fn suite(client_aes: bool, server_aes: bool) -> String {
         let ident = crate::identity::new_mesh("t").unwrap();
-        let client = mesh_client_with(&ident, provider_with(false)).unwrap();
-        let got = handshake(client, server_with(&ident, true).unwrap());
-        assert_eq!(format!("{:?}", got.suite()), "TLS13_CHACHA20_POLY1305_SHA256");
+        let client = mesh_client_with(&ident, provider_with(client_aes)).unwrap();
+        format!("{:?}", handshake(client, server_with(&ident, server_aes).unwrap()).suite())
     }
 
     #[test]
-    fn a_server_without_aes_hardware_gets_chacha_from_a_client_with_it() {
-        let ident = crate::identity::new_mesh("t").unwrap();
-        let client = mesh_client_with(&ident, provider_with(true)).unwrap();
-        let got = handshake(client, server_with(&ident, false).unwrap());
-        assert_eq!(format!("{:?}", got.suite()), "TLS13_CHACHA20_POLY1305_SHA256");
-    }
-
-    #[test]
-    fn two_nodes_with_aes_hardware_use_aes_128() {
-        let ident = crate::identity::new_mesh("t").unwrap();
-        let client = mesh_client_with(&ident, provider_with(true)).unwrap();
-        let got = handshake(client, server_with(&ident, true).unwrap());
-        assert_eq!(format!("{:?}", got.suite()), "TLS13_AES_128_GCM_SHA256");
+    fn chacha_whenever_one_side_lacks_aes_hardware_and_aes_128_when_both_have_it() {
+        const CHACHA: &str = "TLS13_CHACHA20_POLY1305_SHA256";
+        assert_eq!(suite(false, true), CHACHA, "client without AES, server with");
+        assert_eq!(suite(true, false), CHACHA, "server without AES, client with");
+        assert_eq!(suite(false, false), CHACHA);
+        assert_eq!(suite(true, true), "TLS13_AES_128_GCM_SHA256");
     }
 
     #[test]

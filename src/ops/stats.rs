@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Monotonic counters of one node since it started.
 #[derive(Default, Debug)]
@@ -92,7 +93,7 @@ impl Counters {
 }
 
 /// One download in progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transfer {
     /// Share name.
     pub share: String,
@@ -102,22 +103,73 @@ pub struct Transfer {
     pub done: u64,
     /// File size.
     pub total: u64,
+    /// Recent download rate in bytes per second (0 while nothing arrives; none
+    /// before the first second).
+    #[serde(default)]
+    pub bytes_per_sec: Option<f64>,
+    /// Seconds left at that rate.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
+}
+
+/// The rate is sampled over at least this long.
+const RATE_EVERY: Duration = Duration::from_secs(1);
+/// No bytes for this long and the rate reads 0 ("stalled"), whatever it was.
+const STALLED_AFTER: Duration = Duration::from_secs(3);
+
+/// One transfer and the samples behind its rate.
+#[derive(Debug)]
+struct Tracked {
+    t: Transfer,
+    sample_at: Instant,
+    sample_done: u64,
+    last_bytes_at: Instant,
 }
 
 /// Downloads in progress, keyed by (share, path).
 #[derive(Default, Debug)]
 pub struct Progress {
-    inner: Mutex<BTreeMap<(String, String), Transfer>>,
+    inner: Mutex<BTreeMap<(String, String), Tracked>>,
 }
 
 impl Progress {
     /// Starts or updates a transfer.
     pub fn set(&self, share: &str, path: &str, done: u64, total: u64) {
+        self.set_at(share, path, done, total, Instant::now());
+    }
+
+    /// [`Progress::set`] at a given time.
+    pub fn set_at(&self, share: &str, path: &str, done: u64, total: u64, now: Instant) {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(
-            (share.to_string(), path.to_string()),
-            Transfer { share: share.to_string(), path: path.to_string(), done, total },
-        );
+        let key = (share.to_string(), path.to_string());
+        match m.get_mut(&key) {
+            // The same download going on (a new version or a restart starts over).
+            Some(tr) if tr.t.total == total && done >= tr.t.done => {
+                if done > tr.t.done {
+                    tr.last_bytes_at = now;
+                }
+                tr.t.done = done;
+                let span = now.saturating_duration_since(tr.sample_at);
+                if span >= RATE_EVERY {
+                    let r = (done - tr.sample_done) as f64 / span.as_secs_f64();
+                    // Smoothed over a few seconds: a swarm's rate moves as peers join.
+                    tr.t.bytes_per_sec = Some(tr.t.bytes_per_sec.map_or(r, |old| 0.5 * old + 0.5 * r));
+                    tr.sample_at = now;
+                    tr.sample_done = done;
+                }
+            }
+            _ => {
+                let t = Transfer {
+                    share: share.to_string(),
+                    path: path.to_string(),
+                    done,
+                    total,
+                    bytes_per_sec: None,
+                    eta_secs: None,
+                };
+                m.insert(key, Tracked { t, sample_at: now, sample_done: done, last_bytes_at: now });
+            }
+        }
     }
 
     /// Ends a transfer.
@@ -126,8 +178,68 @@ impl Progress {
         m.remove(&(share.to_string(), path.to_string()));
     }
 
-    /// All transfers now.
+    /// All transfers now, with their rate and time left.
     pub fn list(&self) -> Vec<Transfer> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.list_at(Instant::now())
+    }
+
+    /// [`Progress::list`] at a given time.
+    pub fn list_at(&self, now: Instant) -> Vec<Transfer> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.values()
+            .map(|tr| {
+                let mut t = tr.t.clone();
+                if now.saturating_duration_since(tr.last_bytes_at) >= STALLED_AFTER {
+                    t.bytes_per_sec = Some(0.0);
+                }
+                t.eta_secs = t.bytes_per_sec.filter(|r| *r > 0.0).map(|r| t.total.saturating_sub(t.done) as f64 / r);
+                t
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_and_time_left_follow_the_bytes() {
+        let p = Progress::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        p.set_at("s", "f", 0, 100 << 20, at(0));
+        assert_eq!(p.list_at(at(0))[0].bytes_per_sec, None, "no rate before a second of samples");
+        p.set_at("s", "f", 10 << 20, 100 << 20, at(1000));
+        let t = &p.list_at(at(1000))[0];
+        assert_eq!(t.bytes_per_sec, Some((10 << 20) as f64));
+        assert_eq!(t.eta_secs, Some(9.0), "90 MiB left at 10 MiB/s");
+        p.set_at("s", "f", 40 << 20, 100 << 20, at(2000));
+        assert_eq!(p.list_at(at(2000))[0].bytes_per_sec, Some((20 << 20) as f64), "smoothed: 10 then 30 MiB/s");
+    }
+
+    #[test]
+    fn a_transfer_with_no_bytes_for_a_while_reads_stalled() {
+        let p = Progress::default();
+        let t0 = Instant::now();
+        p.set_at("s", "f", 0, 100, t0);
+        p.set_at("s", "f", 50, 100, t0 + RATE_EVERY);
+        let later = t0 + RATE_EVERY + STALLED_AFTER;
+        let t = &p.list_at(later)[0];
+        assert_eq!(t.bytes_per_sec, Some(0.0));
+        assert_eq!(t.eta_secs, None, "no time left to tell");
+    }
+
+    #[test]
+    fn a_new_version_starts_its_own_count() {
+        let p = Progress::default();
+        let t0 = Instant::now();
+        p.set_at("s", "f", 0, 100, t0);
+        p.set_at("s", "f", 80, 100, t0 + RATE_EVERY);
+        p.set_at("s", "f", 0, 200, t0 + 2 * RATE_EVERY);
+        let t = &p.list_at(t0 + 2 * RATE_EVERY)[0];
+        assert_eq!((t.done, t.total, t.bytes_per_sec), (0, 200, None));
+        p.finish("s", "f");
+        assert!(p.list().is_empty());
     }
 }

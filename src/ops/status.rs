@@ -200,6 +200,26 @@ pub fn status(node: &Node) -> Status {
     }
 }
 
+/// ", 11.2 MiB/s, about 21 s left", ", stalled", or nothing before the first rate.
+fn pace(rate: Option<f64>, eta: Option<f64>) -> String {
+    match (rate, eta) {
+        (Some(r), _) if r <= 0.0 => ", stalled".into(),
+        (Some(r), Some(e)) => format!(", {}/s, about {} left", human_bytes(r as u64), human_secs(e)),
+        (Some(r), None) => format!(", {}/s", human_bytes(r as u64)),
+        (None, _) => String::new(),
+    }
+}
+
+/// A duration for people: "42 s", "7 min", "2 h 5 min".
+fn human_secs(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
+    }
+}
+
 /// Formats bytes for people.
 pub fn human_bytes(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -275,14 +295,30 @@ impl Status {
                 let pct = if t.total == 0 { 100.0 } else { t.done as f64 * 100.0 / t.total as f64 };
                 let _ = writeln!(
                     s,
-                    "  {}/{}: {} of {} ({pct:.0}%)",
+                    "  {}/{}: {} of {} ({pct:.0}%){}",
                     t.share,
                     t.path,
                     human_bytes(t.done),
-                    human_bytes(t.total)
+                    human_bytes(t.total),
+                    pace(t.bytes_per_sec, t.eta_secs)
                 );
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_reads_as_rate_and_time_left() {
+        assert_eq!(pace(None, None), "");
+        assert_eq!(pace(Some(0.0), None), ", stalled");
+        assert_eq!(pace(Some(11.5 * 1048576.0), Some(21.4)), ", 11.5 MiB/s, about 21 s left");
+        assert_eq!(human_secs(89.0), "89 s");
+        assert_eq!(human_secs(420.0), "7 min");
+        assert_eq!(human_secs(7500.0), "2 h 5 min");
     }
 }

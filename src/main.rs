@@ -82,6 +82,15 @@ enum Cmd {
         /// Only this share (default: all).
         share: Option<String>,
     },
+    /// Wait until every peer has this node's versions (e.g. after an upload job's
+    /// `meshsync rescan`); exit status 1, with what is still behind, after --timeout.
+    Wait {
+        /// Only this share (default: all).
+        share: Option<String>,
+        /// Give up after this long (s, m, h, d); default: wait as long as it takes.
+        #[arg(long, value_parser = setup::parse_ttl)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Run a local 3-node demo mesh on 127.0.0.1.
     Demo {
         /// Leave the mesh running and print how to look at it.
@@ -177,6 +186,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rescan { share } => {
             let names = ops::control::rescan(&home(cli.home)?, share).await?;
             println!("rescanning {}", names.join(", "));
+        }
+        Cmd::Wait { share, timeout } => {
+            ops::control::wait(&home(cli.home)?, share, timeout).await?;
+            println!("caught up: every peer has this node's versions");
         }
         Cmd::Demo { keep, size_mib } => demo::run(keep, size_mib).await?,
     }

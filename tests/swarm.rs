@@ -81,3 +81,26 @@ async fn a_holder_that_leaves_mid_download_costs_only_its_requests() {
     gamma.stop().await;
     nodes[0].stop().await;
 }
+
+/// `meshsync wait` after an upload job's `meshsync rescan`: right after the rescan
+/// is asked for, the share reads as scanning (not caught up), and once caught up the
+/// other node has the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caught_up_only_after_the_asked_scan_and_every_peer_have_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive; 2]).await;
+    wait("caught up at start", || nodes[0].status().behind(None).is_empty()).await;
+    let body = random_bytes(3 << 20, 5);
+    let tmp = dir.path().join("upload.tmp");
+    std::fs::write(&tmp, &body).unwrap();
+    std::fs::rename(&tmp, nodes[0].path("upload.bin")).unwrap();
+    let share = nodes[0].handle.as_ref().unwrap().node.share(SHARE).unwrap();
+    share.rescan();
+    let why = nodes[0].status().behind(None);
+    assert!(why.iter().any(|w| w.ends_with("scanning")), "a rescan asked for is not caught up yet: {why:?}");
+    wait("caught up after the upload", || nodes[0].status().behind(None).is_empty()).await;
+    assert_eq!(read(&nodes[1].path("upload.bin")), Some(body), "caught up means beta has it");
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

@@ -8,6 +8,7 @@ use crate::scan::{Ignore, Scanner};
 use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
 use anyhow::Context;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
@@ -34,6 +35,12 @@ pub struct Share {
     dirty: Mutex<Dirty>,
     wake: Notify,
     rescan_now: Notify,
+    /// Scans asked for (`meshsync rescan`) and the last one a finished scan covered:
+    /// `meshsync wait` right after `rescan` must not see the mesh caught up before
+    /// the scan has even looked.
+    scans_asked: AtomicU64,
+    scans_covered: AtomicU64,
+    scanning: AtomicBool,
 }
 
 impl Share {
@@ -64,6 +71,9 @@ impl Share {
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
             rescan_now: Notify::new(),
+            scans_asked: AtomicU64::new(0),
+            scans_covered: AtomicU64::new(0),
+            scanning: AtomicBool::new(false),
         })
     }
 
@@ -78,7 +88,14 @@ impl Share {
 
     /// Starts a scan now instead of at the next interval (`meshsync rescan`).
     pub fn rescan(&self) {
+        self.scans_asked.fetch_add(1, Ordering::SeqCst);
         self.rescan_now.notify_one();
+    }
+
+    /// True while a scan runs or one asked for has not finished.
+    pub fn scanning(&self) -> bool {
+        self.scanning.load(Ordering::SeqCst)
+            || self.scans_asked.load(Ordering::SeqCst) > self.scans_covered.load(Ordering::SeqCst)
     }
 
     fn take_dirty(&self) -> Vec<RelPath> {
@@ -102,6 +119,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
     let me = node.ident.id.short();
     loop {
         // Scan.
+        let asked = share.scans_asked.load(Ordering::SeqCst);
+        share.scanning.store(true, Ordering::SeqCst);
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
         let scanned = tokio::task::spawn_blocking(move || {
@@ -119,6 +138,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
             Err(e) => warn!(error = %e, "scan task failed"),
         }
         share.publish_seq();
+        share.scans_covered.store(asked, Ordering::SeqCst);
+        share.scanning.store(false, Ordering::SeqCst);
         // A full plan after every scan retries what failed before (no source, disk full).
         let all = all_remote_paths(&share);
         plan_and_apply(&share, all).await;

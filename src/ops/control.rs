@@ -131,6 +131,26 @@ pub async fn status(home: &Home) -> anyhow::Result<super::status::Status> {
     serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))
 }
 
+/// Waits until every peer has this node's versions of `share` (all shares if None),
+/// polling the daemon of `home`; after `timeout`, fails saying what is still behind.
+pub async fn wait(home: &Home, share: Option<String>, timeout: Option<std::time::Duration>) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let st = status(home).await?;
+        if let Some(name) = &share {
+            anyhow::ensure!(st.shares.iter().any(|s| &s.name == name), "this node has no share named {name:?}");
+        }
+        let why = st.behind(share.as_deref());
+        if why.is_empty() {
+            return Ok(());
+        }
+        if let Some(t) = timeout.filter(|t| start.elapsed() >= *t) {
+            anyhow::bail!("not caught up after {} s: {}", t.as_secs(), why.join("; "));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Asks the daemon of `home` to scan now; returns the shares it started scanning.
 pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<String>> {
     let raw = request(home, &Request::Rescan { share }).await?;

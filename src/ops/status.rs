@@ -71,6 +71,9 @@ pub struct ShareStatus {
     pub paused: Option<String>,
     /// True when every connected peer of this share has exactly our versions.
     pub in_sync: bool,
+    /// A scan runs, or one asked for (`meshsync rescan`) has not finished.
+    #[serde(default)]
+    pub scanning: bool,
     /// Per peer that takes part in this share.
     pub peers: Vec<SharePeerStatus>,
 }
@@ -184,6 +187,7 @@ pub fn status(node: &Node) -> Status {
             local_changes,
             paused: share.paused.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             in_sync,
+            scanning: share.scanning(),
             peers: share_peers,
         });
     }
@@ -197,6 +201,46 @@ pub fn status(node: &Node) -> Status {
         shares,
         transfers: node.progress.list(),
         counters: node.counters.snapshot(),
+    }
+}
+
+impl Status {
+    /// What still keeps the mesh from having caught up on `share` (all shares if
+    /// None): no peer connected, a scan not done, a pause, a peer offline or behind,
+    /// a transfer. Empty when every peer known in every such share has exactly this
+    /// node's versions.
+    pub fn behind(&self, share: Option<&str>) -> Vec<String> {
+        let name_of = |id: &str| self.peers.iter().find(|p| p.id == id).map_or(id.to_string(), |p| p.name.clone());
+        let mut why = Vec::new();
+        if !self.peers.iter().any(|p| p.connected) {
+            why.push("no peer is connected".to_string());
+        }
+        for sh in self.shares.iter().filter(|s| share.is_none_or(|n| n == s.name)) {
+            if sh.scanning {
+                why.push(format!("{}: scanning", sh.name));
+            }
+            if let Some(p) = &sh.paused {
+                why.push(format!("{}: paused ({p})", sh.name));
+            }
+            // Peers are known per share from the index they sent; one whose copy of
+            // the share is empty may not have sent any, so with something to share
+            // and no peer known, nobody is known to have it.
+            if sh.peers.is_empty() && sh.files + sh.dirs > 0 {
+                why.push(format!("{}: no peer has shown its index of it yet", sh.name));
+            }
+            for p in &sh.peers {
+                let peer = name_of(&p.id);
+                if !p.connected {
+                    why.push(format!("{}: {peer} is offline", sh.name));
+                } else if !p.in_sync {
+                    why.push(format!("{}: {peer} behind (we need {}, they need {})", sh.name, p.we_need, p.they_need));
+                }
+            }
+            for t in self.transfers.iter().filter(|t| t.share == sh.name) {
+                why.push(format!("{}: receiving {}", sh.name, t.path));
+            }
+        }
+        why
     }
 }
 
@@ -311,6 +355,74 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn share(name: &str, peers: Vec<SharePeerStatus>) -> ShareStatus {
+        ShareStatus {
+            name: name.into(),
+            path: "/x".into(),
+            mode: "send-receive".into(),
+            files: 0,
+            dirs: 0,
+            bytes: 0,
+            local_changes: 0,
+            paused: None,
+            in_sync: true,
+            scanning: false,
+            peers,
+        }
+    }
+
+    fn peer(id: &str, connected: bool, need: (u64, u64)) -> SharePeerStatus {
+        SharePeerStatus { id: id.into(), connected, in_sync: need == (0, 0), we_need: need.0, they_need: need.1 }
+    }
+
+    #[test]
+    fn behind_names_everything_that_keeps_the_mesh_from_caught_up() {
+        let mut st = Status {
+            node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into() },
+            peers: vec![PeerStatus {
+                id: "B".into(),
+                name: "web2".into(),
+                addresses: vec![],
+                connected: true,
+                address: None,
+            }],
+            shares: vec![share("www", vec![peer("B", true, (0, 0))]), share("logs", vec![peer("C", false, (0, 0))])],
+            transfers: vec![],
+            counters: Default::default(),
+        };
+        assert!(st.behind(Some("www")).is_empty());
+        assert_eq!(st.behind(None), vec!["logs: C is offline"], "an offline peer cannot have caught up");
+        st.shares[0].scanning = true;
+        st.shares[0].peers[0] = peer("B", true, (0, 2));
+        st.shares[0].paused = Some("disk full".into());
+        st.transfers.push(Transfer {
+            share: "www".into(),
+            path: "a.bin".into(),
+            done: 1,
+            total: 2,
+            bytes_per_sec: None,
+            eta_secs: None,
+        });
+        assert_eq!(
+            st.behind(Some("www")),
+            vec![
+                "www: scanning",
+                "www: paused (disk full)",
+                "www: web2 behind (we need 0, they need 2)",
+                "www: receiving a.bin"
+            ]
+        );
+        st.peers[0].connected = false;
+        assert_eq!(st.behind(Some("www"))[0], "no peer is connected");
+        let mut lone = share("solo", vec![]);
+        assert!(Status { shares: vec![lone.clone()], ..st.clone() }.behind(Some("solo")).len() == 1, "empty: fine");
+        lone.files = 1;
+        assert_eq!(
+            Status { shares: vec![lone], ..st }.behind(Some("solo"))[1],
+            "solo: no peer has shown its index of it yet"
+        );
+    }
 
     #[test]
     fn pace_reads_as_rate_and_time_left() {

@@ -13,9 +13,7 @@ async fn receivers_upload_to_each_other() {
     let nodes = mesh_with(dir.path(), &[SendReceive; 4], "upload_limit_mbit = 40").await;
     let size = 16 << 20;
     let data = random_bytes(size, 42);
-    let tmp = dir.path().join("blob.tmp");
-    std::fs::write(&tmp, &data).unwrap();
-    std::fs::rename(&tmp, nodes[0].path("blob.bin")).unwrap();
+    place(dir.path(), &nodes[0], "blob.bin", &data);
     wait_content(&nodes, "blob.bin", &data).await;
 
     let sent: Vec<u64> = nodes.iter().map(|n| n.status().counters.chunk_bytes_sent).collect();
@@ -42,9 +40,7 @@ async fn a_holder_that_leaves_mid_download_costs_only_its_requests() {
     let mut nodes = mesh_with(dir.path(), &[SendReceive; 2], cap).await;
     let size = 24 << 20;
     let body = random_bytes(size, 7);
-    let tmp = dir.path().join("big.tmp");
-    std::fs::write(&tmp, &body).unwrap();
-    std::fs::rename(&tmp, nodes[0].path("big.bin")).unwrap();
+    place(dir.path(), &nodes[0], "big.bin", &body);
     wait_content(&nodes, "big.bin", &body).await;
     nodes[1].stop().await;
     node_option(&nodes[1].home, cap);
@@ -91,9 +87,7 @@ async fn caught_up_only_after_the_asked_scan_and_every_peer_have_the_change() {
     let nodes = mesh(dir.path(), &[SendReceive; 2]).await;
     wait("caught up at start", || nodes[0].status().behind(None).is_empty()).await;
     let body = random_bytes(3 << 20, 5);
-    let tmp = dir.path().join("upload.tmp");
-    std::fs::write(&tmp, &body).unwrap();
-    std::fs::rename(&tmp, nodes[0].path("upload.bin")).unwrap();
+    place(dir.path(), &nodes[0], "upload.bin", &body);
     let share = nodes[0].handle.as_ref().unwrap().node.share(SHARE).unwrap();
     share.rescan();
     let why = nodes[0].status().behind(None);

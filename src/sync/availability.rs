@@ -224,11 +224,6 @@ impl UploadPolicy {
         if let Some(t) = takes_place_of.and_then(|p| self.serving.get_mut(&p)) {
             t.ended = true;
         }
-        self.start(hash, peer, remaining, now);
-        Decision::Serve
-    }
-
-    fn start(&mut self, hash: ChunkHash, peer: NodeId, remaining: u64, now: Duration) {
         if self.sent[0].len() >= SENT_GENERATION {
             self.sent[1] = std::mem::take(&mut self.sent[0]);
         }
@@ -241,6 +236,7 @@ impl UploadPolicy {
         let t = self.serving.entry(peer).or_insert(Turn { uploads: 0, since: now, ended: false, remaining });
         t.uploads += 1;
         t.remaining = remaining;
+        Decision::Serve
     }
 
     /// The peer whose place a refused one with `remaining` bytes to go may take: the

@@ -144,6 +144,14 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// Writes `body` next to `node`'s share and renames it to `rel` inside, as an
+/// upload job would: the daemon never sees a partial file.
+pub fn place(dir: &Path, node: &TestNode, rel: &str, body: &[u8]) {
+    let tmp = dir.join(format!("{rel}.tmp"));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, node.path(rel)).unwrap();
+}
+
 /// Waits until every node has exactly `content` at `rel`.
 pub async fn wait_content(nodes: &[TestNode], rel: &str, content: &[u8]) {
     wait(&format!("{rel} everywhere"), || nodes.iter().all(|n| read(&n.path(rel)).as_deref() == Some(content))).await;

@@ -98,3 +98,26 @@ async fn caught_up_only_after_the_asked_scan_and_every_peer_have_the_change() {
         n.stop().await;
     }
 }
+
+/// Peers whose copies are empty never send an index; they take part all the same,
+/// so `wait` must not call the mesh caught up before they have the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peers_with_empty_copies_are_known_and_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive; 3]).await;
+    let share_peers = |n: &TestNode| n.status().shares[0].peers.clone();
+    wait("alpha knows both peers take part", || share_peers(&nodes[0]).len() == 2).await;
+    assert!(share_peers(&nodes[0]).iter().all(|p| p.in_sync), "nothing to need on either side");
+    assert_eq!(nodes[0].status().counters.entries_received, 0, "known from their Hello, not from an index");
+    let body = random_bytes(1 << 20, 6);
+    place(dir.path(), &nodes[0], "first.bin", &body);
+    let share = nodes[0].handle.as_ref().unwrap().node.share(SHARE).unwrap();
+    share.rescan();
+    wait("caught up after the upload", || nodes[0].status().behind(None).is_empty()).await;
+    for n in &nodes[1..] {
+        assert_eq!(read(&n.path("first.bin")), Some(body.clone()), "caught up means every peer has it");
+    }
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

@@ -136,6 +136,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let _ = tx.send(Control::Peers(gossip)).await;
 
     let mut peer_shares: HashMap<String, ShareHello> = theirs.shares.into_iter().map(|s| (s.name.clone(), s)).collect();
+    // Each Hello says afresh which shares the peer has (it may have removed one).
+    for share in node.share_list() {
+        share.set_participant(peer, peer_shares.contains_key(&share.cfg.name));
+    }
     let mut sending: HashSet<String> = HashSet::new();
     let start_senders = |peer_shares: &HashMap<String, ShareHello>,
                          sending: &mut HashSet<String>,
@@ -224,6 +228,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         }
                     }
                     Control::ShareAdded(sh) => {
+                        if let Some(share) = node.share(&sh.name) {
+                            share.set_participant(peer, true);
+                        }
                         peer_shares.insert(sh.name.clone(), sh);
                         start_senders(&peer_shares, &mut sending, &mut tasks);
                     }

@@ -3,11 +3,12 @@
 
 use super::Node;
 use crate::config::ShareConfig;
+use crate::identity::NodeId;
 use crate::index::{LocalRecord, RelPath};
 use crate::scan::{Ignore, Scanner};
 use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
 use anyhow::Context;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
@@ -41,6 +42,9 @@ pub struct Share {
     scans_asked: AtomicU64,
     scans_covered: AtomicU64,
     scanning: AtomicBool,
+    /// Peers whose last Hello (or a later `ShareAdded`) named this share: a peer with
+    /// an empty copy never sends an index, and `meshsync wait` must wait for it too.
+    participants: Mutex<HashSet<NodeId>>,
 }
 
 impl Share {
@@ -74,6 +78,7 @@ impl Share {
             scans_asked: AtomicU64::new(0),
             scans_covered: AtomicU64::new(0),
             scanning: AtomicBool::new(false),
+            participants: Mutex::new(HashSet::new()),
         })
     }
 
@@ -96,6 +101,21 @@ impl Share {
     pub fn scanning(&self) -> bool {
         self.scanning.load(Ordering::SeqCst)
             || self.scans_asked.load(Ordering::SeqCst) > self.scans_covered.load(Ordering::SeqCst)
+    }
+
+    /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
+    pub fn set_participant(&self, peer: NodeId, takes_part: bool) {
+        let mut set = self.participants.lock().unwrap_or_else(|e| e.into_inner());
+        if takes_part {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    /// Peers known to take part in this share from what they said when they connected.
+    pub fn participants(&self) -> Vec<NodeId> {
+        self.participants.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
     }
 
     fn take_dirty(&self) -> Vec<RelPath> {

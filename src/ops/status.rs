@@ -150,6 +150,10 @@ pub fn status(node: &Node) -> Status {
             let Entry { path, version, deleted, .. } = e;
             theirs.entry(peer).or_default().insert(path.as_str().to_string(), (version, deleted));
         }
+        // A peer that takes part but sent no index has nothing yet.
+        for peer in share.participants() {
+            theirs.entry(peer).or_default();
+        }
         let mut share_peers = Vec::new();
         for (peer, map) in &theirs {
             let (mut we_need, mut they_need) = (0, 0);
@@ -222,11 +226,10 @@ impl Status {
             if let Some(p) = &sh.paused {
                 why.push(format!("{}: paused ({p})", sh.name));
             }
-            // Peers are known per share from the index they sent; one whose copy of
-            // the share is empty may not have sent any, so with something to share
-            // and no peer known, nobody is known to have it.
+            // Peers are known per share from their Hello or the index they sent; with
+            // something to share and no peer known, nobody is known to have it.
             if sh.peers.is_empty() && sh.files + sh.dirs > 0 {
-                why.push(format!("{}: no peer has shown its index of it yet", sh.name));
+                why.push(format!("{}: no peer is known to take part in it yet", sh.name));
             }
             for p in &sh.peers {
                 let peer = name_of(&p.id);
@@ -420,7 +423,7 @@ mod tests {
         lone.files = 1;
         assert_eq!(
             Status { shares: vec![lone], ..st }.behind(Some("solo"))[1],
-            "solo: no peer has shown its index of it yet"
+            "solo: no peer is known to take part in it yet"
         );
     }
 

@@ -99,6 +99,48 @@ async fn caught_up_only_after_the_asked_scan_and_every_peer_have_the_change() {
     }
 }
 
+/// A share added while connected: the peer named it in its Hello already, so no
+/// `ShareAdded` comes back, and its empty copy still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_share_added_at_run_time_knows_the_peers_that_already_had_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alpha = first(dir.path(), "alpha", SendReceive);
+    alpha.start().await;
+    let beta = join_then_share(dir.path(), &alpha, "beta", 1).await;
+    let alpha_id = alpha.status().node.id;
+    wait("beta lists alpha under the share it added", || {
+        beta.status().shares.first().is_some_and(|s| s.peers.iter().any(|p| p.id == alpha_id))
+    })
+    .await;
+    wait("and alpha lists beta", || alpha.status().shares[0].peers.len() == 1).await;
+    for mut n in [alpha, beta] {
+        n.stop().await;
+    }
+}
+
+/// A peer that left a share keeps its old entries in our index, but is no longer
+/// waited for once it connects without the share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_left_the_share_is_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive; 2]).await;
+    let body = random_bytes(1 << 20, 7);
+    place(dir.path(), &nodes[1], "from-beta.bin", &body);
+    wait_content(&nodes, "from-beta.bin", &body).await;
+    wait("alpha lists beta", || nodes[0].status().shares[0].peers.len() == 1).await;
+    nodes[1].stop().await;
+    let cfg = nodes[1].home.config();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let cut = text.find("[[share]]").expect("beta's config has the share");
+    std::fs::write(&cfg, &text[..cut]).unwrap();
+    nodes[1].start().await;
+    wait("beta is back", || nodes[0].status().peers.iter().any(|p| p.connected)).await;
+    wait("alpha no longer lists beta under the share", || nodes[0].status().shares[0].peers.is_empty()).await;
+    for mut n in nodes {
+        n.stop().await;
+    }
+}
+
 /// Peers whose copies are empty never send an index; they take part all the same,
 /// so `wait` must not call the mesh caught up before they have the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -184,6 +184,8 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             added = share_added.recv() => {
                 let Ok(name) = added else { continue };
                 if let Some(share) = node.share(&name) {
+                    // The peer named it in its Hello already, or will send ShareAdded.
+                    share.set_participant(peer, peer_shares.contains_key(&name));
                     let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
                 }
                 start_senders(&peer_shares, &mut sending, &mut tasks);

@@ -8,7 +8,7 @@ use crate::index::{LocalRecord, RelPath};
 use crate::scan::{Ignore, Scanner};
 use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
 use anyhow::Context;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
@@ -42,9 +42,11 @@ pub struct Share {
     scans_asked: AtomicU64,
     scans_covered: AtomicU64,
     scanning: AtomicBool,
-    /// Peers whose last Hello (or a later `ShareAdded`) named this share: a peer with
-    /// an empty copy never sends an index, and `meshsync wait` must wait for it too.
-    participants: Mutex<HashSet<NodeId>>,
+    /// Whether each peer's last Hello (or a later `ShareAdded`) named this share: a
+    /// peer with an empty copy never sends an index, and `meshsync wait` must wait
+    /// for it too; one that left the share keeps its old entries here but is not
+    /// waited for. In memory only: known again when the peer next connects.
+    participants: Mutex<HashMap<NodeId, bool>>,
 }
 
 impl Share {
@@ -78,7 +80,7 @@ impl Share {
             scans_asked: AtomicU64::new(0),
             scans_covered: AtomicU64::new(0),
             scanning: AtomicBool::new(false),
-            participants: Mutex::new(HashSet::new()),
+            participants: Mutex::new(HashMap::new()),
         })
     }
 
@@ -105,17 +107,13 @@ impl Share {
 
     /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
     pub fn set_participant(&self, peer: NodeId, takes_part: bool) {
-        let mut set = self.participants.lock().unwrap_or_else(|e| e.into_inner());
-        if takes_part {
-            set.insert(peer);
-        } else {
-            set.remove(&peer);
-        }
+        self.participants.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, takes_part);
     }
 
-    /// Peers known to take part in this share from what they said when they connected.
-    pub fn participants(&self) -> Vec<NodeId> {
-        self.participants.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+    /// What each peer said, when it last connected since this daemon started, of
+    /// taking part in this share.
+    pub fn participation(&self) -> HashMap<NodeId, bool> {
+        self.participants.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn take_dirty(&self) -> Vec<RelPath> {

@@ -145,14 +145,19 @@ pub fn status(node: &Node) -> Status {
             }
             mine.insert(r.entry.path.as_str().to_string(), (r.entry.version.clone(), r.entry.deleted));
         }
+        let said = share.participation();
         let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
         for (peer, e) in idx.all_remote().unwrap_or_default() {
+            // Entries stay after a peer left the share; it is no longer waited for.
+            if said.get(&peer) == Some(&false) {
+                continue;
+            }
             let Entry { path, version, deleted, .. } = e;
             theirs.entry(peer).or_default().insert(path.as_str().to_string(), (version, deleted));
         }
         // A peer that takes part but sent no index has nothing yet.
-        for peer in share.participants() {
-            theirs.entry(peer).or_default();
+        for (peer, _) in said.iter().filter(|(_, takes_part)| **takes_part) {
+            theirs.entry(*peer).or_default();
         }
         let mut share_peers = Vec::new();
         for (peer, map) in &theirs {

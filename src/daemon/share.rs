@@ -47,6 +47,8 @@ pub struct Share {
     /// for it too; one that left the share keeps its old entries here but is not
     /// waited for. In memory only: known again when the peer next connects.
     participants: Mutex<HashMap<NodeId, bool>>,
+    /// The last status summary of this share (see [`crate::ops::status::SummaryCache`]).
+    pub status_cache: crate::ops::status::SummaryCache,
 }
 
 impl Share {
@@ -81,6 +83,7 @@ impl Share {
             scans_covered: AtomicU64::new(0),
             scanning: AtomicBool::new(false),
             participants: Mutex::new(HashMap::new()),
+            status_cache: Default::default(),
         })
     }
 

@@ -2,12 +2,13 @@
 //! stable and documented in README.md.
 
 use super::stats::{CounterSnapshot, Transfer};
-use crate::daemon::Node;
+use crate::daemon::{Node, Share};
 use crate::identity::NodeId;
 use crate::index::{Entry, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::{Arc, Mutex};
 
 /// The whole status document.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -101,6 +102,117 @@ fn differs(a: Option<&(VersionVector, bool)>, b: Option<&(VersionVector, bool)>)
     }
 }
 
+/// What a share's status takes from the index: the counts of its files and, per
+/// peer, how many paths each side still needs. Reading every entry of every peer
+/// is the expensive part of `status` (0.75 s for 100 000 files and 3 peers on the
+/// 2-core build machine), and `meshsync wait` asks twice a second, so it is kept
+/// until the index changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShareSummary {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    local_changes: u64,
+    /// (peer, we need, they need), by peer id.
+    peers: Vec<(NodeId, u64, u64)>,
+}
+
+/// What a [`ShareSummary`] was computed from: any change to it recomputes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SummaryKey {
+    local_seq: u64,
+    remote_generation: u64,
+    participation: Vec<(NodeId, bool)>,
+}
+
+/// The last [`ShareSummary`] of one share and what it was computed from.
+#[derive(Default)]
+pub struct SummaryCache(Mutex<Option<(SummaryKey, Arc<ShareSummary>)>>);
+
+impl SummaryCache {
+    /// The share's summary, computed again only if its index or its peers' say changed.
+    pub fn get_or_compute(&self, share: &Share) -> Arc<ShareSummary> {
+        let idx = &share.ctx.index;
+        let said = share.participation();
+        let mut participation: Vec<(NodeId, bool)> = said.iter().map(|(p, b)| (*p, *b)).collect();
+        participation.sort();
+        // Read before the entries: a change while they are read makes the next call recompute.
+        let key = SummaryKey {
+            local_seq: idx.max_seq().unwrap_or(0),
+            remote_generation: idx.remote_generation(),
+            participation,
+        };
+        self.get_or(key, || summarize(share, &said))
+    }
+
+    fn get_or(&self, key: SummaryKey, compute: impl FnOnce() -> ShareSummary) -> Arc<ShareSummary> {
+        if let Some((k, sum)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if *k == key {
+                return sum.clone();
+            }
+        }
+        let sum = Arc::new(compute());
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, sum.clone()));
+        sum
+    }
+}
+
+fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> ShareSummary {
+    let idx = &share.ctx.index;
+    let locals = idx.all().unwrap_or_default();
+    let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
+    let mut mine: HashMap<String, (VersionVector, bool)> = HashMap::new();
+    for r in &locals {
+        if r.local_change {
+            local_changes += 1;
+        }
+        if !r.entry.deleted {
+            match r.entry.kind {
+                crate::index::EntryKind::Dir => dirs += 1,
+                _ => {
+                    files += 1;
+                    bytes += r.entry.size;
+                }
+            }
+        }
+        mine.insert(r.entry.path.as_str().to_string(), (r.entry.version.clone(), r.entry.deleted));
+    }
+    let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
+    for (peer, e) in idx.all_remote().unwrap_or_default() {
+        // Entries stay after a peer left the share; it is no longer waited for.
+        if said.get(&peer) == Some(&false) {
+            continue;
+        }
+        let Entry { path, version, deleted, .. } = e;
+        theirs.entry(peer).or_default().insert(path.as_str().to_string(), (version, deleted));
+    }
+    // A peer that takes part but sent no index has nothing yet.
+    for (peer, _) in said.iter().filter(|(_, takes_part)| **takes_part) {
+        theirs.entry(*peer).or_default();
+    }
+    let mut peers = Vec::new();
+    for (peer, map) in &theirs {
+        let (mut we_need, mut they_need) = (0, 0);
+        for (path, t) in map {
+            let m = mine.get(path);
+            if differs(m, Some(t)) {
+                match m {
+                    Some(m) if m.0.dominates_or_equals(&t.0) => they_need += 1,
+                    _ => we_need += 1,
+                }
+            }
+        }
+        for (path, m) in &mine {
+            if !map.contains_key(path) && differs(Some(m), None) {
+                they_need += 1;
+            }
+        }
+        peers.push((*peer, we_need, they_need));
+    }
+    peers.sort_by_key(|p| p.0.to_string());
+    ShareSummary { files, dirs, bytes, local_changes, peers }
+}
+
 /// Builds the status of a running node.
 pub fn status(node: &Node) -> Status {
     let known = node.index.peers().unwrap_or_default();
@@ -126,66 +238,20 @@ pub fn status(node: &Node) -> Status {
         .collect();
     let mut shares = Vec::new();
     for share in node.share_list() {
-        let idx = &share.ctx.index;
-        let locals = idx.all().unwrap_or_default();
-        let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
-        let mut mine: HashMap<String, (VersionVector, bool)> = HashMap::new();
-        for r in &locals {
-            if r.local_change {
-                local_changes += 1;
-            }
-            if !r.entry.deleted {
-                match r.entry.kind {
-                    crate::index::EntryKind::Dir => dirs += 1,
-                    _ => {
-                        files += 1;
-                        bytes += r.entry.size;
-                    }
-                }
-            }
-            mine.insert(r.entry.path.as_str().to_string(), (r.entry.version.clone(), r.entry.deleted));
-        }
-        let said = share.participation();
-        let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
-        for (peer, e) in idx.all_remote().unwrap_or_default() {
-            // Entries stay after a peer left the share; it is no longer waited for.
-            if said.get(&peer) == Some(&false) {
-                continue;
-            }
-            let Entry { path, version, deleted, .. } = e;
-            theirs.entry(peer).or_default().insert(path.as_str().to_string(), (version, deleted));
-        }
-        // A peer that takes part but sent no index has nothing yet.
-        for (peer, _) in said.iter().filter(|(_, takes_part)| **takes_part) {
-            theirs.entry(*peer).or_default();
-        }
-        let mut share_peers = Vec::new();
-        for (peer, map) in &theirs {
-            let (mut we_need, mut they_need) = (0, 0);
-            for (path, t) in map {
-                let m = mine.get(path);
-                if differs(m, Some(t)) {
-                    match m {
-                        Some(m) if m.0.dominates_or_equals(&t.0) => they_need += 1,
-                        _ => we_need += 1,
-                    }
-                }
-            }
-            for (path, m) in &mine {
-                if !map.contains_key(path) && differs(Some(m), None) {
-                    they_need += 1;
-                }
-            }
-            share_peers.push(SharePeerStatus {
+        let sum = share.status_cache.get_or_compute(&share);
+        let share_peers: Vec<SharePeerStatus> = sum
+            .peers
+            .iter()
+            .map(|(peer, we_need, they_need)| SharePeerStatus {
                 id: peer.to_string(),
                 connected: live.contains_key(peer),
-                in_sync: we_need == 0 && they_need == 0,
-                we_need,
-                they_need,
-            });
-        }
-        share_peers.sort_by(|a, b| a.id.cmp(&b.id));
+                in_sync: *we_need == 0 && *they_need == 0,
+                we_need: *we_need,
+                they_need: *they_need,
+            })
+            .collect();
         let in_sync = share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync);
+        let ShareSummary { files, dirs, bytes, local_changes, .. } = *sum;
         shares.push(ShareStatus {
             name: share.cfg.name.clone(),
             path: share.cfg.path.display().to_string(),
@@ -382,6 +448,30 @@ mod tests {
 
     fn peer(id: &str, connected: bool, need: (u64, u64)) -> SharePeerStatus {
         SharePeerStatus { id: id.into(), connected, in_sync: need == (0, 0), we_need: need.0, they_need: need.1 }
+    }
+
+    #[test]
+    fn a_share_summary_is_reused_until_what_it_was_computed_from_changes() {
+        let cache = SummaryCache::default();
+        let key = |local_seq, remote_generation, said: &[(u8, bool)]| SummaryKey {
+            local_seq,
+            remote_generation,
+            participation: said.iter().map(|(p, b)| (NodeId([*p; 32]), *b)).collect(),
+        };
+        let sum = |files| ShareSummary { files, dirs: 0, bytes: 0, local_changes: 0, peers: vec![] };
+        let mut computed = 0;
+        let mut get = |k| {
+            cache.get_or(k, || {
+                computed += 1;
+                sum(computed)
+            })
+        };
+        assert_eq!(get(key(1, 1, &[(2, true)])).files, 1);
+        assert_eq!(get(key(1, 1, &[(2, true)])).files, 1, "nothing changed: reused");
+        assert_eq!(get(key(2, 1, &[(2, true)])).files, 2, "a local change");
+        assert_eq!(get(key(2, 2, &[(2, true)])).files, 3, "a peer's index changed");
+        assert_eq!(get(key(2, 2, &[(2, false)])).files, 4, "a peer left the share");
+        assert_eq!(get(key(2, 2, &[(2, false)])).files, 4);
     }
 
     #[test]

@@ -110,8 +110,9 @@ struct ShareTrees {
     chunks: sled::Tree,
     meta: sled::Tree,
     seq_lock: Mutex<()>,
-    /// Bumped by every change to peers' entries, so a download can tell cheaply
-    /// whether to look for new sources.
+    /// Bumped by every change to peers' entries (also by one that failed half-way),
+    /// so a download can tell cheaply whether to look for new sources and status
+    /// whether its summary still holds. Per handle: the daemon opens one per share.
     remote_gen: std::sync::atomic::AtomicU64,
 }
 
@@ -289,21 +290,25 @@ impl ShareIndex {
     ///
     /// A batch under a different index id than before replaces everything of that peer.
     pub fn apply_remote(&self, peer: &NodeId, index_id: u64, entries: &[Entry], upto: u64) -> Result<(), IndexError> {
-        if let Some((old_id, _)) = self.remote_state(peer)? {
-            if old_id != index_id {
-                self.forget_peer(peer)?;
+        let stored = (|| {
+            if let Some((old_id, _)) = self.remote_state(peer)? {
+                if old_id != index_id {
+                    self.forget_peer(peer)?;
+                }
             }
-        }
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            batch.insert(remote_key(&e.path, peer), proto::encode(e)?);
-        }
-        self.inner.remote.apply_batch(batch)?;
-        let mut st = index_id.to_be_bytes().to_vec();
-        st.extend_from_slice(&upto.to_be_bytes());
-        self.inner.remote_state.insert(peer.0, st)?;
+            let mut batch = sled::Batch::default();
+            for e in entries {
+                batch.insert(remote_key(&e.path, peer), proto::encode(e)?);
+            }
+            self.inner.remote.apply_batch(batch)?;
+            let mut st = index_id.to_be_bytes().to_vec();
+            st.extend_from_slice(&upto.to_be_bytes());
+            self.inner.remote_state.insert(peer.0, st)?;
+            Ok(())
+        })();
+        // Even after an error: part of the batch may have been written.
         self.bump_remote();
-        Ok(())
+        stored
     }
 
     fn bump_remote(&self) {
@@ -317,15 +322,19 @@ impl ShareIndex {
 
     /// Drops everything known of a peer's index.
     pub fn forget_peer(&self, peer: &NodeId) -> Result<(), IndexError> {
-        for k in self.inner.remote.iter().keys() {
-            let k = k?;
-            if k.len() > 33 && k[k.len() - 32..] == peer.0 {
-                self.inner.remote.remove(k)?;
+        let removed = (|| {
+            for k in self.inner.remote.iter().keys() {
+                let k = k?;
+                if k.len() > 33 && k[k.len() - 32..] == peer.0 {
+                    self.inner.remote.remove(k)?;
+                }
             }
-        }
-        self.inner.remote_state.remove(peer.0)?;
+            self.inner.remote_state.remove(peer.0)?;
+            Ok(())
+        })();
+        // Even after an error: some entries may be gone.
         self.bump_remote();
-        Ok(())
+        removed
     }
 
     /// Every peer's entry for one path.
@@ -404,6 +413,25 @@ mod tests {
         let id = s.index_id().unwrap();
         drop(s);
         assert_eq!(idx.share("docs").unwrap().index_id().unwrap(), id);
+    }
+
+    #[test]
+    fn every_change_moves_the_sequence_or_the_remote_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        let s = idx.share("docs").unwrap();
+        let p = NodeId([7; 32]);
+        let (seq0, gen0) = (s.max_seq().unwrap(), s.remote_generation());
+        s.put(entry("a", vec![]), 1, false).unwrap();
+        assert!(s.max_seq().unwrap() > seq0, "a local change");
+        s.apply_remote(&p, 1, &[entry("x", vec![])], 1).unwrap();
+        let gen1 = s.remote_generation();
+        assert!(gen1 > gen0, "a peer's batch");
+        s.apply_remote(&p, 1, &[], 1).unwrap();
+        assert!(s.remote_generation() > gen1, "even an empty batch (its state changed)");
+        let gen2 = s.remote_generation();
+        s.forget_peer(&p).unwrap();
+        assert!(s.remote_generation() > gen2, "forgetting a peer");
     }
 
     #[test]

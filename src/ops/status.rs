@@ -145,21 +145,35 @@ impl SummaryCache {
         self.get_or(key, || summarize(share, &said))
     }
 
-    fn get_or(&self, key: SummaryKey, compute: impl FnOnce() -> ShareSummary) -> Arc<ShareSummary> {
+    /// The cached summary for `key`, or `compute`'s; kept only if `compute` read
+    /// everything (a failed read shown once must not stay until the next change).
+    fn get_or(&self, key: SummaryKey, compute: impl FnOnce() -> (ShareSummary, Read)) -> Arc<ShareSummary> {
         if let Some((k, sum)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             if *k == key {
                 return sum.clone();
             }
         }
-        let sum = Arc::new(compute());
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, sum.clone()));
+        let (sum, read) = compute();
+        let sum = Arc::new(sum);
+        if read == Read::Complete {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, sum.clone()));
+        }
         sum
     }
 }
 
-fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> ShareSummary {
+/// Whether a summary saw the whole index or shows what could be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Complete,
+    Partial,
+}
+
+fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> (ShareSummary, Read) {
     let idx = &share.ctx.index;
-    let locals = idx.all().unwrap_or_default();
+    let (locals, remotes) = (idx.all(), idx.all_remote());
+    let read = if locals.is_ok() && remotes.is_ok() { Read::Complete } else { Read::Partial };
+    let locals = locals.unwrap_or_default();
     let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
     let mut mine: HashMap<String, (VersionVector, bool)> = HashMap::new();
     for r in &locals {
@@ -178,7 +192,7 @@ fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> ShareSummary {
         mine.insert(r.entry.path.as_str().to_string(), (r.entry.version.clone(), r.entry.deleted));
     }
     let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
-    for (peer, e) in idx.all_remote().unwrap_or_default() {
+    for (peer, e) in remotes.unwrap_or_default() {
         // Entries stay after a peer left the share; it is no longer waited for.
         if said.get(&peer) == Some(&false) {
             continue;
@@ -210,7 +224,7 @@ fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> ShareSummary {
         peers.push((*peer, we_need, they_need));
     }
     peers.sort_by_key(|p| p.0.to_string());
-    ShareSummary { files, dirs, bytes, local_changes, peers }
+    (ShareSummary { files, dirs, bytes, local_changes, peers }, read)
 }
 
 /// Builds the status of a running node.
@@ -460,18 +474,21 @@ mod tests {
         };
         let sum = |files| ShareSummary { files, dirs: 0, bytes: 0, local_changes: 0, peers: vec![] };
         let mut computed = 0;
-        let mut get = |k| {
+        let mut get_read = |k, read| {
             cache.get_or(k, || {
                 computed += 1;
-                sum(computed)
+                (sum(computed), read)
             })
         };
-        assert_eq!(get(key(1, 1, &[(2, true)])).files, 1);
-        assert_eq!(get(key(1, 1, &[(2, true)])).files, 1, "nothing changed: reused");
-        assert_eq!(get(key(2, 1, &[(2, true)])).files, 2, "a local change");
-        assert_eq!(get(key(2, 2, &[(2, true)])).files, 3, "a peer's index changed");
-        assert_eq!(get(key(2, 2, &[(2, false)])).files, 4, "a peer left the share");
-        assert_eq!(get(key(2, 2, &[(2, false)])).files, 4);
+        assert_eq!(get_read(key(1, 0, &[]), Read::Partial).files, 1);
+        assert_eq!(get_read(key(1, 0, &[]), Read::Complete).files, 2, "a failed read is not kept");
+        let mut get = |k| get_read(k, Read::Complete).files - 2;
+        assert_eq!(get(key(1, 1, &[(2, true)])), 1);
+        assert_eq!(get(key(1, 1, &[(2, true)])), 1, "nothing changed: reused");
+        assert_eq!(get(key(2, 1, &[(2, true)])), 2, "a local change");
+        assert_eq!(get(key(2, 2, &[(2, true)])), 3, "a peer's index changed");
+        assert_eq!(get(key(2, 2, &[(2, false)])), 4, "a peer left the share");
+        assert_eq!(get(key(2, 2, &[(2, false)])), 4);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub struct Share {
     scanning: AtomicBool,
     /// Whether each peer's last Hello (or a later `ShareAdded`) named this share: a
     /// peer with an empty copy never sends an index, and `meshsync wait` must wait
-    /// for it too; one that left the share keeps its old entries here but is not
-    /// waited for. In memory only: known again when the peer next connects.
+    /// for it too; one that left the share keeps its old entries in the index but
+    /// is not waited for. In memory only: known again when the peer next connects.
     participants: Mutex<HashMap<NodeId, bool>>,
     /// The last status summary of this share (see [`crate::ops::status::SummaryCache`]).
     pub status_cache: crate::ops::status::SummaryCache,

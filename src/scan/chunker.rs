@@ -43,24 +43,31 @@ pub fn chunk_reader<R: Read>(r: R, size: u64) -> std::io::Result<Vec<Block>> {
     chunk_buffered(r, p, READ_BUF.max(2 * p.max as usize))
 }
 
-/// A buffer of input: the bytes, how many are valid, and whether the input ended.
+/// A buffer of input: the bytes read (at most `cap`), and whether the input ended.
+///
+/// The bytes are read into the vector's spare capacity, never zeroed first: a
+/// zeroed 16 MiB buffer per file was 16 % of all CPU when 10 000 small files were
+/// scanned and synced (a memset of the whole buffer for every 10-byte file).
 struct Filled {
     buf: Vec<u8>,
-    len: usize,
+    cap: usize,
     eof: bool,
 }
 
 impl Filled {
-    /// Reads until the buffer is full or the input ends.
+    fn new(cap: usize) -> Self {
+        Self { buf: Vec::with_capacity(cap), cap, eof: false }
+    }
+
+    /// Reads until the buffer holds `cap` bytes or the input ends.
     fn fill<R: Read>(&mut self, r: &mut R) -> std::io::Result<()> {
-        while self.len < self.buf.len() && !self.eof {
-            match r.read(&mut self.buf[self.len..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.len += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let want = self.cap.saturating_sub(self.buf.len());
+        if want == 0 || self.eof {
+            return Ok(());
         }
+        // `read_to_end` retries interrupted reads and stops at the limit or the end.
+        let n = r.by_ref().take(want as u64).read_to_end(&mut self.buf)?;
+        self.eof = n < want;
         Ok(())
     }
 
@@ -68,7 +75,7 @@ impl Filled {
     /// out: it may only be cut short by the buffer's end, and is redone with more
     /// data. Every earlier cut depends on bytes inside the buffer only.
     fn cuts(&self, p: ChunkParams) -> Vec<(usize, usize)> {
-        let data = &self.buf[..self.len];
+        let data = &self.buf[..];
         let mut cuts: Vec<(usize, usize)> =
             fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max).map(|c| (c.offset, c.length)).collect();
         if !self.eof {
@@ -79,11 +86,11 @@ impl Filled {
 }
 
 fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Result<Vec<Block>> {
-    let mut cur = Filled { buf: vec![0u8; cap], len: 0, eof: false };
+    let mut cur = Filled::new(cap);
     cur.fill(&mut r)?;
     if cur.eof {
         // Fits in one buffer (most files): no second thread.
-        return Ok(hash_all(&cur.buf[..cur.len], &cur.cuts(p), cores()));
+        return Ok(hash_all(&cur.buf, &cur.cuts(p), cores()));
     }
     std::thread::scope(|s| {
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<(usize, usize)>)>(1);
@@ -99,24 +106,24 @@ fn chunk_buffered<R: Read>(mut r: R, p: ChunkParams, cap: usize) -> std::io::Res
             }
             out
         });
-        let mut spare = Some(vec![0u8; cap]);
+        let mut spare = Some(Vec::with_capacity(cap));
         let hasher_gone = || std::io::Error::other("the hashing thread stopped");
         let read = loop {
             let cuts = cur.cuts(p);
             // Where the bytes left for the next round start.
             let end = cuts.last().map_or(0, |&(o, l)| o + l);
-            let tail = cur.len - end;
             // The second buffer, then whichever one the hasher is done with.
             let Some(mut next) = spare.take().or_else(|| empty_rx.recv().ok()) else {
                 break Err(hasher_gone());
             };
-            next[..tail].copy_from_slice(&cur.buf[end..cur.len]);
+            next.clear();
+            next.extend_from_slice(&cur.buf[end..]);
             let eof = cur.eof;
-            let done = std::mem::replace(&mut cur, Filled { buf: next, len: tail, eof });
+            let done = std::mem::replace(&mut cur, Filled { buf: next, cap, eof });
             if full_tx.send((done.buf, cuts)).is_err() {
                 break Err(hasher_gone());
             }
-            if cur.eof && cur.len == 0 {
+            if cur.eof && cur.buf.is_empty() {
                 break Ok(());
             }
             if let Err(e) = cur.fill(&mut r) {

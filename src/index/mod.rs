@@ -290,7 +290,7 @@ impl ShareIndex {
     ///
     /// A batch under a different index id than before replaces everything of that peer.
     pub fn apply_remote(&self, peer: &NodeId, index_id: u64, entries: &[Entry], upto: u64) -> Result<(), IndexError> {
-        let stored = (|| {
+        self.changing_remote(|| {
             if let Some((old_id, _)) = self.remote_state(peer)? {
                 if old_id != index_id {
                     self.forget_peer(peer)?;
@@ -305,14 +305,15 @@ impl ShareIndex {
             st.extend_from_slice(&upto.to_be_bytes());
             self.inner.remote_state.insert(peer.0, st)?;
             Ok(())
-        })();
-        // Even after an error: part of the batch may have been written.
-        self.bump_remote();
-        stored
+        })
     }
 
-    fn bump_remote(&self) {
+    /// Runs a change to peers' entries, then bumps the generation whatever the
+    /// outcome: part of a failed change may have been written.
+    fn changing_remote(&self, change: impl FnOnce() -> Result<(), IndexError>) -> Result<(), IndexError> {
+        let done = change();
         self.inner.remote_gen.fetch_add(1, std::sync::atomic::Ordering::Release);
+        done
     }
 
     /// Changes when peers' entries change (a counter, not persisted).
@@ -322,7 +323,7 @@ impl ShareIndex {
 
     /// Drops everything known of a peer's index.
     pub fn forget_peer(&self, peer: &NodeId) -> Result<(), IndexError> {
-        let removed = (|| {
+        self.changing_remote(|| {
             for k in self.inner.remote.iter().keys() {
                 let k = k?;
                 if k.len() > 33 && k[k.len() - 32..] == peer.0 {
@@ -331,10 +332,7 @@ impl ShareIndex {
             }
             self.inner.remote_state.remove(peer.0)?;
             Ok(())
-        })();
-        // Even after an error: some entries may be gone.
-        self.bump_remote();
-        removed
+        })
     }
 
     /// Every peer's entry for one path.
@@ -415,11 +413,16 @@ mod tests {
         assert_eq!(idx.share("docs").unwrap().index_id().unwrap(), id);
     }
 
+    /// A share index in a temporary directory (kept alive by the returned guard).
+    fn share_index() -> (tempfile::TempDir, ShareIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Index::open(dir.path()).unwrap().share("docs").unwrap();
+        (dir, s)
+    }
+
     #[test]
     fn every_change_moves_the_sequence_or_the_remote_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(dir.path()).unwrap();
-        let s = idx.share("docs").unwrap();
+        let (_dir, s) = share_index();
         let p = NodeId([7; 32]);
         let (seq0, gen0) = (s.max_seq().unwrap(), s.remote_generation());
         s.put(entry("a", vec![]), 1, false).unwrap();
@@ -436,9 +439,7 @@ mod tests {
 
     #[test]
     fn remote_reset_on_new_index_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(dir.path()).unwrap();
-        let s = idx.share("docs").unwrap();
+        let (_dir, s) = share_index();
         let p = NodeId([7; 32]);
         s.apply_remote(&p, 11, &[entry("x", vec![]), entry("y", vec![])], 2).unwrap();
         assert_eq!(s.remote_state(&p).unwrap(), Some((11, 2)));

@@ -11,7 +11,7 @@ node() { # name inviter
   local L="127.0.0.1:$(port)"
   if [ -z "$2" ]; then "$BIN" --home "$W/$1" init --name "$1" --listen "$L" >/dev/null
   else "$BIN" --home "$W/$1" join "$("$BIN" --home "$W/$2" invite)" --name "$1" --listen "$L" >/dev/null; fi
-  sed -i 's/rescan_interval_secs = 5/rescan_interval_secs = 1/' "$W/$1/config.toml"
+  sed -i 's/rescan_interval_secs = 3600/rescan_interval_secs = 1/' "$W/$1/config.toml"
   "$BIN" --home "$W/$1" share add s "$W/$1-share" >/dev/null
   RUST_LOG=${RUST_LOG:-warn} "$BIN" --home "$W/$1" run 2>"$W/$1.log" & PIDS+=($!)
   sleep 0.5

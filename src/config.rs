@@ -143,7 +143,7 @@ struct RawNode {
 }
 
 fn default_rescan() -> Spanned<u64> {
-    Spanned::new(0..0, 5)
+    Spanned::new(0..0, 3600)
 }
 fn default_min_free() -> u64 {
     256
@@ -245,7 +245,7 @@ impl Config {
              name = {}\n\
              listen = \"{listen}\"\n\
              # advertise = [\"203.0.113.7:7700\"]   # addresses told to peers (default: listen)\n\
-             rescan_interval_secs = 5\n\
+             rescan_interval_secs = 3600\n\
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
              log = \"human\"\n",
@@ -294,7 +294,7 @@ mod tests {
             Path::new("c"),
         )
         .unwrap();
-        assert_eq!(c.node.rescan_interval, Duration::from_secs(5));
+        assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
         assert_eq!(c.node.advertise, vec![c.node.listen]);
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
     }

@@ -81,9 +81,6 @@ pub async fn run(keep: bool, size_mib: u64) -> anyhow::Result<()> {
                 names[i - 1]
             );
         }
-        let cfg = homes[i].join("config.toml");
-        let text = std::fs::read_to_string(&cfg)?.replace("rescan_interval_secs = 5", "rescan_interval_secs = 1");
-        std::fs::write(&cfg, text)?;
         cli(&homes[i], &["share", "add", "demo", &shares[i].to_string_lossy()])?;
         println!("  $ meshsync share add demo {}", shares[i].display());
         start(&mut mesh, &homes[i])?;

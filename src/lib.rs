@@ -16,3 +16,4 @@ pub mod setup;
 pub mod sim;
 pub mod sync;
 pub mod util;
+pub mod watch;

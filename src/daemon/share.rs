@@ -1,4 +1,5 @@
-//! One share's worker: rescans on a timer, plans against the peers' indexes, and
+//! One share's worker: scans what the file watcher saw change and the whole share
+//! on a timer, plans against the peers' indexes, and
 //! applies the plan. Scanning and applying never overlap within a share.
 
 use super::Node;
@@ -11,6 +12,7 @@ use anyhow::Context;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -42,6 +44,8 @@ pub struct Share {
     scans_asked: AtomicU64,
     scans_covered: AtomicU64,
     scanning: AtomicBool,
+    /// Local changes the file watcher saw that are not scanned yet.
+    pub watched: Arc<crate::watch::Pending>,
     /// Whether each peer's last Hello (or a later `ShareAdded`) named this share: a
     /// peer with an empty copy never sends an index, and `meshsync wait` must wait
     /// for it too; one that left the share keeps its old entries in the index but
@@ -82,6 +86,7 @@ impl Share {
             scans_asked: AtomicU64::new(0),
             scans_covered: AtomicU64::new(0),
             scanning: AtomicBool::new(false),
+            watched: Default::default(),
             participants: Mutex::new(HashMap::new()),
             status_cache: Default::default(),
         })
@@ -102,10 +107,12 @@ impl Share {
         self.rescan_now.notify_one();
     }
 
-    /// True while a scan runs or one asked for has not finished.
+    /// True while a scan runs, one asked for has not finished, or the watcher saw
+    /// changes not scanned yet.
     pub fn scanning(&self) -> bool {
         self.scanning.load(Ordering::SeqCst)
             || self.scans_asked.load(Ordering::SeqCst) > self.scans_covered.load(Ordering::SeqCst)
+            || !self.watched.with(|s, _| s.is_empty())
     }
 
     /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
@@ -123,6 +130,10 @@ impl Share {
         std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths).into_iter().collect()
     }
 
+    fn scanner(&self, me: crate::index::ShortId) -> Scanner<'_> {
+        Scanner { root: &self.ctx.root, index: &self.ctx.index, me, mode: self.cfg.mode, ignore: &self.ignore }
+    }
+
     fn publish_seq(&self) {
         if let Ok(s) = self.ctx.index.max_seq() {
             self.seq.send_if_modified(|v| {
@@ -136,47 +147,129 @@ impl Share {
 
 /// The worker loop of one share.
 pub async fn run(node: Arc<Node>, share: Arc<Share>) {
-    let interval = node.config.node.rescan_interval;
     let me = node.ident.id.short();
+    // Without a watch, changes are found by full scans only: often, as before
+    // watching existed, rather than hourly.
+    let watch = match crate::watch::ShareWatch::start(&share.ctx.root, share.ignore.clone(), share.watched.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "local changes are found by rescanning every {} s", UNWATCHED_RESCAN.as_secs());
+            None
+        }
+    };
+    let interval = if watch.is_some() {
+        node.config.node.rescan_interval
+    } else {
+        node.config.node.rescan_interval.min(UNWATCHED_RESCAN)
+    };
     loop {
         // Scan.
         let asked = share.scans_asked.load(Ordering::SeqCst);
         share.scanning.store(true, Ordering::SeqCst);
+        // Everything the watcher saw so far is covered by this walk.
+        share.watched.with(|s, _| {
+            s.clear();
+            s.take_overflow();
+        });
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
-        let scanned = tokio::task::spawn_blocking(move || {
-            Scanner { root: &s2.ctx.root, index: &s2.ctx.index, me, mode: s2.cfg.mode, ignore: &s2.ignore }.scan()
-        })
-        .await;
-        match scanned {
-            Ok(Ok(st)) => {
-                if st.changed + st.deleted > 0 {
-                    let secs = format!("{:.2}", scan_start.elapsed().as_secs_f64());
-                    info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, secs, "local changes");
-                }
-            }
-            Ok(Err(e)) => warn!(error = %e, "scan failed"),
-            Err(e) => warn!(error = %e, "scan task failed"),
-        }
+        let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan()).await;
+        report_scan(scanned, scan_start);
         share.publish_seq();
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
         // A full plan after every scan retries what failed before (no source, disk full).
         let all = all_remote_paths(&share);
-        plan_and_apply(&share, all).await;
-        // Then follow peers' announcements until the next scan is due.
+        let mut retry = Retry::default();
+        retry.failed(plan_and_apply(&share, all).await);
+        // Then follow peers' announcements and local events until the next scan is due.
         let next_scan = tokio::time::Instant::now() + interval;
         loop {
+            let due = share.watched.next_due();
             tokio::select! {
                 _ = node.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => break,
                 _ = share.rescan_now.notified() => break,
                 _ = share.wake.notified() => {
                     let paths = share.take_dirty();
-                    plan_and_apply(&share, paths).await;
+                    retry.failed(plan_and_apply(&share, paths).await);
+                }
+                _ = sleep_until_some(retry.at) => {
+                    let paths = retry.take();
+                    retry.failed(plan_and_apply(&share, paths).await);
+                }
+                // A new event: the loop recomputes when the next path is due.
+                _ = share.watched.wake.notified() => {
+                    if share.watched.with(|s, _| s.take_overflow()) {
+                        info!("file events were lost; scanning the whole share");
+                        break;
+                    }
+                }
+                _ = sleep_until_some(due) => {
+                    let paths = share.watched.with(|s, now| s.take_due(now, crate::watch::SETTLE));
+                    if paths.is_empty() {
+                        continue;
+                    }
+                    let s2 = share.clone();
+                    let scan_start = std::time::Instant::now();
+                    let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan_paths(&paths)).await;
+                    report_scan(scanned, scan_start);
+                    share.publish_seq();
                 }
             }
         }
+    }
+}
+
+/// How long after a failed action (no source reachable, disk full) it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Paths whose action failed, and when to try them again: the full rescan that
+/// used to retry them is hourly now that the watcher finds local changes.
+#[derive(Default)]
+struct Retry {
+    paths: BTreeSet<RelPath>,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Retry {
+    fn failed(&mut self, paths: Vec<RelPath>) {
+        if !paths.is_empty() {
+            self.paths.extend(paths);
+            self.at.get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+        }
+    }
+
+    fn take(&mut self) -> Vec<RelPath> {
+        self.at = None;
+        std::mem::take(&mut self.paths).into_iter().collect()
+    }
+}
+
+/// How often a share without a file watch is scanned, at most.
+const UNWATCHED_RESCAN: Duration = Duration::from_secs(10);
+
+/// Sleeps until `at`, or forever if there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn report_scan(
+    scanned: Result<Result<crate::scan::ScanStats, crate::scan::ScanError>, tokio::task::JoinError>,
+    start: std::time::Instant,
+) {
+    match scanned {
+        Ok(Ok(st)) => {
+            if st.changed + st.deleted > 0 {
+                let secs = format!("{:.2}", start.elapsed().as_secs_f64());
+                info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, secs, "local changes");
+            }
+        }
+        Ok(Err(e)) => warn!(error = %e, "scan failed"),
+        Err(e) => warn!(error = %e, "scan task failed"),
     }
 }
 
@@ -202,17 +295,20 @@ fn plan(share: &Share, paths: &[RelPath]) -> Vec<Action> {
     actions
 }
 
-async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) {
+/// Plans `paths` against the peers' indexes and applies the plan; returns the paths
+/// whose action failed, to be tried again.
+async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> Vec<RelPath> {
+    let mut failed = Vec::new();
     if paths.is_empty() {
-        return;
+        return failed;
     }
     let s2 = share.clone();
     let actions = match tokio::task::spawn_blocking(move || plan(&s2, &paths)).await {
         Ok(a) => a,
-        Err(_) => return,
+        Err(_) => return failed,
     };
     if actions.is_empty() {
-        return;
+        return failed;
     }
     debug!(count = actions.len(), "applying");
     let mut disk_full = None;
@@ -242,17 +338,21 @@ async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) {
             };
             let Ok((path, res)) = res else { continue };
             match res {
-                Ok(()) => share.publish_seq(),
+                Ok(()) => {
+                    share.publish_seq();
+                    continue;
+                }
                 Err(e @ ApplyError::DiskFull { .. }) => {
                     disk_full = Some(e.to_string());
                 }
                 Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
-                    debug!(path = %path, error = %e, "not applied yet; retried after the next scan");
+                    debug!(path = %path, error = %e, "not applied yet; retried shortly");
                 }
                 Err(e) => {
-                    warn!(path = %path, error = %e, "not applied");
+                    warn!(path = %path, error = %e, "not applied; retried shortly");
                 }
             }
+            failed.push(path);
         }
         i = j;
     }
@@ -263,4 +363,5 @@ async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) {
         _ => {}
     }
     *paused = disk_full;
+    failed
 }

@@ -36,6 +36,15 @@ pub struct ScanStats {
     pub hashed_bytes: u64,
 }
 
+/// What a walk saw, so entries it did not see can be recorded as deleted.
+#[derive(Default)]
+struct Walk {
+    stats: ScanStats,
+    seen: HashSet<String>,
+    /// Directories that could not be read: what the index says below them stays.
+    unreadable: Vec<String>,
+}
+
 /// Scans one share.
 pub struct Scanner<'a> {
     /// Share root on disk.
@@ -54,16 +63,64 @@ impl Scanner<'_> {
     /// Walks the whole share once.
     pub fn scan(&self) -> Result<ScanStats, ScanError> {
         std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
-        let mut stats = ScanStats::default();
-        let mut seen = HashSet::new();
-        let mut unreadable: Vec<String> = Vec::new();
-        let mut stack = vec![(self.root.to_path_buf(), String::new())];
+        let mut walk = Walk::default();
+        self.walk(self.root.to_path_buf(), String::new(), &mut walk)?;
+        walk.stats.deleted += self.tombstone_unseen(&walk, |_| true)?;
+        Ok(walk.stats)
+    }
+
+    /// Looks at these paths only (the watcher's changes): each is scanned if present
+    /// (a directory with everything under it, as files created before its watch
+    /// existed raise no event), or recorded as deleted with everything under it.
+    pub fn scan_paths(&self, paths: &[RelPath]) -> Result<ScanStats, ScanError> {
+        std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
+        let mut walk = Walk::default();
+        for rel in paths {
+            if self.ignore.is_ignored(rel.as_str()) {
+                continue;
+            }
+            let abs = self.root.join(rel.as_str());
+            match std::fs::symlink_metadata(&abs) {
+                Ok(meta) => {
+                    let ft = meta.file_type();
+                    if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+                        continue;
+                    }
+                    self.look_at(&abs, rel.clone(), &meta, &mut walk)?;
+                    if ft.is_dir() {
+                        self.walk(abs, rel.as_str().to_string(), &mut walk)?;
+                        let prefix = format!("{rel}/");
+                        walk.stats.deleted += self.tombstone_unseen(&walk, |p| p.starts_with(&prefix))?;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let Some(old) = self.index.get(rel)? else { continue };
+                    if old.entry.deleted {
+                        continue;
+                    }
+                    if old.entry.kind == EntryKind::Dir {
+                        let prefix = format!("{rel}/");
+                        walk.stats.deleted += self.tombstone_unseen(&walk, |p| p.starts_with(&prefix))?;
+                    }
+                    self.tombstone(&old.entry)?;
+                    walk.stats.deleted += 1;
+                }
+                // Unreadable right now: the next event or full scan looks again.
+                Err(e) => debug!(path = %rel, error = %e, "skipped for now"),
+            }
+        }
+        Ok(walk.stats)
+    }
+
+    /// Scans everything below `dir` (share path `rel_dir`), noting what it saw.
+    fn walk(&self, dir: std::path::PathBuf, rel_dir: String, walk: &mut Walk) -> Result<(), ScanError> {
+        let mut stack = vec![(dir, rel_dir)];
         while let Some((dir, rel_dir)) = stack.pop() {
             let rd = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) => {
                     warn!(dir = %dir.display(), error = %e, "cannot read directory; its contents are left as they are");
-                    unreadable.push(rel_dir.clone());
+                    walk.unreadable.push(rel_dir.clone());
                     continue;
                 }
             };
@@ -89,36 +146,54 @@ impl Scanner<'_> {
                 } else if !(ft.is_file() || ft.is_symlink()) {
                     continue;
                 }
-                match self.scan_one(&de.path(), rel.clone(), &meta, &mut stats) {
-                    Ok(true) => {
-                        seen.insert(rel_s);
-                    }
-                    Ok(false) => {}
-                    Err(ScanFileError::Index(e)) => return Err(e.into()),
-                    Err(ScanFileError::Io(e)) => {
-                        // Unreadable right now: keep what the index says, try next scan.
-                        debug!(path = %rel, error = %e, "skipped for now");
-                        seen.insert(rel_s);
-                    }
-                }
+                self.look_at(&de.path(), rel, &meta, walk)?;
             }
         }
+        Ok(())
+    }
+
+    /// Scans one present path, noting it as seen unless it was skipped.
+    fn look_at(&self, abs: &Path, rel: RelPath, meta: &std::fs::Metadata, walk: &mut Walk) -> Result<(), ScanError> {
+        let rel_s = rel.as_str().to_string();
+        match self.scan_one(abs, rel, meta, &mut walk.stats) {
+            Ok(true) => {
+                walk.seen.insert(rel_s);
+            }
+            Ok(false) => {}
+            Err(ScanFileError::Index(e)) => return Err(e.into()),
+            Err(ScanFileError::Io(e)) => {
+                // Unreadable right now: keep what the index says, try next scan.
+                debug!(path = %rel_s, error = %e, "skipped for now");
+                walk.seen.insert(rel_s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records as deleted every live entry matching `within` that the walk did not
+    /// see, except below a directory it could not read; returns how many.
+    fn tombstone_unseen(&self, walk: &Walk, within: impl Fn(&str) -> bool) -> Result<usize, ScanError> {
+        let mut n = 0;
         for rec in self.index.all()? {
             let p = rec.entry.path.as_str();
-            if rec.entry.deleted || seen.contains(p) || self.ignore.is_ignored(p) {
+            if rec.entry.deleted || !within(p) || walk.seen.contains(p) || self.ignore.is_ignored(p) {
                 continue;
             }
-            if unreadable.iter().any(|d| d.is_empty() || p.starts_with(&format!("{d}/"))) {
+            if walk.unreadable.iter().any(|d| d.is_empty() || p.starts_with(&format!("{d}/"))) {
                 continue;
             }
-            let mut e = rec.entry.clone();
-            e.deleted = true;
-            e.blocks.clear();
-            e.size = 0;
-            self.record(&rec.entry.version, e, 0)?;
-            stats.deleted += 1;
+            self.tombstone(&rec.entry)?;
+            n += 1;
         }
-        Ok(stats)
+        Ok(n)
+    }
+
+    fn tombstone(&self, entry: &Entry) -> Result<(), IndexError> {
+        let mut e = entry.clone();
+        e.deleted = true;
+        e.blocks.clear();
+        e.size = 0;
+        self.record(&entry.version, e, 0)
     }
 
     fn record(&self, base: &VersionVector, mut e: Entry, ino: u64) -> Result<(), IndexError> {
@@ -236,5 +311,124 @@ impl From<std::io::Error> for ScanFileError {
 impl From<IndexError> for ScanFileError {
     fn from(e: IndexError) -> Self {
         ScanFileError::Index(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Index;
+
+    /// A share root and its index in temporary directories.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        index: ShareIndex,
+        ignore: Ignore,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("share");
+            std::fs::create_dir(&root).unwrap();
+            let index = Index::open(&dir.path().join("index")).unwrap().share("s").unwrap();
+            Self { _dir: dir, root, index, ignore: Ignore::new(&[]).unwrap() }
+        }
+
+        fn scanner(&self) -> Scanner<'_> {
+            Scanner {
+                root: &self.root,
+                index: &self.index,
+                me: ShortId(1),
+                mode: ShareMode::SendReceive,
+                ignore: &self.ignore,
+            }
+        }
+
+        fn write(&self, rel: &str, body: &[u8]) {
+            let p = self.root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+
+        /// Live paths in the index.
+        fn live(&self) -> Vec<String> {
+            let mut v: Vec<String> = self
+                .index
+                .all()
+                .unwrap()
+                .into_iter()
+                .filter(|r| !r.entry.deleted)
+                .map(|r| r.entry.path.as_str().to_string())
+                .collect();
+            v.sort();
+            v
+        }
+
+        fn paths(&self, rels: &[&str]) -> ScanStats {
+            let rels: Vec<RelPath> = rels.iter().map(|r| RelPath::parse(r).unwrap()).collect();
+            self.scanner().scan_paths(&rels).unwrap()
+        }
+    }
+
+    #[test]
+    fn named_paths_are_scanned_and_nothing_else() {
+        let f = Fixture::new();
+        f.write("a", b"one");
+        f.write("b", b"two");
+        let st = f.paths(&["a"]);
+        assert_eq!((st.changed, st.deleted, st.hashed_bytes), (1, 0, 3));
+        assert_eq!(f.live(), vec!["a"], "b raised no event: the full scan finds it");
+        assert_eq!(f.paths(&["a"]).changed, 0, "unchanged: not recorded again");
+        assert_eq!(f.scanner().scan().unwrap().changed, 1);
+        assert_eq!(f.live(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_new_directory_is_scanned_with_everything_in_it() {
+        let f = Fixture::new();
+        // Created before any watch could be put on "d": only "d" raises an event.
+        f.write("d/e/f", b"deep");
+        f.write("d/g", b"flat");
+        let st = f.paths(&["d"]);
+        assert_eq!(st.changed, 4);
+        assert_eq!(f.live(), vec!["d", "d/e", "d/e/f", "d/g"]);
+    }
+
+    #[test]
+    fn a_vanished_path_is_recorded_deleted_with_everything_under_it() {
+        let f = Fixture::new();
+        f.write("d/e/f", b"deep");
+        f.write("d2/x", b"kept");
+        f.write("top", b"file");
+        f.scanner().scan().unwrap();
+        std::fs::remove_dir_all(f.root.join("d")).unwrap();
+        std::fs::remove_file(f.root.join("top")).unwrap();
+        let st = f.paths(&["d", "top", "never-existed"]);
+        assert_eq!((st.changed, st.deleted), (0, 4));
+        assert_eq!(f.live(), vec!["d2", "d2/x"], "d2 only shares a prefix with d");
+        assert_eq!(f.paths(&["top"]).deleted, 0, "already a tombstone");
+    }
+
+    #[test]
+    fn a_rename_moves_the_entry() {
+        let f = Fixture::new();
+        f.write("old", b"body");
+        f.scanner().scan().unwrap();
+        std::fs::rename(f.root.join("old"), f.root.join("new")).unwrap();
+        let st = f.paths(&["new", "old"]);
+        assert_eq!((st.changed, st.deleted), (1, 1));
+        assert_eq!(f.live(), vec!["new"]);
+    }
+
+    #[test]
+    fn ignored_and_partial_paths_are_left_alone() {
+        let f = Fixture::new();
+        f.write("up.pdf.filepart", b"half");
+        f.write("notes.tmp", b"scratch");
+        let st = f.paths(&["up.pdf.filepart", "notes.tmp"]);
+        assert_eq!(st, ScanStats::default());
+        assert!(f.live().is_empty());
     }
 }

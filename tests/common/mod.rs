@@ -43,18 +43,11 @@ pub fn free_addr() -> SocketAddr {
     s.local_addr().unwrap()
 }
 
-fn fast_rescan(home: &Home) {
-    let p = home.config();
-    let t = std::fs::read_to_string(&p).unwrap().replace("rescan_interval_secs = 5", "rescan_interval_secs = 1");
-    std::fs::write(p, t).unwrap();
-}
-
 /// Creates the first node of a new mesh (not started).
 pub fn first(dir: &Path, name: &str, mode: ShareMode) -> TestNode {
     let home = Home::new(dir.join(name));
     let listen = free_addr();
     setup::init(&home, name, listen).unwrap();
-    fast_rescan(&home);
     let root = dir.join(format!("{name}-share"));
     setup::share_add(&home, SHARE, &root, mode).unwrap();
     TestNode { name: name.into(), root: root.canonicalize().unwrap(), home, listen, handle: None }
@@ -66,7 +59,6 @@ pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -
     let home = Home::new(dir.join(name));
     let listen = free_addr();
     daemon::join(&home, &token, name, listen).await.unwrap();
-    fast_rescan(&home);
     let root = dir.join(format!("{name}-share"));
     setup::share_add(&home, SHARE, &root, mode).unwrap();
     let mut n = TestNode { name: name.into(), root: root.canonicalize().unwrap(), home, listen, handle: None };

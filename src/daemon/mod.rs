@@ -213,6 +213,12 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
     let control = crate::ops::control::bind(&node);
     tasks.spawn(crate::ops::control::serve(node.clone(), control).instrument(span.clone()));
+    if let Some(addr) = config.node.metrics_listen {
+        let listener = crate::ops::metrics::bind(addr)
+            .await
+            .with_context(|| format!("metrics_listen = \"{addr}\": cannot listen there (in use? another address?)"))?;
+        tasks.spawn(crate::ops::metrics::serve(node.clone(), listener).instrument(span.clone()));
+    }
     tasks.spawn(config_reload_loop(node.clone()).instrument(span));
     Ok(NodeHandle { node, tasks })
 }

@@ -2,5 +2,6 @@
 
 pub mod bench_view;
 pub mod control;
+pub mod metrics;
 pub mod stats;
 pub mod status;

@@ -1,0 +1,234 @@
+//! Prometheus metrics at `http://<metrics_listen>/metrics`: the node's counters and
+//! the state of its peers and shares, read from the same snapshot as `meshsync
+//! status`, so a dashboard and the CLI never disagree.
+
+use super::status::Status;
+use crate::daemon::Node;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info};
+
+/// The OpenMetrics text format, which Prometheus asks for first.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A scrape request larger than this is refused: a GET has no body.
+const MAX_REQUEST: usize = 8 << 10;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Labels = Vec<(String, String)>;
+/// A per-share gauge: name, help, and how to read it from the share's status.
+type ShareGauge = (&'static str, &'static str, fn(&super::status::ShareStatus) -> i64);
+
+/// The metrics text for one status snapshot.
+pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix("meshsync");
+    // Every counter of `status --json`, by its name there: a new counter is exported
+    // without being listed twice.
+    if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&st.counters) {
+        for (name, v) in counters {
+            if let Some(v) = v.as_u64() {
+                let help = format!("{} since the daemon started", name.replace('_', " "));
+                reg.register(name, help, ConstCounter::new(v));
+            }
+        }
+    }
+    let peer_up = Family::<Labels, Gauge>::default();
+    for p in &st.peers {
+        peer_up
+            .get_or_create(&vec![("peer".into(), p.name.clone()), ("id".into(), p.id.clone())])
+            .set(p.connected.into());
+    }
+    reg.register("peer_connected", "1 if the peer is connected now", peer_up);
+    let gauges: [ShareGauge; 7] = [
+        ("share_files", "files in the share", |s| s.files as i64),
+        ("share_dirs", "directories in the share", |s| s.dirs as i64),
+        ("share_bytes", "bytes of the share's files", |s| s.bytes as i64),
+        ("share_local_changes", "local changes a receive-only share keeps to itself", |s| s.local_changes as i64),
+        ("share_in_sync", "1 if every connected peer has this node's versions", |s| s.in_sync.into()),
+        ("share_paused", "1 if the share is paused (disk full)", |s| s.paused.is_some().into()),
+        ("share_scanning", "1 while a scan runs or a local change waits to be scanned", |s| s.scanning.into()),
+    ];
+    for (name, help, value) in gauges {
+        let fam = Family::<Labels, Gauge>::default();
+        for s in &st.shares {
+            fam.get_or_create(&vec![("share".into(), s.name.clone())]).set(value(s));
+        }
+        reg.register(name, help, fam);
+    }
+    let (we_need, they_need) = (Family::<Labels, Gauge>::default(), Family::<Labels, Gauge>::default());
+    for s in &st.shares {
+        for p in &s.peers {
+            let name = st.peers.iter().find(|x| x.id == p.id).map(|x| x.name.clone()).unwrap_or_default();
+            let l = vec![("share".into(), s.name.clone()), ("peer".into(), name), ("id".into(), p.id.clone())];
+            we_need.get_or_create(&l).set(p.we_need as i64);
+            they_need.get_or_create(&l).set(p.they_need as i64);
+        }
+    }
+    reg.register("share_peer_we_need", "paths this node still needs from the peer", we_need);
+    reg.register("share_peer_they_need", "paths the peer still needs from this node", they_need);
+    let (left, rate) = (Family::<Labels, Gauge>::default(), Family::<Labels, Gauge>::default());
+    for t in &st.transfers {
+        let l = vec![("share".into(), t.share.clone())];
+        left.get_or_create(&l).inc_by(t.total.saturating_sub(t.done) as i64);
+        rate.get_or_create(&l).inc_by(t.bytes_per_sec.unwrap_or(0.0) as i64);
+    }
+    reg.register("download_bytes_left", "bytes of running downloads not here yet", left);
+    reg.register("download_bytes_per_second", "current download rate", rate);
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// Binds the metrics address; a configured address that cannot be bound stops the
+/// daemon from starting rather than leaving the dashboard silently empty.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Answers scrapes until the node stops.
+pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
+    if let Ok(a) = listener.local_addr() {
+        info!(address = %a, "metrics at http://{a}/metrics");
+    }
+    loop {
+        let conn = tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok((stream, from)) => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(&node, stream).await {
+                        debug!(from = %from, error = %e, "metrics request failed");
+                    }
+                });
+            }
+            Err(e) => {
+                debug!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One HTTP/1 exchange: `GET /metrics` gets the metrics, anything else a 404 or 400.
+async fn answer(node: &Arc<Node>, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let head = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 || buf.len() + n > MAX_REQUEST {
+                return Ok::<_, std::io::Error>(false);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(true)
+    })
+    .await;
+    let complete = matches!(head, Ok(Ok(true)));
+    let (status, ctype, body) = match request_target(complete.then_some(&buf[..])) {
+        Some("/metrics") => {
+            let n = node.clone();
+            match tokio::task::spawn_blocking(move || render(&super::status::status(&n))).await {
+                Ok(Ok(text)) => ("200 OK", CONTENT_TYPE, text),
+                _ => ("500 Internal Server Error", "text/plain", "status unavailable\n".to_string()),
+            }
+        }
+        Some(_) => ("404 Not Found", "text/plain", "metrics are at /metrics\n".to_string()),
+        None => ("400 Bad Request", "text/plain", "expected GET /metrics\n".to_string()),
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The path of a `GET` request head, if it is one.
+fn request_target(head: Option<&[u8]>) -> Option<&str> {
+    let line = std::str::from_utf8(head?).ok()?.lines().next()?;
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("GET"), Some(target), Some(v)) if v.starts_with("HTTP/1.") => Some(target.split('?').next()?),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::status::{NodeStatus, PeerStatus, SharePeerStatus, ShareStatus};
+
+    fn status() -> Status {
+        let mut st = Status {
+            node: NodeStatus { id: "A".into(), name: "alpha".into(), listen: "127.0.0.1:1".into() },
+            peers: vec![PeerStatus {
+                id: "B".into(),
+                name: "beta".into(),
+                addresses: vec![],
+                connected: true,
+                address: None,
+            }],
+            shares: vec![ShareStatus {
+                name: "www".into(),
+                path: "/srv/www".into(),
+                mode: "send-receive".into(),
+                files: 3,
+                dirs: 1,
+                bytes: 300,
+                local_changes: 0,
+                paused: Some("disk full".into()),
+                in_sync: false,
+                scanning: false,
+                peers: vec![SharePeerStatus {
+                    id: "B".into(),
+                    connected: true,
+                    in_sync: false,
+                    we_need: 2,
+                    they_need: 0,
+                }],
+            }],
+            transfers: vec![],
+            counters: Default::default(),
+        };
+        st.counters.chunk_bytes_sent = 1234;
+        st
+    }
+
+    #[test]
+    fn counters_peers_and_shares_are_exported() {
+        let text = render(&status()).unwrap();
+        for line in [
+            "meshsync_chunk_bytes_sent_total 1234",
+            "meshsync_chunks_corrupt_total 0",
+            "meshsync_peer_connected{peer=\"beta\",id=\"B\"} 1",
+            "meshsync_share_files{share=\"www\"} 3",
+            "meshsync_share_paused{share=\"www\"} 1",
+            "meshsync_share_in_sync{share=\"www\"} 0",
+            "meshsync_share_peer_we_need{share=\"www\",peer=\"beta\",id=\"B\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    }
+
+    #[test]
+    fn only_a_get_of_the_metrics_path_is_answered() {
+        assert_eq!(request_target(Some(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")), Some("/metrics"));
+        assert_eq!(request_target(Some(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")), Some("/metrics"));
+        assert_eq!(request_target(Some(b"GET / HTTP/1.1\r\n\r\n")), Some("/"));
+        assert_eq!(request_target(Some(b"POST /metrics HTTP/1.1\r\n\r\n")), None);
+        assert_eq!(request_target(Some(b"\xff\xfe\r\n\r\n")), None, "not text");
+        assert_eq!(request_target(None), None, "incomplete or oversized head");
+    }
+}

@@ -148,21 +148,29 @@ impl Share {
 /// The worker loop of one share.
 pub async fn run(node: Arc<Node>, share: Arc<Share>) {
     let me = node.ident.id.short();
-    // Without a watch, changes are found by full scans only: often, as before
-    // watching existed, rather than hourly.
-    let watch = match crate::watch::ShareWatch::start(&share.ctx.root, share.ignore.clone(), share.watched.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
+    // Putting a watch on every directory of a large share takes a while: not on a
+    // runtime thread.
+    let (root, ignore, pending) = (share.ctx.root.clone(), share.ignore.clone(), share.watched.clone());
+    let watch = match tokio::task::spawn_blocking(move || crate::watch::ShareWatch::start(&root, ignore, pending)).await
+    {
+        Ok(Ok(w)) => Some(w),
+        Ok(Err(e)) => {
             warn!(error = %e, "local changes are found by rescanning every {} s", UNWATCHED_RESCAN.as_secs());
             None
         }
-    };
-    let interval = if watch.is_some() {
-        node.config.node.rescan_interval
-    } else {
-        node.config.node.rescan_interval.min(UNWATCHED_RESCAN)
+        Err(e) => {
+            warn!(error = %e, "starting the file watch failed; rescanning every {} s", UNWATCHED_RESCAN.as_secs());
+            None
+        }
     };
     loop {
+        // Without a working watch, changes are found by full scans only: often, as
+        // before watching existed, rather than hourly.
+        let interval = if watch.is_some() && !share.watched.degraded() {
+            node.config.node.rescan_interval
+        } else {
+            node.config.node.rescan_interval.min(UNWATCHED_RESCAN)
+        };
         // Scan.
         let asked = share.scans_asked.load(Ordering::SeqCst);
         share.scanning.store(true, Ordering::SeqCst);
@@ -174,7 +182,9 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
         let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan()).await;
-        report_scan(scanned, scan_start);
+        // A failed walk (root unmounted, index error) is tried again soon, not at the
+        // next full scan an hour away.
+        let interval = if report_scan(scanned, scan_start) { interval } else { interval.min(UNWATCHED_RESCAN) };
         share.publish_seq();
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
@@ -212,9 +222,15 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                     }
                     let s2 = share.clone();
                     let scan_start = std::time::Instant::now();
+                    share.scanning.store(true, Ordering::SeqCst);
                     let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan_paths(&paths)).await;
-                    report_scan(scanned, scan_start);
+                    let ok = report_scan(scanned, scan_start);
                     share.publish_seq();
+                    share.scanning.store(false, Ordering::SeqCst);
+                    if !ok {
+                        // What these paths hold is unknown now: the whole share is.
+                        break;
+                    }
                 }
             }
         }
@@ -257,19 +273,27 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// Logs what a scan found or why it failed; returns whether it succeeded.
 fn report_scan(
     scanned: Result<Result<crate::scan::ScanStats, crate::scan::ScanError>, tokio::task::JoinError>,
     start: std::time::Instant,
-) {
+) -> bool {
     match scanned {
         Ok(Ok(st)) => {
             if st.changed + st.deleted > 0 {
                 let secs = format!("{:.2}", start.elapsed().as_secs_f64());
                 info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, secs, "local changes");
             }
+            true
         }
-        Ok(Err(e)) => warn!(error = %e, "scan failed"),
-        Err(e) => warn!(error = %e, "scan task failed"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "scan failed");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "scan task failed");
+            false
+        }
     }
 }
 

@@ -268,6 +268,12 @@ impl ShareIndex {
         self.inner.local.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
     }
 
+    /// This node's records of everything below directory `dir`.
+    pub fn under(&self, dir: &RelPath) -> Result<Vec<LocalRecord>, IndexError> {
+        let prefix = format!("{dir}/");
+        self.inner.local.scan_prefix(prefix.as_bytes()).values().map(|v| Ok(proto::decode(&v?)?)).collect()
+    }
+
     /// Where a chunk lies in this share's files.
     pub fn chunk_locations(&self, hash: &ChunkHash) -> Result<Vec<ChunkLocation>, IndexError> {
         let mut out = Vec::new();

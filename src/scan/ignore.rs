@@ -23,6 +23,12 @@ impl Ignore {
         Ok(Self { set: b.build()? })
     }
 
+    /// True when the path or a directory it is in is ignored: the walker never
+    /// enters an ignored directory, and the watcher must not pick its contents up.
+    pub fn covers(&self, rel: &str) -> bool {
+        rel.match_indices('/').any(|(i, _)| self.is_ignored(&rel[..i])) || self.is_ignored(rel)
+    }
+
     /// True when a relative path (or its file name) matches.
     pub fn is_ignored(&self, rel: &str) -> bool {
         if rel == ".meshsync" || rel.starts_with(".meshsync/") {

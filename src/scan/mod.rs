@@ -72,44 +72,88 @@ impl Scanner<'_> {
     /// Looks at these paths only (the watcher's changes): each is scanned if present
     /// (a directory with everything under it, as files created before its watch
     /// existed raise no event), or recorded as deleted with everything under it.
+    /// Anything the full walk would skip (ignored, inside an ignored directory,
+    /// reached through a symlink, not a file, directory or symlink that stays in
+    /// the share) counts as gone, as the full walk would record it.
     pub fn scan_paths(&self, paths: &[RelPath]) -> Result<ScanStats, ScanError> {
         std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
         let mut walk = Walk::default();
-        for rel in paths {
-            if self.ignore.is_ignored(rel.as_str()) {
+        let mut paths = paths.to_vec();
+        paths.sort();
+        paths.dedup();
+        // Directories walked whole: paths below them are done (sorted, so a directory
+        // comes before what is in it).
+        let mut walked: Vec<String> = Vec::new();
+        for rel in &paths {
+            let r = rel.as_str();
+            if walked.iter().any(|d| r.starts_with(d.as_str())) {
                 continue;
             }
-            let abs = self.root.join(rel.as_str());
-            match std::fs::symlink_metadata(&abs) {
-                Ok(meta) => {
-                    let ft = meta.file_type();
-                    if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+            let old = self.index.get(rel)?.filter(|o| !o.entry.deleted);
+            let meta = if self.ignore.covers(r) {
+                None
+            } else {
+                match crate::util::safe_join(self.root, rel).and_then(|abs| Ok((std::fs::symlink_metadata(&abs)?, abs)))
+                {
+                    Ok(m) => Some(m),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                        None
+                    }
+                    // A symlink or a file where a directory should be: not in the share.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::PermissionDenied
+                            || e.kind() == std::io::ErrorKind::Other =>
+                    {
+                        None
+                    }
+                    // Unreadable right now: the next event or full scan looks again.
+                    Err(e) => {
+                        debug!(path = %rel, error = %e, "skipped for now");
                         continue;
                     }
-                    self.look_at(&abs, rel.clone(), &meta, &mut walk)?;
-                    if ft.is_dir() {
-                        self.walk(abs, rel.as_str().to_string(), &mut walk)?;
-                        let prefix = format!("{rel}/");
-                        walk.stats.deleted += self.tombstone_unseen(&walk, |p| p.starts_with(&prefix))?;
-                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let Some(old) = self.index.get(rel)? else { continue };
-                    if old.entry.deleted {
-                        continue;
-                    }
-                    if old.entry.kind == EntryKind::Dir {
-                        let prefix = format!("{rel}/");
-                        walk.stats.deleted += self.tombstone_unseen(&walk, |p| p.starts_with(&prefix))?;
-                    }
-                    self.tombstone(&old.entry)?;
-                    walk.stats.deleted += 1;
+            };
+            let kept = match &meta {
+                Some((m, abs)) if m.is_dir() || m.is_file() || m.file_type().is_symlink() => {
+                    self.look_at(abs, rel.clone(), m, &mut walk)?
                 }
-                // Unreadable right now: the next event or full scan looks again.
-                Err(e) => debug!(path = %rel, error = %e, "skipped for now"),
+                _ => false,
+            };
+            if kept && meta.as_ref().is_some_and(|(m, _)| m.is_dir()) {
+                if let Some((_, abs)) = meta {
+                    self.walk(abs, r.to_string(), &mut walk)?;
+                }
+                walk.stats.deleted += self.tombstone_under(rel, &walk)?;
+                walked.push(format!("{r}/"));
+                continue;
+            }
+            // Not a directory (any more): nothing recorded below it stays.
+            if old.as_ref().is_some_and(|o| o.entry.kind == EntryKind::Dir) {
+                walk.stats.deleted += self.tombstone_under(rel, &walk)?;
+            }
+            if let (false, Some(o)) = (kept, &old) {
+                self.tombstone(&o.entry)?;
+                walk.stats.deleted += 1;
             }
         }
         Ok(walk.stats)
+    }
+
+    /// Records as deleted every live entry below `dir` the walk did not see; returns how many.
+    fn tombstone_under(&self, dir: &RelPath, walk: &Walk) -> Result<usize, ScanError> {
+        let mut n = 0;
+        for rec in self.index.under(dir)? {
+            let p = rec.entry.path.as_str();
+            if rec.entry.deleted || walk.seen.contains(p) {
+                continue;
+            }
+            if walk.unreadable.iter().any(|d| p == d || p.starts_with(&format!("{d}/"))) {
+                continue;
+            }
+            self.tombstone(&rec.entry)?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Scans everything below `dir` (share path `rel_dir`), noting what it saw.
@@ -152,22 +196,24 @@ impl Scanner<'_> {
         Ok(())
     }
 
-    /// Scans one present path, noting it as seen unless it was skipped.
-    fn look_at(&self, abs: &Path, rel: RelPath, meta: &std::fs::Metadata, walk: &mut Walk) -> Result<(), ScanError> {
+    /// Scans one present path, noting it as seen unless it was skipped; returns
+    /// whether it was seen (kept in the index).
+    fn look_at(&self, abs: &Path, rel: RelPath, meta: &std::fs::Metadata, walk: &mut Walk) -> Result<bool, ScanError> {
         let rel_s = rel.as_str().to_string();
         match self.scan_one(abs, rel, meta, &mut walk.stats) {
             Ok(true) => {
                 walk.seen.insert(rel_s);
+                Ok(true)
             }
-            Ok(false) => {}
-            Err(ScanFileError::Index(e)) => return Err(e.into()),
+            Ok(false) => Ok(false),
+            Err(ScanFileError::Index(e)) => Err(e.into()),
             Err(ScanFileError::Io(e)) => {
                 // Unreadable right now: keep what the index says, try next scan.
                 debug!(path = %rel_s, error = %e, "skipped for now");
                 walk.seen.insert(rel_s);
+                Ok(true)
             }
         }
-        Ok(())
     }
 
     /// Records as deleted every live entry matching `within` that the walk did not
@@ -329,11 +375,16 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
+            Self::ignoring(&[])
+        }
+
+        fn ignoring(patterns: &[&str]) -> Self {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("share");
             std::fs::create_dir(&root).unwrap();
             let index = Index::open(&dir.path().join("index")).unwrap().share("s").unwrap();
-            Self { _dir: dir, root, index, ignore: Ignore::new(&[]).unwrap() }
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            Self { _dir: dir, root, index, ignore: Ignore::new(&patterns).unwrap() }
         }
 
         fn scanner(&self) -> Scanner<'_> {
@@ -430,5 +481,36 @@ mod tests {
         let st = f.paths(&["up.pdf.filepart", "notes.tmp"]);
         assert_eq!(st, ScanStats::default());
         assert!(f.live().is_empty());
+    }
+
+    #[test]
+    fn nothing_is_picked_up_inside_an_ignored_directory_or_through_a_symlink() {
+        let f = Fixture::ignoring(&["node_modules"]);
+        f.write("app/node_modules/x.js", b"dep");
+        f.write("real/f", b"body");
+        std::os::unix::fs::symlink("real", f.root.join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc", f.root.join("etc")).unwrap();
+        f.paths(&["app/node_modules/x.js", "link/f", "etc/hostname"]);
+        assert!(f.live().is_empty(), "{:?}", f.live());
+        f.paths(&["link", "etc"]);
+        assert_eq!(f.live(), vec!["link"], "a link inside the share is kept as a link, one leaving it is not");
+    }
+
+    #[test]
+    fn a_path_that_changed_kind_leaves_nothing_stale() {
+        let f = Fixture::new();
+        f.write("d/x", b"in a dir");
+        f.write("plain", b"file");
+        f.scanner().scan().unwrap();
+        // The directory becomes a file, the file a link out of the share.
+        std::fs::remove_dir_all(f.root.join("d")).unwrap();
+        f.write("d", b"now a file");
+        std::fs::remove_file(f.root.join("plain")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", f.root.join("plain")).unwrap();
+        let st = f.paths(&["d", "d/x", "plain"]);
+        assert_eq!((st.changed, st.deleted), (1, 2));
+        assert_eq!(f.live(), vec!["d"]);
+        let d = f.index.get(&RelPath::parse("d").unwrap()).unwrap().unwrap();
+        assert_eq!(d.entry.kind, EntryKind::File);
     }
 }

@@ -13,12 +13,17 @@ use crate::scan::Ignore;
 use notify::{RecursiveMode, Watcher as _};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// How long a path must go without events before it is scanned.
 pub const SETTLE: Duration = Duration::from_secs(1);
+/// A path written without pause is scanned this long after its first event anyway
+/// (the scanner skips it if it changes while hashed), so a busy file is not left
+/// for the hourly rescan.
+pub const MAX_SETTLE: Duration = Duration::from_secs(10);
 
 /// Why a share cannot be watched (it is then rescanned more often instead).
 #[derive(Debug, thiserror::Error)]
@@ -37,14 +42,15 @@ pub enum WatchError {
 /// the time.
 #[derive(Debug, Default)]
 pub struct Settle {
-    last: HashMap<RelPath, Duration>,
+    /// Per path: its first and latest event since it was last taken.
+    events: HashMap<RelPath, (Duration, Duration)>,
     overflow: bool,
 }
 
 impl Settle {
     /// Notes an event on `path` at `now`.
     pub fn record(&mut self, path: RelPath, now: Duration) {
-        self.last.insert(path, now);
+        self.events.entry(path).and_modify(|e| e.1 = now).or_insert((now, now));
     }
 
     /// Notes that events were lost (queue overflow, watch error): only a full scan
@@ -60,28 +66,34 @@ impl Settle {
 
     /// True if nothing waits to be scanned.
     pub fn is_empty(&self) -> bool {
-        self.last.is_empty() && !self.overflow
+        self.events.is_empty() && !self.overflow
     }
 
-    /// When the earliest waiting path will have been quiet for `quiet`.
+    /// When a path is due: quiet for `quiet`, or [`MAX_SETTLE`] after its first event.
+    fn due_at((first, last): (Duration, Duration), quiet: Duration) -> Duration {
+        (last + quiet).min(first + MAX_SETTLE)
+    }
+
+    /// When the earliest waiting path is due (see [`Settle::take_due`]).
     pub fn next_due(&self, quiet: Duration) -> Option<Duration> {
-        self.last.values().min().map(|t| *t + quiet)
+        self.events.values().map(|e| Self::due_at(*e, quiet)).min()
     }
 
-    /// Removes and returns the paths quiet for `quiet` at `now`, in path order.
+    /// Removes and returns, in path order, the paths quiet for `quiet` at `now` or
+    /// waiting since [`MAX_SETTLE`].
     pub fn take_due(&mut self, now: Duration, quiet: Duration) -> Vec<RelPath> {
         let mut due: Vec<RelPath> =
-            self.last.iter().filter(|(_, t)| now.saturating_sub(**t) >= quiet).map(|(p, _)| p.clone()).collect();
+            self.events.iter().filter(|(_, e)| Self::due_at(**e, quiet) <= now).map(|(p, _)| p.clone()).collect();
         due.sort();
         for p in &due {
-            self.last.remove(p);
+            self.events.remove(p);
         }
         due
     }
 
     /// Forgets every waiting path (a full scan is about to look at all of them).
     pub fn clear(&mut self) {
-        self.last.clear();
+        self.events.clear();
     }
 }
 
@@ -91,12 +103,21 @@ pub struct Pending {
     settle: Mutex<Settle>,
     /// Woken on every event, so the worker can recompute its deadline.
     pub wake: tokio::sync::Notify,
+    /// Set when the kernel refused a watch after the start (a new directory past
+    /// the inotify limit): changes there raise no event, so the share falls back to
+    /// frequent full scans.
+    degraded: AtomicBool,
     epoch: Instant,
 }
 
 impl Default for Pending {
     fn default() -> Self {
-        Self { settle: Mutex::default(), wake: tokio::sync::Notify::new(), epoch: Instant::now() }
+        Self {
+            settle: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            degraded: AtomicBool::new(false),
+            epoch: Instant::now(),
+        }
     }
 }
 
@@ -105,6 +126,11 @@ impl Pending {
     pub fn with<T>(&self, f: impl FnOnce(&mut Settle, Duration) -> T) -> T {
         let now = self.epoch.elapsed();
         f(&mut self.settle.lock().unwrap_or_else(|e| e.into_inner()), now)
+    }
+
+    /// True once a watch was refused after the start (see the field).
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// The tokio instant at which the next path is due, if any waits.
@@ -128,7 +154,13 @@ impl ShareWatch {
             let ev = match res {
                 Ok(ev) => ev,
                 Err(e) => {
-                    warn!(error = %e, "file watch error; a full rescan follows");
+                    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                        if !pending.degraded.swap(true, Ordering::Relaxed) {
+                            warn!(error = %e, "inotify watch limit reached (raise fs.inotify.max_user_watches); changes are now also found by full scans every few seconds");
+                        }
+                    } else {
+                        warn!(error = %e, "file watch error; a full rescan follows");
+                    }
                     pending.with(|s, _| s.overflowed());
                     pending.wake.notify_one();
                     return;
@@ -146,7 +178,10 @@ impl ShareWatch {
             pending.with(|s, now| rels.into_iter().for_each(|r| s.record(r, now)));
             pending.wake.notify_one();
         };
-        let mut w = notify::recommended_watcher(handler).map_err(err)?;
+        // Not following symlinks: a link to a folder outside the share must not put
+        // that folder's events (and files) into the share.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let mut w = notify::RecommendedWatcher::new(handler, config).map_err(err)?;
         w.watch(root, RecursiveMode::Recursive).map_err(err)?;
         Ok(Self { _watcher: w })
     }
@@ -166,7 +201,7 @@ fn matters(kind: &notify::EventKind) -> bool {
 /// outside the share, not UTF-8, or ignored.
 fn relative(root: &Path, abs: &Path, ignore: &Ignore) -> Option<RelPath> {
     let rel = abs.strip_prefix(root).ok()?.to_str()?;
-    if rel.is_empty() || ignore.is_ignored(rel) {
+    if rel.is_empty() || ignore.covers(rel) {
         return None;
     }
     RelPath::parse(rel).ok()
@@ -212,6 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn a_path_written_without_pause_is_due_after_the_cap() {
+        let mut s = Settle::default();
+        let t = Duration::from_secs(5);
+        let step = Q / 2;
+        let mut now = t;
+        while now < t + MAX_SETTLE {
+            s.record(p("log"), now);
+            assert!(s.take_due(now, Q).is_empty(), "never quiet, not yet capped at {now:?}");
+            now += step;
+        }
+        assert_eq!(s.take_due(t + MAX_SETTLE, Q), vec![p("log")]);
+    }
+
+    #[test]
     fn lost_events_ask_for_one_full_scan() {
         let mut s = Settle::default();
         s.overflowed();
@@ -231,5 +280,8 @@ mod tests {
         assert_eq!(relative(root, Path::new("/srv/share/x.log"), &ig), None, "configured pattern");
         assert_eq!(relative(root, Path::new("/srv/share/up.filepart"), &ig), None, "partial upload");
         assert_eq!(relative(root, Path::new("/srv/share/.meshsync/tmp/1.part"), &ig), None, "our temp files");
+        let ig = Ignore::new(&["node_modules".into()]).unwrap();
+        assert_eq!(relative(root, Path::new("/srv/share/app/node_modules/x/y.js"), &ig), None, "inside an ignored dir");
+        assert_eq!(relative(root, Path::new("/srv/share/app/node_modules2"), &ig), Some(p("app/node_modules2")));
     }
 }

@@ -141,3 +141,24 @@ async fn send_only_and_receive_only_modes() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn setuid_bits_stay_home_and_are_not_stripped_by_the_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    std::fs::write(nodes[0].path("tool"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(nodes[0].path("tool"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    wait_content(&nodes, "tool", b"#!/bin/sh\n").await;
+    wait_in_sync(&nodes).await;
+    // Beta looks at its copy again: 0755 on disk is what it applied, not a change.
+    let beta = nodes[1].handle.as_ref().unwrap().node.share(SHARE).unwrap();
+    beta.rescan();
+    wait("beta's rescan", || !beta.scanning()).await;
+    wait_in_sync(&nodes).await;
+    let mode = |n: &TestNode| std::fs::metadata(n.path("tool")).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&nodes[1]), 0o755, "setuid never travels");
+    assert_eq!(mode(&nodes[0]), 0o4755, "nor is it taken away from the node that set it");
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

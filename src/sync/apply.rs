@@ -157,7 +157,7 @@ impl ShareCtx {
                     }
                     ino = meta.ino();
                 }
-                self.index.put(target, ino, false)?;
+                self.index.put(as_applied(target), ino, false)?;
             }
             Action::MakeDir { target } => {
                 let abs = self.abs(&target.path)?;
@@ -169,7 +169,7 @@ impl ShareCtx {
                 std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode)))
                     .map_err(io_err(&abs))?;
                 let ino = std::fs::metadata(&abs).map(|m| m.ino()).unwrap_or(0);
-                self.index.put(target, ino, false)?;
+                self.index.put(as_applied(target), ino, false)?;
             }
             Action::MakeSymlink { target, conflict } => {
                 let EntryKind::Symlink { target: link_to } = &target.kind else {
@@ -589,7 +589,7 @@ impl ShareCtx {
         }
         let ino = std::fs::metadata(abs).map(|m| m.ino()).unwrap_or(0);
         let path = target.path.clone();
-        self.index.put(target, ino, false)?;
+        self.index.put(as_applied(target), ino, false)?;
         self.progress.finish(&self.name, path.as_str());
         Counters::add(&self.counters.files_applied, 1);
         Ok(())
@@ -709,6 +709,14 @@ impl<'a> Download<'a> {
 /// Permission bits applied from a peer: setuid, setgid and sticky bits never travel.
 fn safe_mode(mode: u32) -> u32 {
     mode & 0o777
+}
+
+/// The entry as it now is on disk, to record: with the peer's setuid bits in the
+/// index, the next scan saw a mode change, recorded a new version, and the mesh
+/// stripped the bits from the file on the node that set them.
+fn as_applied(mut e: Entry) -> Entry {
+    e.mode = safe_mode(e.mode);
+    e
 }
 
 /// Asks the kernel to start writing the file's dirty pages now, without waiting.

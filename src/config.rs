@@ -108,6 +108,8 @@ pub struct ShareConfig {
     pub mode: ShareMode,
     /// Extra ignore patterns (globs on the relative path or file name).
     pub ignore: Vec<String>,
+    /// When downloads may start; `None`: at any time.
+    pub schedule: Option<crate::watch::schedule::Schedule>,
 }
 
 /// A node's whole config.
@@ -162,7 +164,14 @@ struct RawShare {
     mode: ShareMode,
     #[serde(default)]
     ignore: Vec<Spanned<String>>,
+    #[serde(default)]
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    schedule_window_mins: Option<Spanned<u64>>,
 }
+
+/// How long a scheduled share's window stays open when `schedule_window_mins` is not set.
+const DEFAULT_WINDOW_MINS: u64 = 60;
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -216,7 +225,30 @@ impl Config {
                     .map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
                 ignore.push(g.into_inner());
             }
-            shares.push(ShareConfig { name: s.name.into_inner(), path: s.path.into_inner(), mode: s.mode, ignore });
+            let schedule = match (s.schedule, s.schedule_window_mins) {
+                (None, None) => None,
+                (None, Some(w)) => {
+                    return Err(invalid(w.span().start, "schedule_window_mins needs a schedule = \"<cron>\"".into()))
+                }
+                (Some(pat), w) => {
+                    let mins = w.as_ref().map(|w| *w.get_ref()).unwrap_or(DEFAULT_WINDOW_MINS);
+                    let at = w.as_ref().map(|w| w.span().start).unwrap_or(pat.span().start);
+                    let window = Duration::from_secs(mins.saturating_mul(60));
+                    let sched = crate::watch::schedule::Schedule::parse(pat.get_ref(), window).map_err(|e| {
+                        let at =
+                            if e == crate::watch::schedule::ScheduleError::EmptyWindow { at } else { pat.span().start };
+                        invalid(at, e.to_string())
+                    })?;
+                    Some(sched)
+                }
+            };
+            shares.push(ShareConfig {
+                name: s.name.into_inner(),
+                path: s.path.into_inner(),
+                mode: s.mode,
+                ignore,
+                schedule,
+            });
         }
         let listen = raw.node.listen;
         let advertise = if raw.node.advertise.is_empty() { vec![listen] } else { raw.node.advertise };
@@ -273,6 +305,13 @@ impl Config {
             let globs: Vec<String> = share.ignore.iter().map(|g| toml_string(g)).collect();
             add.push_str(&format!("ignore = [{}]\n", globs.join(", ")));
         }
+        if let Some(s) = &share.schedule {
+            add.push_str(&format!(
+                "schedule = {}\nschedule_window_mins = {}\n",
+                toml_string(s.pattern()),
+                s.window_mins()
+            ));
+        }
         let new_text = format!("{}{}", text, add);
         let cfg = Self::parse(&new_text, path)?;
         crate::home::write_atomic(path, new_text.as_bytes(), 0o644)
@@ -291,6 +330,21 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("/h/config.toml")).unwrap_err().to_string()
+    }
+
+    const NODE: &str = "[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"b\"\npath = \"/srv/b\"\n";
+
+    #[test]
+    fn schedules_parse_and_bad_ones_name_their_line() {
+        let c = Config::parse(&format!("{NODE}schedule = \"30 2 * * *\"\n"), Path::new("c")).unwrap();
+        assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("30 2 * * * for 60 min".into()));
+        let e = err(&format!("{NODE}schedule = \"nightly\"\n"));
+        assert!(e.starts_with("/h/config.toml:7: bad schedule \"nightly\""), "{e}");
+        let e = err(&format!("{NODE}schedule = \"0 1 * * *\"\nschedule_window_mins = 0\n"));
+        assert!(e.starts_with("/h/config.toml:8: schedule_window_mins must be at least 1"), "{e}");
+        let e = err(&format!("{NODE}schedule_window_mins = 30\n"));
+        assert!(e.starts_with("/h/config.toml:7: schedule_window_mins needs a schedule"), "{e}");
+        assert!(Config::parse(NODE, Path::new("c")).unwrap().shares[0].schedule.is_none());
     }
 
     #[test]
@@ -335,10 +389,12 @@ mod tests {
             path: "/tmp/some dir/ü".into(),
             mode: ShareMode::SendOnly,
             ignore: vec!["*.log".into()],
+            schedule: Some(crate::watch::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
         };
         let c = Config::append_share(&p, &share).unwrap();
         assert_eq!(c.node.name, "n \"q\"");
         assert_eq!(c.shares[0].path, PathBuf::from("/tmp/some dir/ü"));
+        assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("0 1 * * 1-5 for 120 min".into()));
         assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
         assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
     }

@@ -42,7 +42,10 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
     let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     let path = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
-    Config::append_share(&home.config(), &ShareConfig { name: name.to_string(), path, mode, ignore: Vec::new() })?;
+    Config::append_share(
+        &home.config(),
+        &ShareConfig { name: name.to_string(), path, mode, ignore: Vec::new(), schedule: None },
+    )?;
     Ok(())
 }
 

@@ -162,3 +162,41 @@ async fn setuid_bits_stay_home_and_are_not_stripped_by_the_round_trip() {
         n.stop().await;
     }
 }
+
+/// Appends `lines` to a node's config: the share's table is the last one.
+fn share_option(n: &TestNode, lines: &str) {
+    let p = n.home.config();
+    let t = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(p, format!("{t}{lines}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_share_downloads_only_inside_its_window() {
+    use chrono::Timelike;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    // Beta's window opens twelve hours from now and lasts a minute: closed now.
+    nodes[1].stop().await;
+    let hour = (chrono::Local::now().hour() + 12) % 24;
+    share_option(&nodes[1], &format!("schedule = \"0 {hour} * * *\"\nschedule_window_mins = 1"));
+    nodes[1].start().await;
+    wait("connected again", || nodes[0].status().peers.iter().any(|p| p.connected)).await;
+    std::fs::write(nodes[0].path("nightly.tar"), b"backup").unwrap();
+    wait("beta knows it needs the file", || nodes[1].status().shares[0].peers.iter().any(|p| p.we_need > 0)).await;
+    let st = nodes[1].status();
+    let w = st.shares[0].schedule.clone().unwrap();
+    assert!(!w.open && w.until.is_some(), "{w:?}");
+    assert!(st.behind(None).iter().any(|r| r.contains("outside its transfer window")), "{:?}", st.behind(None));
+    assert!(!nodes[1].path("nightly.tar").exists(), "nothing is fetched outside the window");
+    // A window open now (every minute, for an hour): the file comes.
+    nodes[1].stop().await;
+    let p = nodes[1].home.config();
+    let t = std::fs::read_to_string(&p).unwrap().replace(&format!("\"0 {hour} * * *\""), "\"* * * * *\"");
+    std::fs::write(&p, t.replace("schedule_window_mins = 1", "schedule_window_mins = 60")).unwrap();
+    nodes[1].start().await;
+    wait_content(&nodes, "nightly.tar", b"backup").await;
+    assert!(nodes[1].status().shares[0].schedule.as_ref().is_some_and(|w| w.open));
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

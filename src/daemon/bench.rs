@@ -115,7 +115,7 @@ fn share_name(id: u64) -> String {
 fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
     let name = share_name(id);
     let path = node.home.dir().join("bench").join(format!("{id:016x}"));
-    let cfg = ShareConfig { name: name.clone(), path, mode: ShareMode::SendReceive, ignore: vec![] };
+    let cfg = ShareConfig { name: name.clone(), path, mode: ShareMode::SendReceive, ignore: vec![], schedule: None };
     let share = Arc::new(Share::open(node, cfg)?);
     node.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name, share.clone());
     Ok(share)

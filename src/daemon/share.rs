@@ -8,6 +8,7 @@ use crate::identity::NodeId;
 use crate::index::{LocalRecord, RelPath};
 use crate::scan::{Ignore, Scanner};
 use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
+use crate::watch::schedule::Window;
 use anyhow::Context;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,6 +116,27 @@ impl Share {
             || !self.watched.with(|s, _| s.is_empty())
     }
 
+    /// The share's transfer window now; `None` without a schedule.
+    pub fn window(&self) -> Option<Window<chrono::Local>> {
+        self.cfg.schedule.as_ref().map(|s| s.at(&chrono::Local::now()))
+    }
+
+    /// True if downloads may start now (no schedule, or inside a window).
+    pub fn may_download(&self) -> bool {
+        !matches!(self.window(), Some(Window::Closed { .. }))
+    }
+
+    /// When a closed window opens, as a timer deadline; `None` while open (or never).
+    fn opens_at(&self) -> Option<tokio::time::Instant> {
+        match self.window()? {
+            Window::Closed { opens: Some(at) } => {
+                let wait = (at - chrono::Local::now()).to_std().unwrap_or_default();
+                Some(tokio::time::Instant::now() + wait)
+            }
+            _ => None,
+        }
+    }
+
     /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
     pub fn set_participant(&self, peer: NodeId, takes_part: bool) {
         self.participants.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, takes_part);
@@ -189,24 +211,34 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
         // A full plan after every scan retries what failed before (no source, disk full).
-        let all = all_remote_paths(&share);
         let mut retry = Retry::default();
-        retry.failed(plan_and_apply(&share, all).await);
+        if share.may_download() {
+            retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
+        }
         // Then follow peers' announcements and local events until the next scan is due.
         let next_scan = tokio::time::Instant::now() + interval;
         loop {
             let due = share.watched.next_due();
+            let opens = share.opens_at();
             tokio::select! {
                 _ = node.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => break,
                 _ = share.rescan_now.notified() => break,
-                _ = share.wake.notified() => {
+                // Outside the transfer window peers' changes wait (still marked
+                // dirty); the window's opening plans everything.
+                _ = share.wake.notified(), if opens.is_none() => {
                     let paths = share.take_dirty();
                     retry.failed(plan_and_apply(&share, paths).await);
                 }
-                _ = sleep_until_some(retry.at) => {
+                _ = sleep_until_some(retry.at), if opens.is_none() => {
                     let paths = retry.take();
                     retry.failed(plan_and_apply(&share, paths).await);
+                }
+                _ = sleep_until_some(opens) => {
+                    info!("transfer window open");
+                    share.take_dirty();
+                    retry = Retry::default();
+                    retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
                 }
                 // A new event: the loop recomputes when the next path is due.
                 _ = share.watched.wake.notified() => {
@@ -350,6 +382,11 @@ async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> Vec<RelPath>
         let mut queue = batch.into_iter();
         loop {
             while set.len() < parallel {
+                // The transfer window closed: what has started finishes, the rest waits.
+                if !share.may_download() {
+                    failed.extend(queue.by_ref().map(|a| a.path().clone()));
+                    break;
+                }
                 let Some(a) = queue.next() else { break };
                 let ctx = share.ctx.clone();
                 set.spawn(async move {

@@ -46,7 +46,7 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
             .set(p.connected.into());
     }
     reg.register("peer_connected", "1 if the peer is connected now", peer_up);
-    let gauges: [ShareGauge; 7] = [
+    let gauges: [ShareGauge; 8] = [
         ("share_files", "files in the share", |s| s.files as i64),
         ("share_dirs", "directories in the share", |s| s.dirs as i64),
         ("share_bytes", "bytes of the share's files", |s| s.bytes as i64),
@@ -54,6 +54,9 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
         ("share_in_sync", "1 if every connected peer has this node's versions", |s| s.in_sync.into()),
         ("share_paused", "1 if the share is paused (disk full)", |s| s.paused.is_some().into()),
         ("share_scanning", "1 while a scan runs or a local change waits to be scanned", |s| s.scanning.into()),
+        ("share_window_open", "1 if downloads may start (no schedule, or inside a window)", |s| {
+            s.schedule.as_ref().is_none_or(|w| w.open).into()
+        }),
     ];
     for (name, help, value) in gauges {
         let fam = Family::<Labels, Gauge>::default();
@@ -197,6 +200,7 @@ mod tests {
                     we_need: 2,
                     they_need: 0,
                 }],
+                schedule: None,
             }],
             transfers: vec![],
             counters: Default::default(),
@@ -215,6 +219,7 @@ mod tests {
             "meshsync_share_files{share=\"www\"} 3",
             "meshsync_share_paused{share=\"www\"} 1",
             "meshsync_share_in_sync{share=\"www\"} 0",
+            "meshsync_share_window_open{share=\"www\"} 1",
             "meshsync_share_peer_we_need{share=\"www\",peer=\"beta\",id=\"B\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

@@ -77,6 +77,34 @@ pub struct ShareStatus {
     pub scanning: bool,
     /// Per peer that takes part in this share.
     pub peers: Vec<SharePeerStatus>,
+    /// The transfer window, for a share with a schedule.
+    #[serde(default)]
+    pub schedule: Option<WindowStatus>,
+}
+
+/// Where a scheduled share stands against its transfer windows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WindowStatus {
+    /// The cron pattern and window length, as configured.
+    pub pattern: String,
+    /// True inside a window: downloads may start.
+    pub open: bool,
+    /// When the window closes (open) or opens next (closed), local time, RFC 3339;
+    /// none if the pattern never matches again.
+    pub until: Option<String>,
+}
+
+impl WindowStatus {
+    /// From a share's schedule at this moment.
+    pub fn of(schedule: &crate::watch::schedule::Schedule) -> Self {
+        use crate::watch::schedule::Window;
+        let (open, until) = match schedule.at(&chrono::Local::now()) {
+            Window::Open { closes } => (true, Some(closes)),
+            Window::Closed { opens } => (false, opens),
+        };
+        let until = until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false));
+        Self { pattern: schedule.describe(), open, until }
+    }
 }
 
 /// One peer's standing in one share.
@@ -278,6 +306,7 @@ pub fn status(node: &Node) -> Status {
             in_sync,
             scanning: share.scanning(),
             peers: share_peers,
+            schedule: share.cfg.schedule.as_ref().map(WindowStatus::of),
         });
     }
     Status {
@@ -310,6 +339,10 @@ impl Status {
             }
             if let Some(p) = &sh.paused {
                 why.push(format!("{}: paused ({p})", sh.name));
+            }
+            if let Some(w) = sh.schedule.as_ref().filter(|w| !w.open && !sh.in_sync) {
+                let when = w.until.as_deref().map_or("never again".to_string(), |u| format!("at {u}"));
+                why.push(format!("{}: outside its transfer window ({}; opens {when})", sh.name, w.pattern));
             }
             // Peers are known per share from their Hello or the index they sent; with
             // something to share and no peer known, nobody is known to have it.
@@ -408,6 +441,11 @@ impl Status {
             if sh.local_changes > 0 {
                 let _ = writeln!(s, "    {} local changes not sent (receive-only share)", sh.local_changes);
             }
+            if let Some(w) = &sh.schedule {
+                let until = w.until.as_deref().unwrap_or("never again");
+                let state = if w.open { format!("open until {until}") } else { format!("closed, opens {until}") };
+                let _ = writeln!(s, "    transfer window ({}): {state}", w.pattern);
+            }
             for p in &sh.peers {
                 let name = names.get(p.id.as_str()).copied().unwrap_or(&p.id[..7]);
                 let _ = writeln!(
@@ -457,6 +495,7 @@ mod tests {
             in_sync: true,
             scanning: false,
             peers,
+            schedule: None,
         }
     }
 

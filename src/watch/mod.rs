@@ -7,6 +7,9 @@
 //! being written keeps moving its deadline, so it is not hashed (and replicated)
 //! half-written. The scanner checks size and mtime again after hashing as well, and
 //! partial-download names (`*.filepart`, ...) are ignored whatever the timing.
+//! [`schedule`] says when a share may transfer.
+
+pub mod schedule;
 
 use crate::index::RelPath;
 use crate::scan::Ignore;

@@ -143,7 +143,7 @@ struct RawNode {
     #[serde(default)]
     upload_limit_mbit: Option<u64>,
     #[serde(default)]
-    metrics_listen: Option<SocketAddr>,
+    metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     log: LogFormat,
 }
@@ -250,6 +250,15 @@ impl Config {
                 schedule,
             });
         }
+        let metrics_listen = match &raw.node.metrics_listen {
+            Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    m.span().start,
+                    format!("metrics_listen {:?} must be ip:port, e.g. \"127.0.0.1:9477\"", m.get_ref()),
+                )
+            })?),
+            None => None,
+        };
         let listen = raw.node.listen;
         let advertise = if raw.node.advertise.is_empty() { vec![listen] } else { raw.node.advertise };
         Ok(Config {
@@ -260,7 +269,7 @@ impl Config {
                 rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
                 min_free_bytes: raw.node.min_free_mib << 20,
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
-                metrics_listen: raw.node.metrics_listen,
+                metrics_listen,
                 log: raw.node.log,
             },
             shares,
@@ -342,6 +351,8 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:7: bad schedule \"nightly\""), "{e}");
         let e = err(&format!("{NODE}schedule = \"0 1 * * *\"\nschedule_window_mins = 0\n"));
         assert!(e.starts_with("/h/config.toml:8: schedule_window_mins must be at least 1"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmetrics_listen = \"localhost\"\n");
+        assert!(e.starts_with("/h/config.toml:4: metrics_listen \"localhost\" must be ip:port"), "{e}");
         let e = err(&format!("{NODE}schedule_window_mins = 30\n"));
         assert!(e.starts_with("/h/config.toml:7: schedule_window_mins needs a schedule"), "{e}");
         assert!(Config::parse(NODE, Path::new("c")).unwrap().shares[0].schedule.is_none());

@@ -202,6 +202,14 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         dialing: Mutex::new(HashSet::new()),
         config: config.clone(),
     });
+    // Bound before anything starts: a refused address stops the start cleanly.
+    let metrics =
+        match config.node.metrics_listen {
+            Some(addr) => Some(crate::ops::metrics::bind(addr).await.with_context(|| {
+                format!("metrics_listen = \"{addr}\": cannot listen there (in use? another address?)")
+            })?),
+            None => None,
+        };
     bench::clean_leftovers(&node);
     let mut tasks = tokio::task::JoinSet::new();
     for s in config.shares.clone() {
@@ -213,10 +221,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
     let control = crate::ops::control::bind(&node);
     tasks.spawn(crate::ops::control::serve(node.clone(), control).instrument(span.clone()));
-    if let Some(addr) = config.node.metrics_listen {
-        let listener = crate::ops::metrics::bind(addr)
-            .await
-            .with_context(|| format!("metrics_listen = \"{addr}\": cannot listen there (in use? another address?)"))?;
+    if let Some(listener) = metrics {
         tasks.spawn(crate::ops::metrics::serve(node.clone(), listener).instrument(span.clone()));
     }
     tasks.spawn(config_reload_loop(node.clone()).instrument(span));

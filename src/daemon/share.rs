@@ -126,15 +126,17 @@ impl Share {
         !matches!(self.window(), Some(Window::Closed { .. }))
     }
 
-    /// When a closed window opens, as a timer deadline; `None` while open (or never).
-    fn opens_at(&self) -> Option<tokio::time::Instant> {
-        match self.window()? {
-            Window::Closed { opens: Some(at) } => {
-                let wait = (at - chrono::Local::now()).to_std().unwrap_or_default();
-                Some(tokio::time::Instant::now() + wait)
-            }
-            _ => None,
-        }
+    /// While the transfer window is closed, when to look at it again: at its
+    /// opening, but at least every [`WINDOW_RECHECK`] (the deadline is wall-clock
+    /// time, slept on a monotonic timer that a suspend or a clock step leaves behind)
+    /// and not sooner than a second (an opening already past must not spin).
+    fn window_recheck(&self) -> Option<tokio::time::Instant> {
+        let wait = match self.window()? {
+            Window::Open { .. } => return None,
+            Window::Closed { opens: Some(at) } => (at - chrono::Local::now()).to_std().unwrap_or_default(),
+            Window::Closed { opens: None } => WINDOW_RECHECK,
+        };
+        Some(tokio::time::Instant::now() + wait.clamp(Duration::from_secs(1), WINDOW_RECHECK))
     }
 
     /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
@@ -212,34 +214,41 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         share.scanning.store(false, Ordering::SeqCst);
         // A full plan after every scan retries what failed before (no source, disk full).
         let mut retry = Retry::default();
-        if share.may_download() {
+        let mut was_open = share.may_download();
+        if was_open {
             retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
         }
         // Then follow peers' announcements and local events until the next scan is due.
         let next_scan = tokio::time::Instant::now() + interval;
         loop {
             let due = share.watched.next_due();
-            let opens = share.opens_at();
+            // Whichever branch noticed it, a window that opened since the last pass
+            // plans everything held back while it was closed.
+            let open = share.may_download();
+            if open && !was_open {
+                info!("transfer window open");
+                share.take_dirty();
+                retry = Retry::default();
+                retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
+            }
+            was_open = open;
+            let recheck = share.window_recheck();
             tokio::select! {
                 _ = node.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => break,
                 _ = share.rescan_now.notified() => break,
                 // Outside the transfer window peers' changes wait (still marked
                 // dirty); the window's opening plans everything.
-                _ = share.wake.notified(), if opens.is_none() => {
+                _ = share.wake.notified(), if open => {
                     let paths = share.take_dirty();
                     retry.failed(plan_and_apply(&share, paths).await);
                 }
-                _ = sleep_until_some(retry.at), if opens.is_none() => {
+                _ = sleep_until_some(retry.at), if open => {
                     let paths = retry.take();
                     retry.failed(plan_and_apply(&share, paths).await);
                 }
-                _ = sleep_until_some(opens) => {
-                    info!("transfer window open");
-                    share.take_dirty();
-                    retry = Retry::default();
-                    retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
-                }
+                // The next pass sees whether the window opened.
+                _ = sleep_until_some(recheck) => {}
                 // A new event: the loop recomputes when the next path is due.
                 _ = share.watched.wake.notified() => {
                     if share.watched.with(|s, _| s.take_overflow()) {
@@ -268,6 +277,9 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         }
     }
 }
+
+/// How often a closed transfer window is looked at, at most.
+const WINDOW_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long after a failed action (no source reachable, disk full) it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);

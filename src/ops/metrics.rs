@@ -13,14 +13,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The OpenMetrics text format, which Prometheus asks for first.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// A scrape request larger than this is refused: a GET has no body.
 const MAX_REQUEST: usize = 8 << 10;
-/// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one exchange (request and reply) may take: a client that stops
+/// reading must not hold a socket and a task for ever.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrapes answered at once; more are refused at once (503), as each reads the
+/// whole status and a flood must not starve the file descriptors or the scans.
+const MAX_SCRAPES: usize = 4;
 
 type Labels = Vec<(String, String)>;
 /// A per-share gauge: name, help, and how to read it from the share's status.
@@ -51,7 +55,7 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
         ("share_dirs", "directories in the share", |s| s.dirs as i64),
         ("share_bytes", "bytes of the share's files", |s| s.bytes as i64),
         ("share_local_changes", "local changes a receive-only share keeps to itself", |s| s.local_changes as i64),
-        ("share_in_sync", "1 if every connected peer has this node's versions", |s| s.in_sync.into()),
+        ("share_in_sync", "1 if every connected peer and this node have the same versions", |s| s.in_sync.into()),
         ("share_paused", "1 if the share is paused (disk full)", |s| s.paused.is_some().into()),
         ("share_scanning", "1 while a scan runs or a local change waits to be scanned", |s| s.scanning.into()),
         ("share_window_open", "1 if downloads may start (no schedule, or inside a window)", |s| {
@@ -99,18 +103,30 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
     if let Ok(a) = listener.local_addr() {
         info!(address = %a, "metrics at http://{a}/metrics");
+        if !a.ip().is_loopback() {
+            warn!(address = %a, "metrics are served without authentication to whoever can reach this address");
+        }
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let conn = tokio::select! {
             _ = node.cancel.cancelled() => return,
             c = listener.accept() => c,
         };
         match conn {
-            Ok((stream, from)) => {
+            Ok((mut stream, from)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let busy = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(busy.as_bytes())).await;
+                    continue;
+                };
                 let node = node.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(&node, stream).await {
-                        debug!(from = %from, error = %e, "metrics request failed");
+                    let _slot = slot;
+                    match tokio::time::timeout(EXCHANGE_TIMEOUT, answer(&node, stream)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => debug!(from = %from, error = %e, "metrics request failed"),
+                        Err(_) => debug!(from = %from, "metrics request timed out"),
                     }
                 });
             }
@@ -125,19 +141,16 @@ pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
 /// One HTTP/1 exchange: `GET /metrics` gets the metrics, anything else a 404 or 400.
 async fn answer(node: &Arc<Node>, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 || buf.len() + n > MAX_REQUEST {
-                return Ok::<_, std::io::Error>(false);
-            }
-            buf.extend_from_slice(&chunk[..n]);
+    let mut chunk = [0u8; 1024];
+    let mut complete = true;
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || buf.len() + n > MAX_REQUEST {
+            complete = false;
+            break;
         }
-        Ok(true)
-    })
-    .await;
-    let complete = matches!(head, Ok(Ok(true)));
+        buf.extend_from_slice(&chunk[..n]);
+    }
     let (status, ctype, body) = match request_target(complete.then_some(&buf[..])) {
         Some("/metrics") => {
             let n = node.clone();

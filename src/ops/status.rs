@@ -340,7 +340,9 @@ impl Status {
             if let Some(p) = &sh.paused {
                 why.push(format!("{}: paused ({p})", sh.name));
             }
-            if let Some(w) = sh.schedule.as_ref().filter(|w| !w.open && !sh.in_sync) {
+            // Only this side's downloads wait for the window; a peer behind is not.
+            let we_need = sh.peers.iter().any(|p| p.we_need > 0);
+            if let Some(w) = sh.schedule.as_ref().filter(|w| !w.open && we_need) {
                 let when = w.until.as_deref().map_or("never again".to_string(), |u| format!("at {u}"));
                 why.push(format!("{}: outside its transfer window ({}; opens {when})", sh.name, w.pattern));
             }

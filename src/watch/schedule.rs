@@ -7,7 +7,6 @@
 //! finished. Pure: the caller passes the time.
 
 use chrono::{DateTime, TimeZone};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// A share's transfer windows.
@@ -32,7 +31,16 @@ pub enum ScheduleError {
     /// A window of zero length would never open.
     #[error("schedule_window_mins must be at least 1")]
     EmptyWindow,
+    /// Longer than a year: the pattern would not matter.
+    #[error("schedule_window_mins must be at most {MAX_WINDOW_MINS} (a year); without a schedule a share transfers at any time")]
+    LongWindow,
+    /// The pattern never matches (e.g. 30 February).
+    #[error("schedule {0:?} never matches a future time")]
+    Never(String),
 }
+
+/// The longest window, in minutes.
+pub const MAX_WINDOW_MINS: u64 = 366 * 24 * 60;
 
 /// Whether the window is open at some time, and until or from when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +63,22 @@ impl Schedule {
         if window.is_zero() {
             return Err(ScheduleError::EmptyWindow);
         }
-        let cron = croner::Cron::from_str(pattern)
+        if window.as_secs() / 60 > MAX_WINDOW_MINS {
+            return Err(ScheduleError::LongWindow);
+        }
+        // Minutes are the finest step: a seconds or years field is a mistake here.
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Disallowed)
+            .year(croner::parser::Year::Disallowed)
+            .build();
+        let cron = parser
+            .parse(pattern)
             .map_err(|e| ScheduleError::Pattern { pattern: pattern.to_string(), why: e.to_string() })?;
+        // A pattern that never matches would make every look at the window search
+        // millennia of days.
+        if cron.find_next_occurrence(&chrono::Utc::now(), false).is_err() {
+            return Err(ScheduleError::Never(pattern.to_string()));
+        }
         Ok(Self { cron, pattern: pattern.to_string(), window })
     }
 
@@ -69,7 +91,14 @@ impl Schedule {
                 return Window::Open { closes };
             }
         }
-        Window::Closed { opens: self.cron.find_next_occurrence(now, false).ok() }
+        // When clocks go back, the next match can be the first pass through the
+        // repeated hour, already behind `now`: the one after it is the opening.
+        let mut opens = self.cron.find_next_occurrence(now, false).ok();
+        if let Some(o) = opens.as_ref().filter(|o| *o <= now) {
+            let later = o.clone() + chrono::Duration::hours(2);
+            opens = self.cron.find_next_occurrence(&later.max(now.clone()), false).ok();
+        }
+        Window::Closed { opens }
     }
 
     /// The cron pattern as written.
@@ -123,6 +152,14 @@ mod tests {
         assert!(matches!(e, ScheduleError::Pattern { .. }));
         assert!(e.to_string().contains("five cron fields"), "{e}");
         assert!(Schedule::parse("0 25 * * *", Duration::from_secs(60)).is_err(), "hour 25");
+        assert!(Schedule::parse("0 0 1 * * *", Duration::from_secs(60)).is_err(), "a seconds field");
+        assert!(Schedule::parse("@daily", Duration::from_secs(60)).is_ok(), "the usual shorthands");
+        assert_eq!(
+            Schedule::parse("0 0 30 2 *", Duration::from_secs(60)).unwrap_err(),
+            ScheduleError::Never("0 0 30 2 *".into())
+        );
         assert_eq!(Schedule::parse("0 1 * * *", Duration::ZERO).unwrap_err(), ScheduleError::EmptyWindow);
+        let year = Duration::from_secs((MAX_WINDOW_MINS + 1) * 60);
+        assert_eq!(Schedule::parse("0 1 * * *", year).unwrap_err(), ScheduleError::LongWindow);
     }
 }

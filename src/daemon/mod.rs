@@ -245,6 +245,9 @@ async fn config_reload_loop(node: Arc<Node>) {
         last = now;
         match Config::load(&path) {
             Ok(cfg) => {
+                for what in needs_restart(&node.config, &cfg) {
+                    warn!("{what} changed in the config; it takes effect when the daemon restarts");
+                }
                 for s in cfg.shares {
                     if node.share(&s.name).is_none() {
                         info!(share = %s.name, path = %s.path.display(), "share added");
@@ -260,6 +263,31 @@ async fn config_reload_loop(node: Arc<Node>) {
         }
     }
     while workers.join_next().await.is_some() {}
+}
+
+/// Settings a running daemon does not pick up (it adds shares, nothing else), named
+/// so an edit is not silently without effect.
+fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
+    let (a, b) = (&running.node, &new.node);
+    let mut out = Vec::new();
+    let node_keys = [
+        ("listen", a.listen != b.listen),
+        ("advertise", a.advertise != b.advertise),
+        ("rescan_interval_secs", a.rescan_interval != b.rescan_interval),
+        ("min_free_mib", a.min_free_bytes != b.min_free_bytes),
+        ("upload_limit_mbit", a.upload_limit_mbit != b.upload_limit_mbit),
+        ("metrics_listen", a.metrics_listen != b.metrics_listen),
+    ];
+    out.extend(node_keys.iter().filter(|(_, changed)| *changed).map(|(k, _)| format!("[node] {k}")));
+    for s in &new.shares {
+        if let Some(old) = running.shares.iter().find(|o| o.name == s.name) {
+            let describe = |c: &crate::config::ShareConfig| c.schedule.as_ref().map(|x| x.describe());
+            if old.path != s.path || old.mode != s.mode || old.ignore != s.ignore || describe(old) != describe(s) {
+                out.push(format!("share {:?}", s.name));
+            }
+        }
+    }
+    out
 }
 
 async fn accept_loop(node: Arc<Node>) {
@@ -354,6 +382,20 @@ pub async fn run(home: &Home) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edits_a_running_daemon_ignores_are_named() {
+        let base = "[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"s\"\npath = \"/s\"\n";
+        let parse = |t: &str| Config::parse(t, std::path::Path::new("c")).unwrap();
+        let running = parse(base);
+        assert!(needs_restart(&running, &parse(base)).is_empty());
+        let more = format!("{base}[[share]]\nname = \"t\"\npath = \"/t\"\n");
+        assert!(needs_restart(&running, &parse(&more)).is_empty(), "a new share is picked up");
+        let edited =
+            base.replace("listen = \"127.0.0.1:1\"", "listen = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:2\"");
+        let edited = format!("{edited}schedule = \"0 1 * * *\"\n");
+        assert_eq!(needs_restart(&running, &parse(&edited)), vec!["[node] metrics_listen", "share \"s\""]);
+    }
 
     #[test]
     fn a_peer_being_dialed_is_not_dialed_again_until_that_dial_ends() {

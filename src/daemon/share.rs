@@ -126,19 +126,6 @@ impl Share {
         !matches!(self.window(), Some(Window::Closed { .. }))
     }
 
-    /// While the transfer window is closed, when to look at it again: at its
-    /// opening, but at least every [`WINDOW_RECHECK`] (the deadline is wall-clock
-    /// time, slept on a monotonic timer that a suspend or a clock step leaves behind)
-    /// and not sooner than a second (an opening already past must not spin).
-    fn window_recheck(&self) -> Option<tokio::time::Instant> {
-        let wait = match self.window()? {
-            Window::Open { .. } => return None,
-            Window::Closed { opens: Some(at) } => (at - chrono::Local::now()).to_std().unwrap_or_default(),
-            Window::Closed { opens: None } => WINDOW_RECHECK,
-        };
-        Some(tokio::time::Instant::now() + wait.clamp(Duration::from_secs(1), WINDOW_RECHECK))
-    }
-
     /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
     pub fn set_participant(&self, peer: NodeId, takes_part: bool) {
         self.participants.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, takes_part);
@@ -172,22 +159,13 @@ impl Share {
 /// The worker loop of one share.
 pub async fn run(node: Arc<Node>, share: Arc<Share>) {
     let me = node.ident.id.short();
-    // Putting a watch on every directory of a large share takes a while: not on a
-    // runtime thread.
-    let (root, ignore, pending) = (share.ctx.root.clone(), share.ignore.clone(), share.watched.clone());
-    let watch = match tokio::task::spawn_blocking(move || crate::watch::ShareWatch::start(&root, ignore, pending)).await
-    {
-        Ok(Ok(w)) => Some(w),
-        Ok(Err(e)) => {
-            warn!(error = %e, "local changes are found by rescanning every {} s", UNWATCHED_RESCAN.as_secs());
-            None
-        }
-        Err(e) => {
-            warn!(error = %e, "starting the file watch failed; rescanning every {} s", UNWATCHED_RESCAN.as_secs());
-            None
-        }
-    };
+    let mut watch = start_watch(&share).await;
     loop {
+        // A root deleted and made again, or mounted over, took its watches with it.
+        if watch.as_ref().is_some_and(|(_, id)| root_id(&share.ctx.root) != Some(*id)) {
+            info!("the share folder was replaced; watching it again");
+            watch = start_watch(&share).await;
+        }
         // Without a working watch, changes are found by full scans only: often, as
         // before watching existed, rather than hourly.
         let interval = if watch.is_some() && !share.watched.degraded() {
@@ -224,7 +202,10 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
             let due = share.watched.next_due();
             // Whichever branch noticed it, a window that opened since the last pass
             // plans everything held back while it was closed.
-            let open = share.may_download();
+            // One reading of the clock for both: read twice, a window opening in
+            // between would leave it closed with nothing to look at it again.
+            let window = share.window();
+            let open = !matches!(window, Some(Window::Closed { .. }));
             if open && !was_open {
                 info!("transfer window open");
                 share.take_dirty();
@@ -232,7 +213,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                 retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
             }
             was_open = open;
-            let recheck = share.window_recheck();
+            let recheck = window.and_then(window_recheck);
             tokio::select! {
                 _ = node.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => break,
@@ -276,6 +257,56 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
             }
         }
     }
+}
+
+/// Watches the share's folder, with the (device, inode) it had when the watch
+/// started; `None` if it cannot be watched (the share is then scanned often).
+async fn start_watch(share: &Arc<Share>) -> Option<(crate::watch::ShareWatch, (u64, u64))> {
+    // Putting a watch on every directory of a large share takes a while: not on a
+    // runtime thread.
+    let (root, ignore, pending) = (share.ctx.root.clone(), share.ignore.clone(), share.watched.clone());
+    let started = tokio::task::spawn_blocking(move || {
+        let id = root_id(&root);
+        crate::watch::ShareWatch::start(&root, ignore, pending).map(|w| (w, id))
+    })
+    .await;
+    match started {
+        Ok(Ok((w, Some(id)))) => Some((w, id)),
+        Ok(Ok((_, None))) => {
+            warn!(
+                "the share folder vanished while its watch started; rescanning every {} s",
+                UNWATCHED_RESCAN.as_secs()
+            );
+            None
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "local changes are found by rescanning every {} s", UNWATCHED_RESCAN.as_secs());
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "starting the file watch failed; rescanning every {} s", UNWATCHED_RESCAN.as_secs());
+            None
+        }
+    }
+}
+
+/// The (device, inode) of a folder, if it is there.
+fn root_id(root: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// While the transfer window is closed, when to look at it again: at its opening,
+/// but at least every [`WINDOW_RECHECK`] (the deadline is wall-clock time, slept on
+/// a monotonic timer that a suspend or a clock step leaves behind) and not sooner
+/// than a second (an opening already past must not spin).
+fn window_recheck(window: Window<chrono::Local>) -> Option<tokio::time::Instant> {
+    let wait = match window {
+        Window::Open { .. } => return None,
+        Window::Closed { opens: Some(at) } => (at - chrono::Local::now()).to_std().unwrap_or_default(),
+        Window::Closed { opens: None } => WINDOW_RECHECK,
+    };
+    Some(tokio::time::Instant::now() + wait.clamp(Duration::from_secs(1), WINDOW_RECHECK))
 }
 
 /// How often a closed transfer window is looked at, at most.

@@ -233,6 +233,8 @@ async fn config_reload_loop(node: Arc<Node>) {
     let path = node.home.config();
     let mut last = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let mut workers = tokio::task::JoinSet::new();
+    // Named once per edit, not again at every later save.
+    let mut ignored: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             _ = node.cancel.cancelled() => break,
@@ -245,9 +247,11 @@ async fn config_reload_loop(node: Arc<Node>) {
         last = now;
         match Config::load(&path) {
             Ok(cfg) => {
-                for what in needs_restart(&node.config, &cfg) {
+                let now_ignored = needs_restart(&node.config, &cfg);
+                for what in now_ignored.iter().filter(|w| !ignored.contains(w)) {
                     warn!("{what} changed in the config; it takes effect when the daemon restarts");
                 }
+                ignored = now_ignored;
                 for s in cfg.shares {
                     if node.share(&s.name).is_none() {
                         info!(share = %s.name, path = %s.path.display(), "share added");
@@ -271,6 +275,8 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     let (a, b) = (&running.node, &new.node);
     let mut out = Vec::new();
     let node_keys = [
+        ("name", a.name != b.name),
+        ("log", a.log != b.log),
         ("listen", a.listen != b.listen),
         ("advertise", a.advertise != b.advertise),
         ("rescan_interval_secs", a.rescan_interval != b.rescan_interval),

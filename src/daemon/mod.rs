@@ -202,10 +202,11 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         dialing: Mutex::new(HashSet::new()),
         config: config.clone(),
     });
-    // Bound before anything starts: a refused address stops the start cleanly.
+    // Bound before anything starts: a configured address that cannot be bound stops
+    // the start cleanly, rather than leaving the dashboard silently empty.
     let metrics =
         match config.node.metrics_listen {
-            Some(addr) => Some(crate::ops::metrics::bind(addr).await.with_context(|| {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("metrics_listen = \"{addr}\": cannot listen there (in use? another address?)")
             })?),
             None => None,

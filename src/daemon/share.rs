@@ -123,7 +123,7 @@ impl Share {
 
     /// True if downloads may start now (no schedule, or inside a window).
     pub fn may_download(&self) -> bool {
-        !matches!(self.window(), Some(Window::Closed { .. }))
+        downloads_open(&self.window())
     }
 
     /// Records whether `peer` said (in its Hello or later) that it takes part in this share.
@@ -205,7 +205,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
             // One reading of the clock for both: read twice, a window opening in
             // between would leave it closed with nothing to look at it again.
             let window = share.window();
-            let open = !matches!(window, Some(Window::Closed { .. }));
+            let open = downloads_open(&window);
             if open && !was_open {
                 info!("transfer window open");
                 share.take_dirty();
@@ -294,6 +294,11 @@ async fn start_watch(share: &Arc<Share>) -> Option<(crate::watch::ShareWatch, (u
 fn root_id(root: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// True unless a schedule's window is closed.
+fn downloads_open(window: &Option<Window<chrono::Local>>) -> bool {
+    !matches!(window, Some(Window::Closed { .. }))
 }
 
 /// While the transfer window is closed, when to look at it again: at its opening,

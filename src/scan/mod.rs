@@ -7,7 +7,9 @@ pub mod ignore;
 pub use ignore::Ignore;
 
 use crate::config::ShareMode;
-use crate::index::{symlink_stays_inside, Entry, EntryKind, IndexError, RelPath, ShareIndex, ShortId, VersionVector};
+use crate::index::{
+    symlink_stays_inside, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, ShortId, VersionVector,
+};
 use crate::util::{mode_of, mtime_of};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -62,10 +64,10 @@ pub struct Scanner<'a> {
 impl Scanner<'_> {
     /// Walks the whole share once.
     pub fn scan(&self) -> Result<ScanStats, ScanError> {
-        std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
+        self.check_root()?;
         let mut walk = Walk::default();
         self.walk(self.root.to_path_buf(), String::new(), &mut walk)?;
-        walk.stats.deleted += self.tombstone_unseen(&walk, |_| true)?;
+        walk.stats.deleted += self.tombstone_unseen(&walk, self.index.all()?)?;
         Ok(walk.stats)
     }
 
@@ -76,7 +78,8 @@ impl Scanner<'_> {
     /// reached through a symlink, not a file, directory or symlink that stays in
     /// the share) counts as gone, as the full walk would record it.
     pub fn scan_paths(&self, paths: &[RelPath]) -> Result<ScanStats, ScanError> {
-        std::fs::read_dir(self.root).map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
+        use std::io::ErrorKind::{NotADirectory, NotFound, Other, PermissionDenied};
+        self.check_root()?;
         let mut walk = Walk::default();
         let mut paths = paths.to_vec();
         paths.sort();
@@ -96,16 +99,9 @@ impl Scanner<'_> {
                 match crate::util::safe_join(self.root, rel).and_then(|abs| Ok((std::fs::symlink_metadata(&abs)?, abs)))
                 {
                     Ok(m) => Some(m),
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
-                        None
-                    }
-                    // A symlink or a file where a directory should be: not in the share.
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::PermissionDenied
-                            || e.kind() == std::io::ErrorKind::Other =>
-                    {
-                        None
-                    }
+                    // Gone, or behind a symlink or a file where a directory should be
+                    // (`safe_join` refuses those): not in the share.
+                    Err(e) if matches!(e.kind(), NotFound | NotADirectory | PermissionDenied | Other) => None,
                     // Unreadable right now: the next event or full scan looks again.
                     Err(e) => {
                         debug!(path = %rel, error = %e, "skipped for now");
@@ -123,13 +119,13 @@ impl Scanner<'_> {
                 if let Some((_, abs)) = meta {
                     self.walk(abs, r.to_string(), &mut walk)?;
                 }
-                walk.stats.deleted += self.tombstone_under(rel, &walk)?;
+                walk.stats.deleted += self.tombstone_unseen(&walk, self.index.under(rel)?)?;
                 walked.push(format!("{r}/"));
                 continue;
             }
             // Not a directory (any more): nothing recorded below it stays.
             if old.as_ref().is_some_and(|o| o.entry.kind == EntryKind::Dir) {
-                walk.stats.deleted += self.tombstone_under(rel, &walk)?;
+                walk.stats.deleted += self.tombstone_unseen(&walk, self.index.under(rel)?)?;
             }
             if let (false, Some(o)) = (kept, &old) {
                 self.tombstone(&o.entry)?;
@@ -139,21 +135,10 @@ impl Scanner<'_> {
         Ok(walk.stats)
     }
 
-    /// Records as deleted every live entry below `dir` the walk did not see; returns how many.
-    fn tombstone_under(&self, dir: &RelPath, walk: &Walk) -> Result<usize, ScanError> {
-        let mut n = 0;
-        for rec in self.index.under(dir)? {
-            let p = rec.entry.path.as_str();
-            if rec.entry.deleted || walk.seen.contains(p) {
-                continue;
-            }
-            if walk.unreadable.iter().any(|d| p == d || p.starts_with(&format!("{d}/"))) {
-                continue;
-            }
-            self.tombstone(&rec.entry)?;
-            n += 1;
-        }
-        Ok(n)
+    /// Fails the scan if the share root cannot be read: an unmounted root must not
+    /// read as every file deleted.
+    fn check_root(&self) -> Result<(), ScanError> {
+        std::fs::read_dir(self.root).map(drop).map_err(|e| ScanError::Root(self.root.display().to_string(), e))
     }
 
     /// Scans everything below `dir` (share path `rel_dir`), noting what it saw.
@@ -216,16 +201,17 @@ impl Scanner<'_> {
         }
     }
 
-    /// Records as deleted every live entry matching `within` that the walk did not
-    /// see, except below a directory it could not read; returns how many.
-    fn tombstone_unseen(&self, walk: &Walk, within: impl Fn(&str) -> bool) -> Result<usize, ScanError> {
+    /// Records as deleted every live entry of `records` (the whole index, or what
+    /// lies below one directory) that the walk did not see, except ignored ones and
+    /// those below a directory it could not read; returns how many.
+    fn tombstone_unseen(&self, walk: &Walk, records: Vec<LocalRecord>) -> Result<usize, ScanError> {
         let mut n = 0;
-        for rec in self.index.all()? {
+        for rec in records {
             let p = rec.entry.path.as_str();
-            if rec.entry.deleted || !within(p) || walk.seen.contains(p) || self.ignore.is_ignored(p) {
+            if rec.entry.deleted || walk.seen.contains(p) || self.ignore.is_ignored(p) {
                 continue;
             }
-            if walk.unreadable.iter().any(|d| d.is_empty() || p.starts_with(&format!("{d}/"))) {
+            if walk.unreadable.iter().any(|d| d.is_empty() || p == d || p.starts_with(&format!("{d}/"))) {
                 continue;
             }
             self.tombstone(&rec.entry)?;

@@ -105,7 +105,8 @@ impl Settle {
 #[derive(Debug)]
 pub struct Pending {
     settle: Mutex<Settle>,
-    /// Woken on every event, so the worker can recompute its deadline.
+    /// Woken when the first path waits or events were lost, so the worker can set
+    /// its deadline (later events never bring it forward).
     pub wake: tokio::sync::Notify,
     /// Set when the kernel refused a watch after the start (a new directory past
     /// the inotify limit): changes there raise no event, so the share falls back to
@@ -153,6 +154,8 @@ impl ShareWatch {
     /// Watches `root` recursively, feeding paths that are not ignored into `pending`.
     pub fn start(root: &Path, ignore: Ignore, pending: Arc<Pending>) -> Result<Self, WatchError> {
         let base: PathBuf = root.to_path_buf();
+        // A new watch (the root was made again) starts with every directory watched.
+        pending.degraded.store(false, Ordering::Relaxed);
         let err = |source| WatchError::Notify { path: root.display().to_string(), source };
         let handler = move |res: notify::Result<notify::Event>| {
             let ev = match res {

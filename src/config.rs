@@ -83,7 +83,8 @@ pub struct NodeConfig {
     pub name: String,
     /// UDP address the daemon listens on.
     pub listen: SocketAddr,
-    /// Addresses told to peers (default: `listen`).
+    /// Addresses told to peers as configured; empty: the listen address, or for a
+    /// wildcard listen this host's interface addresses (see `net::addrs`).
     pub advertise: Vec<SocketAddr>,
     /// Full rescan period.
     pub rescan_interval: Duration,
@@ -134,8 +135,8 @@ struct RawConfig {
 struct RawNode {
     name: Spanned<String>,
     listen: SocketAddr,
-    #[serde(default)]
-    advertise: Vec<SocketAddr>,
+    #[serde(default = "no_advertise")]
+    advertise: Spanned<Vec<SocketAddr>>,
     #[serde(default = "default_rescan")]
     rescan_interval_secs: Spanned<u64>,
     #[serde(default = "default_min_free")]
@@ -150,6 +151,9 @@ struct RawNode {
 
 fn default_rescan() -> Spanned<u64> {
     Spanned::new(0..0, 3600)
+}
+fn no_advertise() -> Spanned<Vec<SocketAddr>> {
+    Spanned::new(0..0, Vec::new())
 }
 fn default_min_free() -> u64 {
     256
@@ -260,7 +264,14 @@ impl Config {
             None => None,
         };
         let listen = raw.node.listen;
-        let advertise = if raw.node.advertise.is_empty() { vec![listen] } else { raw.node.advertise };
+        let advertise_at = raw.node.advertise.span().start;
+        let advertise = raw.node.advertise.into_inner();
+        if let Some(bad) = advertise.iter().find(|a| !crate::net::addrs::dialable(a)) {
+            return Err(invalid(
+                advertise_at,
+                format!("advertise {bad} is not an address peers can dial: name this host's own address and port, e.g. \"203.0.113.7:7700\""),
+            ));
+        }
         Ok(Config {
             node: NodeConfig {
                 name: name.into_inner(),
@@ -284,13 +295,21 @@ impl Config {
     }
 
     /// The text of a new config file.
-    pub fn initial_text(name: &str, listen: SocketAddr) -> String {
+    pub fn initial_text(name: &str, listen: SocketAddr, advertise: &[SocketAddr]) -> String {
+        let advertise = if advertise.is_empty() {
+            "# advertise = [\"203.0.113.7:7700\"]   # addresses told to peers (default: the listen address, or\n\
+             #                                      # this host's interface addresses for a 0.0.0.0 / [::] listen)\n"
+                .to_string()
+        } else {
+            let list: Vec<String> = advertise.iter().map(|a| format!("\"{a}\"")).collect();
+            format!("advertise = [{}]   # addresses told to peers\n", list.join(", "))
+        };
         format!(
             "# meshsync node config; see README.md#config-reference\n\
              [node]\n\
              name = {}\n\
              listen = \"{listen}\"\n\
-             # advertise = [\"203.0.113.7:7700\"]   # addresses told to peers (default: listen)\n\
+             {advertise}\
              rescan_interval_secs = 3600\n\
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
@@ -366,7 +385,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
-        assert_eq!(c.node.advertise, vec![c.node.listen]);
+        assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
     }
 
@@ -386,6 +405,8 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:6: ") && e.contains("absolute"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/a\"\n[[share]]\nname = \"w\"\npath = \"/b\"\n");
         assert!(e.starts_with("/h/config.toml:8: ") && e.contains("twice"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"0.0.0.0:1\"\nadvertise = [\"0.0.0.0:1\"]\n");
+        assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
         assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
     }
@@ -394,7 +415,7 @@ mod tests {
     fn append_share_keeps_text() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(&p, Config::initial_text("n \"q\"", "127.0.0.1:9".parse().unwrap())).unwrap();
+        std::fs::write(&p, Config::initial_text("n \"q\"", "127.0.0.1:9".parse().unwrap(), &[])).unwrap();
         let share = ShareConfig {
             name: "docs".into(),
             path: "/tmp/some dir/ü".into(),

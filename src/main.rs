@@ -27,9 +27,13 @@ enum Cmd {
         /// This node's name.
         #[arg(long)]
         name: String,
-        /// UDP address to listen on, e.g. 0.0.0.0:7700.
+        /// UDP address to listen on, e.g. 0.0.0.0:7700 (all interfaces).
         #[arg(long)]
         listen: SocketAddr,
+        /// Addresses peers reach this node at, comma-separated (default: the listen
+        /// address, or every interface address for a 0.0.0.0 / [::] listen).
+        #[arg(long, value_delimiter = ',')]
+        advertise: Vec<SocketAddr>,
     },
     /// Print a one-time join token for another host.
     Invite {
@@ -47,9 +51,13 @@ enum Cmd {
         /// This node's name.
         #[arg(long)]
         name: String,
-        /// UDP address to listen on.
+        /// UDP address to listen on, e.g. 0.0.0.0:7700 (all interfaces).
         #[arg(long)]
         listen: SocketAddr,
+        /// Addresses peers reach this node at, comma-separated (default: the listen
+        /// address, or every interface address for a 0.0.0.0 / [::] listen).
+        #[arg(long, value_delimiter = ',')]
+        advertise: Vec<SocketAddr>,
     },
     /// Manage shares.
     Share {
@@ -91,6 +99,12 @@ enum Cmd {
         #[arg(long, value_parser = setup::parse_ttl)]
         timeout: Option<std::time::Duration>,
     },
+    /// Put the mesh's versions back over a receive-only share's local changes
+    /// (local additions are deleted).
+    Revert {
+        /// Share name.
+        share: String,
+    },
     /// Run a local 3-node demo mesh on 127.0.0.1.
     Demo {
         /// Leave the mesh running and print how to look at it.
@@ -113,6 +127,12 @@ enum ShareCmd {
         /// send-receive, send-only or receive-only.
         #[arg(long, default_value = "send-receive")]
         mode: ShareMode,
+    },
+    /// Resume a share paused because its folder looked wrong (missing marker, other
+    /// filesystem), confirming the folder as it is now.
+    Resume {
+        /// Share name.
+        name: String,
     },
 }
 
@@ -138,9 +158,9 @@ fn init_logging(format: LogFormat, default: &str) {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Init { name, listen } => {
+        Cmd::Init { name, listen, advertise } => {
             let h = home(cli.home)?;
-            let id = setup::init(&h, &name, listen)?;
+            let id = setup::init(&h, &name, listen, &advertise)?;
             println!("created mesh; node {name} is {id}\nhome: {}", h.dir().display());
             println!("next: `meshsync share add NAME PATH`, `meshsync run`, and `meshsync invite` for other hosts");
         }
@@ -148,9 +168,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let right = if no_invite { InviteRight::NoInvite } else { InviteRight::CanInvite };
             println!("{}", setup::invite(&home(cli.home)?, ttl, right)?);
         }
-        Cmd::Join { token, name, listen } => {
+        Cmd::Join { token, name, listen, advertise } => {
             let h = home(cli.home)?;
-            let out = daemon::join(&h, &token, &name, listen).await?;
+            let out = daemon::join(&h, &token, &name, listen, &advertise).await?;
             println!("joined via {}; node {name} is {}; {} peer(s) known", out.inviter, out.id, out.peers);
         }
         Cmd::Share { cmd: ShareCmd::Add { name, path, mode } } => {
@@ -182,6 +202,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", ops::bench_view::table(&report));
             }
+        }
+        Cmd::Share { cmd: ShareCmd::Resume { name } } => {
+            ops::control::resume(&home(cli.home)?, name.clone()).await?;
+            println!("share {name} resumed: its folder is marked as the share's again, and scanned");
+        }
+        Cmd::Revert { share } => {
+            let n = ops::control::revert(&home(cli.home)?, share.clone()).await?;
+            println!("reverting {n} local change(s) of share {share} to the mesh's versions");
         }
         Cmd::Rescan { share } => {
             let names = ops::control::rescan(&home(cli.home)?, share).await?;

@@ -4,13 +4,16 @@ use crate::config::{valid_share_name, Config, ShareConfig, ShareMode};
 use crate::home::Home;
 use crate::identity::token::{self, InviteRight};
 use crate::identity::{new_mesh, Identity, NodeId};
+use crate::scan::marker;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// Creates a new mesh in `home`: CA, this node's identity, config.
-pub fn init(home: &Home, name: &str, listen: SocketAddr) -> anyhow::Result<NodeId> {
+/// Creates a new mesh in `home`: CA, this node's identity, config. `advertise`
+/// empty: peers are told the listen address, or this host's interface addresses
+/// for a wildcard listen.
+pub fn init(home: &Home, name: &str, listen: SocketAddr, advertise: &[SocketAddr]) -> anyhow::Result<NodeId> {
     if home.config().exists() {
         bail!("{} already holds a node (found {})", home.dir().display(), home.config().display());
     }
@@ -20,7 +23,7 @@ pub fn init(home: &Home, name: &str, listen: SocketAddr) -> anyhow::Result<NodeI
     std::fs::create_dir_all(home.dir()).with_context(|| format!("creating {}", home.dir().display()))?;
     let ident = new_mesh(name)?;
     ident.save(home)?;
-    crate::home::write_atomic(&home.config(), Config::initial_text(name, listen).as_bytes(), 0o644)
+    crate::home::write_atomic(&home.config(), Config::initial_text(name, listen, advertise).as_bytes(), 0o644)
         .with_context(|| format!("writing {}", home.config().display()))?;
     Ok(ident.id)
 }
@@ -32,7 +35,16 @@ pub fn invite(home: &Home, ttl: Duration, right: InviteRight) -> anyhow::Result<
     if ident.ca_key_der.is_none() {
         bail!("this node joined with --no-invite and holds no CA key; run `meshsync invite` on another member");
     }
-    let t = token::issue(home, ident.ca_fingerprint(), cfg.node.advertise.clone(), ttl, right)?;
+    let addrs = crate::net::addrs::advertised(cfg.node.listen, &cfg.node.advertise);
+    if addrs.is_empty() {
+        bail!(
+            "no address to put in the token: this host has no usable interface address for listen = {}; \
+             set `advertise = [\"<ip>:<port>\"]` in {}",
+            cfg.node.listen,
+            home.config().display()
+        );
+    }
+    let t = token::issue(home, ident.ca_fingerprint(), addrs, ttl, right)?;
     Ok(t.encode())
 }
 
@@ -42,6 +54,25 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
     let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     let path = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+    let cfg = Config::load(&home.config())?;
+    if let Some(s) = cfg.shares.iter().find(|s| s.name == name) {
+        bail!("share {name:?} is already in {} (folder {})", home.config().display(), s.path.display());
+    }
+    let mesh = data_encoding::HEXLOWER.encode(&Identity::load(home)?.ca_fingerprint());
+    let m = match marker::read_marker(&path, name)? {
+        Some(m) if m.mesh == mesh && m.share == name => m,
+        Some(m) => bail!(
+            "{} is already marked as share {:?} of {} ({}); pick another folder",
+            path.display(),
+            m.share,
+            if m.mesh == mesh { "this mesh" } else { "another mesh" },
+            marker::marker_path(&path).display()
+        ),
+        None => marker::new_marker(&mesh, name),
+    };
+    // The marker tells the daemon later that this folder is the share and not an
+    // empty mount point left by an unmounted disk.
+    marker::write_marker(&path, &m).with_context(|| format!("writing the share marker into {}", path.display()))?;
     Config::append_share(
         &home.config(),
         &ShareConfig { name: name.to_string(), path, mode, ignore: Vec::new(), schedule: None },

@@ -54,8 +54,8 @@ pub fn safe_join(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
     Ok(p)
 }
 
-/// Bytes available to unprivileged users on the filesystem holding `path`.
-pub fn free_space(path: &Path) -> io::Result<u64> {
+/// `statvfs(2)` of the filesystem holding `path`.
+fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -65,7 +65,18 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(st)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let st = statvfs(path)?;
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// The filesystem id of the filesystem holding `path` (0 where it has none, as tmpfs).
+pub fn fs_id(path: &Path) -> io::Result<u64> {
+    Ok(statvfs(path)?.f_fsid as u64)
 }
 
 /// Sets a file's length to `len` with the blocks allocated, so a download cannot

@@ -200,21 +200,3 @@ async fn a_scheduled_share_downloads_only_inside_its_window() {
         n.stop().await;
     }
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_share_folder_made_again_is_watched_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
-    std::fs::write(nodes[0].path("before"), b"1").unwrap();
-    wait_content(&nodes, "before", b"1").await;
-    // Restored from elsewhere: the old folder goes, a new one takes its place.
-    std::fs::rename(&nodes[0].root, dir.path().join("old-alpha")).unwrap();
-    std::fs::create_dir(&nodes[0].root).unwrap();
-    wait("the emptied folder's delete reaches beta", || !nodes[1].path("before").exists()).await;
-    // No rescan is due for an hour: only a new watch can see this.
-    std::fs::write(nodes[0].path("after"), b"2").unwrap();
-    wait_content(&nodes, "after", b"2").await;
-    for mut n in nodes {
-        n.stop().await;
-    }
-}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 async fn refused(dir: &std::path::Path, name: &str, token: &str) -> String {
     let home = Home::new(dir.join(name));
-    let err = daemon::join(&home, token, name, free_addr()).await.unwrap_err();
+    let err = daemon::join(&home, token, name, free_addr(), &[]).await.unwrap_err();
     assert!(!home.config().exists() && !home.node_key().exists(), "a refused join writes nothing");
     format!("{err:#}")
 }
@@ -27,7 +27,7 @@ async fn bad_tokens_are_refused_and_change_nothing() {
 
     // Used twice.
     let t = setup::invite(&a.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
-    daemon::join(&Home::new(dir.path().join("ok")), &t, "ok", free_addr()).await.unwrap();
+    daemon::join(&Home::new(dir.path().join("ok")), &t, "ok", free_addr(), &[]).await.unwrap();
     let e = refused(dir.path(), "again", &t).await;
     assert!(e.contains("already used"), "{e}");
 

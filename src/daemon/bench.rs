@@ -10,6 +10,7 @@ use crate::identity::NodeId;
 use crate::index::{Entry, EntryKind, RelPath, VersionVector};
 use crate::proto::{Control, BENCH_SHARE_PREFIX};
 use crate::sync::Action;
+use anyhow::Context;
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -115,6 +116,10 @@ fn share_name(id: u64) -> String {
 fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
     let name = share_name(id);
     let path = node.home.dir().join("bench").join(format!("{id:016x}"));
+    // The blob's private folder, where the download's temp file goes; no worker
+    // scans a bench share, so it needs no marker.
+    std::fs::create_dir_all(path.join(crate::index::PRIVATE_DIR))
+        .with_context(|| format!("creating {}", path.display()))?;
     let cfg = ShareConfig { name: name.clone(), path, mode: ShareMode::SendReceive, ignore: vec![], schedule: None };
     let share = Arc::new(Share::open(node, cfg)?);
     node.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name, share.clone());

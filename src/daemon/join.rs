@@ -5,10 +5,10 @@ use crate::config::Config;
 use crate::home::Home;
 use crate::identity::token::{self, InviteRight, JoinToken};
 use crate::identity::{make_csr, sign_csr, Identity, NodeId};
-use crate::index::Index;
+use crate::index::{AddrOrigin, Index};
 use crate::net;
 use crate::proto::{self, JoinReply, JoinRequest, PeerInfo};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
         let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await??;
         let req: JoinRequest =
             proto::read_frame(&mut recv).await?.ok_or_else(|| anyhow!("closed before the join request"))?;
-        let reply = match accept(&node, &req) {
+        let reply = match accept(&node, &req, remote) {
             Ok(r) => {
                 info!(%remote, name = %req.name, "join accepted");
                 r
@@ -42,7 +42,7 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
     }
 }
 
-fn accept(node: &Node, req: &JoinRequest) -> Result<JoinReply, String> {
+fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinReply, String> {
     let ca = node.ident.ca().ok_or("this node has no CA key (it joined with --no-invite) and cannot invite")?;
     if req.name.trim().is_empty() || req.name.len() > 128 {
         return Err("node name must be 1 to 128 characters".into());
@@ -53,7 +53,16 @@ fn accept(node: &Node, req: &JoinRequest) -> Result<JoinReply, String> {
     let right = token::redeem(&node.home, &req.token_id, &req.secret).map_err(|e| e.to_string())?;
     let peers: Vec<PeerInfo> =
         node.index.peers().unwrap_or_default().into_iter().filter(|p| p.id != new_id.0).collect();
-    node.learn_peer(PeerInfo { id: new_id.0, name: req.name.clone(), addrs: req.addrs.clone() });
+    // The joiner's word, and the address it came from at the port it listens on
+    // (its join connection comes from a throwaway port).
+    let mut addrs = req.addrs.clone();
+    if let Some(port) = addrs.first().map(|a| a.port()) {
+        let seen = SocketAddr::new(remote.ip(), port);
+        if !addrs.contains(&seen) {
+            addrs.push(seen);
+        }
+    }
+    node.learn_peer(PeerInfo { id: new_id.0, name: req.name.clone(), addrs }, AddrOrigin::Itself);
     Ok(JoinReply::Accepted {
         node_cert_der: cert,
         ca_cert_der: node.ident.ca_cert_der.clone(),
@@ -74,8 +83,72 @@ pub struct JoinOutcome {
     pub peers: usize,
 }
 
-async fn ask(fp: [u8; 32], addr: SocketAddr, req: &JoinRequest) -> anyhow::Result<JoinReply> {
-    let conn = net::connect_join(fp, addr).await?;
+/// Why a join failed, by cause: each has its own exit status (README, "Exit status").
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// This home already holds a node.
+    #[error("{0} already holds a node; use another --home")]
+    HomeInUse(String),
+    /// The token does not parse.
+    #[error(transparent)]
+    BadToken(#[from] token::TokenError),
+    /// The token names only wildcard addresses (an inviter from before advertised addresses).
+    #[error(
+        "the token holds no address to reach the inviter at ({0}): the inviter listens on a wildcard address \
+             and put it in the token. On the inviter, set `advertise = [\"<its IP>:<port>\"]` in config.toml (or \
+             upgrade it), restart it and make a new token with `meshsync invite`"
+    )]
+    NoAddress(String),
+    /// Nothing answered at any of the token's addresses.
+    #[error(
+        "no answer from the inviter at {0} (UDP) within {JOIN_TIMEOUT_SECS} s: its host is down or unreachable from \
+             here, its daemon is not running (`meshsync run`), or a firewall drops UDP to that port"
+    )]
+    Unreachable(String),
+    /// Something answered but the connection failed (another mesh, a broken peer).
+    #[error(
+        "the inviter at {0} answered but the connection failed: {1} (a node of another mesh answers there, or the \
+             token was made for another address)"
+    )]
+    Handshake(String, String),
+    /// The inviter refused the token or the request.
+    #[error("the inviter refused to let this node join: {0}")]
+    Refused(String),
+    /// Writing this node's files failed.
+    #[error(transparent)]
+    Local(#[from] anyhow::Error),
+}
+
+const JOIN_TIMEOUT_SECS: u64 = 10;
+
+/// Dials every address at once and keeps the first connection that completes: a
+/// token lists every address of the inviter, and some may not route from here.
+async fn first_connection(fp: [u8; 32], addrs: &[SocketAddr]) -> Result<quinn::Connection, JoinError> {
+    let mut dials = tokio::task::JoinSet::new();
+    for addr in addrs.iter().copied() {
+        dials.spawn(async move {
+            let r = tokio::time::timeout(Duration::from_secs(JOIN_TIMEOUT_SECS), net::connect_join(fp, addr)).await;
+            (addr, r)
+        });
+    }
+    let mut answered = None;
+    while let Some(done) = dials.join_next().await {
+        match done {
+            Ok((_, Ok(Ok(conn)))) => return Ok(conn),
+            Ok((addr, Ok(Err(e)))) => {
+                answered.get_or_insert((addr, e.to_string()));
+            }
+            Ok((_, Err(_))) | Err(_) => {}
+        }
+    }
+    let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    Err(match answered {
+        Some((addr, e)) => JoinError::Handshake(addr.to_string(), e),
+        None => JoinError::Unreachable(list),
+    })
+}
+
+async fn ask(conn: &quinn::Connection, req: &JoinRequest) -> anyhow::Result<JoinReply> {
     let (mut send, mut recv) = conn.open_bi().await?;
     proto::write_frame(&mut send, req).await?;
     let _ = send.finish();
@@ -87,46 +160,73 @@ async fn ask(fp: [u8; 32], addr: SocketAddr, req: &JoinRequest) -> anyhow::Resul
 
 /// Joins the mesh of a token: contacts the inviter, and on success writes this
 /// node's identity, config and peer list into `home`. Writes nothing on failure.
-pub async fn join(home: &Home, token_text: &str, name: &str, listen: SocketAddr) -> anyhow::Result<JoinOutcome> {
+pub async fn join(
+    home: &Home,
+    token_text: &str,
+    name: &str,
+    listen: SocketAddr,
+    advertise: &[SocketAddr],
+) -> Result<JoinOutcome, JoinError> {
     if home.config().exists() {
-        bail!("{} already holds a node; use another --home", home.dir().display());
+        return Err(JoinError::HomeInUse(home.dir().display().to_string()));
     }
     let token = JoinToken::decode(token_text)?;
-    let (key_der, csr_der) = make_csr(name)?;
+    let reachable: Vec<SocketAddr> = token.addrs.iter().copied().filter(net::addrs::dialable).collect();
+    if reachable.is_empty() {
+        let list = token.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(JoinError::NoAddress(if list.is_empty() { "none".into() } else { list }));
+    }
+    let (key_der, csr_der) = make_csr(name).map_err(|e| JoinError::Local(e.into()))?;
     let req = JoinRequest {
         token_id: token.token_id,
         secret: token.secret,
         name: name.to_string(),
-        addrs: vec![listen],
+        addrs: net::addrs::advertised(listen, advertise),
         csr_der,
     };
-    let mut errors = Vec::new();
-    let mut reply = None;
-    for addr in &token.addrs {
-        match tokio::time::timeout(Duration::from_secs(10), ask(token.ca_fingerprint, *addr, &req)).await {
-            Ok(Ok(r)) => {
-                reply = Some(r);
-                break;
-            }
-            Ok(Err(e)) => errors.push(format!("{addr}: {e:#}")),
-            Err(_) => errors.push(format!("{addr}: no answer within 10 s")),
-        }
-    }
-    let Some(reply) = reply else {
-        bail!("inviter unreachable ({}); is its daemon running (`meshsync run`)?", errors.join("; "));
-    };
+    let conn = first_connection(token.ca_fingerprint, &reachable).await?;
+    let inviter_addr = conn.remote_address();
+    let reply = tokio::time::timeout(Duration::from_secs(JOIN_TIMEOUT_SECS), ask(&conn, &req))
+        .await
+        .map_err(|_| JoinError::Handshake(inviter_addr.to_string(), "no reply to the join request".into()))?
+        .map_err(|e| JoinError::Handshake(inviter_addr.to_string(), format!("{e:#}")))?;
     let (node_cert_der, ca_cert_der, ca_key_der, inviter, peers) = match reply {
-        JoinReply::Refused(why) => bail!("the inviter refused to let this node join: {why}"),
+        JoinReply::Refused(why) => return Err(JoinError::Refused(why)),
         JoinReply::Accepted { node_cert_der, ca_cert_der, ca_key_der, inviter, peers } => {
             (node_cert_der, ca_cert_der, ca_key_der, inviter, peers)
         }
     };
     if blake3::hash(&ca_cert_der).as_bytes() != &token.ca_fingerprint {
-        bail!("the inviter sent a CA certificate that does not match the token");
+        return Err(JoinError::Handshake(
+            inviter_addr.to_string(),
+            "the inviter sent a CA certificate that does not match the token".into(),
+        ));
     }
-    let id = NodeId::from_cert_der(&node_cert_der)?;
+    let id = NodeId::from_cert_der(&node_cert_der).map_err(|e| {
+        JoinError::Handshake(inviter_addr.to_string(), format!("the inviter sent a bad certificate: {e}"))
+    })?;
+    let ident = Identity { id, key_der, cert_der: node_cert_der, ca_cert_der, ca_key_der };
+    // The address that answered is one the inviter surely listens on.
+    let mut inviter = inviter;
+    inviter.addrs.retain(net::addrs::dialable);
+    if !inviter.addrs.contains(&inviter_addr) {
+        inviter.addrs.insert(0, inviter_addr);
+    }
+    let config = Config::initial_text(name, listen, advertise);
+    write_joined(home, ident, &config, inviter, peers).map_err(JoinError::Local)
+}
+
+/// Writes what a successful join brought: identity, peers, config.
+fn write_joined(
+    home: &Home,
+    ident: Identity,
+    config: &str,
+    inviter: PeerInfo,
+    peers: Vec<PeerInfo>,
+) -> anyhow::Result<JoinOutcome> {
+    let id = ident.id;
     std::fs::create_dir_all(home.dir()).with_context(|| format!("creating {}", home.dir().display()))?;
-    Identity { id, key_der, cert_der: node_cert_der, ca_cert_der, ca_key_der }.save(home)?;
+    ident.save(home)?;
     let index = Index::open(&home.index())?;
     let count = peers.len() + 1;
     let inviter_name = inviter.name.clone();
@@ -135,6 +235,6 @@ pub async fn join(home: &Home, token_text: &str, name: &str, listen: SocketAddr)
         index.put_peer(p)?;
     }
     index.flush()?;
-    crate::home::write_atomic(&home.config(), Config::initial_text(name, listen).as_bytes(), 0o644)?;
+    crate::home::write_atomic(&home.config(), config.as_bytes(), 0o644)?;
     Ok(JoinOutcome { id, inviter: inviter_name, peers: count })
 }

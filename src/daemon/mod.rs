@@ -12,12 +12,13 @@ pub use share::Share;
 use crate::config::{Config, ShareConfig};
 use crate::home::Home;
 use crate::identity::{Identity, NodeId};
-use crate::index::Index;
+use crate::index::{AddrOrigin, Index};
 use crate::net::{Net, Peers};
 use crate::ops::stats::{Counters, Progress};
 use crate::proto::PeerInfo;
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +68,9 @@ pub struct Node {
     /// `meshsync bench` runs in flight.
     pub bench: Mutex<bench::BenchState>,
     dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
+    /// The addresses this node tells peers (see [`crate::net::addrs`]); read again
+    /// while running, for a wildcard listen.
+    addrs: RwLock<Vec<SocketAddr>>,
     /// Peers with a dial (or the session it opened) in progress: a second dial
     /// while a handshake waits out a lost Initial would open a second connection,
     /// and the newer one replaces the first with its requests in flight.
@@ -128,7 +132,12 @@ impl NodeHandle {
 impl Node {
     /// This node as gossiped.
     pub fn me(&self) -> PeerInfo {
-        PeerInfo { id: self.ident.id.0, name: self.config.node.name.clone(), addrs: self.config.node.advertise.clone() }
+        PeerInfo { id: self.ident.id.0, name: self.config.node.name.clone(), addrs: self.advertised() }
+    }
+
+    /// The addresses this node tells peers to reach it at.
+    pub fn advertised(&self) -> Vec<SocketAddr> {
+        self.addrs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// One share.
@@ -141,21 +150,28 @@ impl Node {
         self.shares.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
-    /// Records a peer learned by gossip or join; wakes the dialer when it is new or moved.
-    pub fn learn_peer(&self, p: PeerInfo) {
+    /// Records a peer learned from itself, by gossip or by a join; wakes the dialer
+    /// when it is new or moved. Addresses a peer gave itself are never replaced by
+    /// another member's word (which could redirect this node's dials).
+    pub fn learn_peer(&self, mut p: PeerInfo, origin: AddrOrigin) {
+        p.addrs.retain(crate::net::addrs::dialable);
         if p.id == self.ident.id.0 || p.addrs.is_empty() {
+            return;
+        }
+        let known_origin = self.index.peer_origin(&p.id).unwrap_or(None);
+        if origin == AddrOrigin::Gossip && known_origin.is_some() {
             return;
         }
         let known = self.index.peers().unwrap_or_default();
         let old = known.iter().find(|k| k.id == p.id);
-        if old.is_some_and(|o| o.addrs == p.addrs && o.name == p.name) {
+        if old.is_some_and(|o| o.addrs == p.addrs && o.name == p.name) && known_origin == Some(origin) {
             return;
         }
-        if let Err(e) = self.index.put_peer(&p) {
+        if let Err(e) = self.index.put_peer_from(&p, origin) {
             warn!(error = %e, "cannot store peer");
             return;
         }
-        info!(peer = ?NodeId(p.id), name = %p.name, addrs = ?p.addrs, "learned peer");
+        info!(peer = ?NodeId(p.id), name = %p.name, addrs = ?p.addrs, ?origin, "learned peer");
         self.dial_now.notify_one();
     }
 
@@ -200,6 +216,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         bench: Mutex::new(Default::default()),
         dial_state: Mutex::new(HashMap::new()),
         dialing: Mutex::new(HashSet::new()),
+        addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
     });
     // Bound before anything starts: a configured address that cannot be bound stops
@@ -217,9 +234,13 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         node.add_share(s, &mut tasks)?;
     }
     let span = tracing::info_span!("node", node = %node.config.node.name);
-    info!(parent: &span, id = %node.ident.id, listen = %config.node.listen, "started");
+    info!(parent: &span, id = %node.ident.id, listen = %config.node.listen, advertised = ?node.advertised(), "started");
+    if node.advertised().is_empty() {
+        warn!(parent: &span, "no address to tell peers: this host has no usable interface address; set `advertise`");
+    }
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(address_loop(node.clone()).instrument(span.clone()));
     let control = crate::ops::control::bind(&node);
     tasks.spawn(crate::ops::control::serve(node.clone(), control).instrument(span.clone()));
     if let Some(listener) = metrics {
@@ -319,6 +340,38 @@ async fn accept_loop(node: Arc<Node>) {
                 _ => conn.close(1u32.into(), b"unknown protocol"),
             }
         });
+    }
+}
+
+/// How often a wildcard listen's interface addresses are read again.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(5);
+
+/// Keeps the advertised addresses current (DHCP, an address added or removed) and
+/// tells every connected peer when they change.
+async fn address_loop(node: Arc<Node>) {
+    let listen = node.config.node.listen;
+    if !node.config.node.advertise.is_empty() || !listen.ip().is_unspecified() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = node.cancel.cancelled() => return,
+            _ = tokio::time::sleep(ADDRESS_REFRESH) => {}
+        }
+        let now = match tokio::task::spawn_blocking(move || crate::net::addrs::advertised(listen, &[])).await {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        let changed = {
+            let mut addrs = node.addrs.write().unwrap_or_else(|e| e.into_inner());
+            let changed = *addrs != now;
+            *addrs = now.clone();
+            changed
+        };
+        if changed {
+            info!(advertised = ?now, "this host's addresses changed; telling peers");
+            let _ = node.announce.send(crate::proto::Control::Peers(vec![node.me()]));
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::{bench, Node, Share, SERVE_MEMORY_KIB};
 use crate::identity::NodeId;
-use crate::index::RelPath;
+use crate::index::{AddrOrigin, RelPath};
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
@@ -94,16 +94,17 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let mut share_added = node.share_added.subscribe();
     let mut announcements = node.announce.subscribe();
     let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
-    let hello = Hello {
-        minor: PROTOCOL_MINOR,
-        name: node.config.node.name.clone(),
-        addrs: node.config.node.advertise.clone(),
-        shares,
-    };
+    let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
     proto::write_frame(&mut send, &hello).await?;
     let theirs: Hello =
         proto::read_frame(&mut recv).await?.ok_or_else(|| NetError::Protocol("closed before Hello".into()))?;
-    node.learn_peer(proto::PeerInfo { id: peer.0, name: theirs.name.clone(), addrs: theirs.addrs.clone() });
+    // What the peer says of itself, and the address its packets come from: with one
+    // UDP socket per node, that is where it listens too.
+    let mut addrs = theirs.addrs.clone();
+    if !addrs.contains(&conn.remote_address()) {
+        addrs.push(conn.remote_address());
+    }
+    node.learn_peer(proto::PeerInfo { id: peer.0, name: theirs.name.clone(), addrs }, AddrOrigin::Itself);
     let registered = node.peers.register(PeerConn {
         id: peer,
         name: theirs.name.clone(),
@@ -197,7 +198,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     {
                         let _ = tx.send(Control::Have(m)).await;
                     }
-                    Ok(m @ (Control::BenchOffer { .. } | Control::BenchEnd { .. })) => {
+                    Ok(m @ (Control::BenchOffer { .. } | Control::BenchEnd { .. } | Control::Peers(_))) => {
                         let _ = tx.send(m).await;
                     }
                     // Maps are periodic and complete: a lagged receiver just waits for the next.
@@ -226,7 +227,8 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     }
                     Control::Peers(list) => {
                         for p in list {
-                            node.learn_peer(p);
+                            let origin = if p.id == peer.0 { AddrOrigin::Itself } else { AddrOrigin::Gossip };
+                            node.learn_peer(p, origin);
                         }
                     }
                     Control::ShareAdded(sh) => {

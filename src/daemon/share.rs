@@ -5,8 +5,10 @@
 use super::Node;
 use crate::config::ShareConfig;
 use crate::identity::NodeId;
-use crate::index::{LocalRecord, RelPath};
+use crate::index::{LocalRecord, RelPath, RootRecord};
+use crate::scan::marker::{self, Verdict};
 use crate::scan::{Ignore, Scanner};
+use crate::sync::planner::plan_revert;
 use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
 use crate::watch::schedule::Window;
 use anyhow::Context;
@@ -25,6 +27,21 @@ struct Dirty {
     paths: BTreeSet<RelPath>,
 }
 
+/// Why a share does nothing now; each cause is set and cleared by its own check.
+#[derive(Default)]
+struct Pauses {
+    /// The folder is not known to be the share's (missing, unmarked, moved).
+    root: Option<String>,
+    /// Not enough free space for the next download.
+    disk_full: Option<String>,
+}
+
+impl Pauses {
+    fn reason(&self) -> Option<String> {
+        self.root.clone().or_else(|| self.disk_full.clone())
+    }
+}
+
 /// A share taken part in by this node.
 pub struct Share {
     /// Its config.
@@ -33,12 +50,15 @@ pub struct Share {
     pub ctx: ShareCtx,
     /// The newest local sequence; index senders wait on it.
     pub seq: watch::Sender<u64>,
-    /// Why the share is paused, if it is (disk full).
-    pub paused: Mutex<Option<String>>,
+    /// Why the share is paused, if it is.
+    pauses: Mutex<Pauses>,
+    /// The mesh, as share markers name it.
+    mesh: String,
     ignore: Ignore,
     dirty: Mutex<Dirty>,
     wake: Notify,
     rescan_now: Notify,
+    revert_now: Notify,
     /// Scans asked for (`meshsync rescan`) and the last one a finished scan covered:
     /// `meshsync wait` right after `rescan` must not see the mesh caught up before
     /// the scan has even looked.
@@ -57,9 +77,9 @@ pub struct Share {
 }
 
 impl Share {
-    /// Opens the share's index trees and creates its folder if missing.
+    /// Opens the share's index trees. The folder is not created: a missing one is an
+    /// unmounted disk until the user says otherwise, and pauses the share.
     pub fn open(node: &Node, cfg: ShareConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&cfg.path).with_context(|| format!("creating share folder {}", cfg.path.display()))?;
         let index = node.index.share(&cfg.name)?;
         let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
@@ -79,11 +99,13 @@ impl Share {
             },
             cfg,
             seq,
-            paused: Mutex::new(None),
+            pauses: Mutex::new(Pauses::default()),
+            mesh: data_encoding::HEXLOWER.encode(&node.ident.ca_fingerprint()),
             ignore,
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
             rescan_now: Notify::new(),
+            revert_now: Notify::new(),
             scans_asked: AtomicU64::new(0),
             scans_covered: AtomicU64::new(0),
             scanning: AtomicBool::new(false),
@@ -106,6 +128,21 @@ impl Share {
     pub fn rescan(&self) {
         self.scans_asked.fetch_add(1, Ordering::SeqCst);
         self.rescan_now.notify_one();
+    }
+
+    /// Puts the mesh's version back over every local change (`meshsync revert`);
+    /// returns how many there are.
+    pub fn revert(&self) -> anyhow::Result<usize> {
+        if self.cfg.mode != crate::config::ShareMode::ReceiveOnly {
+            anyhow::bail!(
+                "share {} is {}: only a receive-only share keeps local changes",
+                self.cfg.name,
+                self.cfg.mode.as_str()
+            );
+        }
+        let n = self.ctx.index.all()?.iter().filter(|r| r.local_change).count();
+        self.revert_now.notify_one();
+        Ok(n)
     }
 
     /// True while a scan runs, one asked for has not finished, or the watcher saw
@@ -142,7 +179,97 @@ impl Share {
     }
 
     fn scanner(&self, me: crate::index::ShortId) -> Scanner<'_> {
-        Scanner { root: &self.ctx.root, index: &self.ctx.index, me, mode: self.cfg.mode, ignore: &self.ignore }
+        Scanner {
+            name: &self.cfg.name,
+            root: &self.ctx.root,
+            index: &self.ctx.index,
+            me,
+            mode: self.cfg.mode,
+            ignore: &self.ignore,
+        }
+    }
+
+    /// Why the share is paused, if it is: the first cause that holds.
+    pub fn paused(&self) -> Option<String> {
+        self.pauses.lock().unwrap_or_else(|e| e.into_inner()).reason()
+    }
+
+    /// True while the share's folder is not known to be the share's (see [`marker`]).
+    fn root_paused(&self) -> bool {
+        self.pauses.lock().unwrap_or_else(|e| e.into_inner()).root.is_some()
+    }
+
+    /// Checks that the folder is this share's before anything is scanned or written
+    /// there; pauses the share (saying why, once) while it is not. True if it is.
+    fn root_ready(&self) -> bool {
+        let res = self.check_root();
+        let mut p = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        match res {
+            Ok(()) => {
+                if p.root.take().is_some() {
+                    info!("the share folder is right again; resuming");
+                }
+                true
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                if p.root.as_ref() != Some(&why) {
+                    warn!(reason = %why, "share paused");
+                }
+                p.root = Some(why);
+                false
+            }
+        }
+    }
+
+    fn check_root(&self) -> anyhow::Result<()> {
+        let (root, name, index) = (&self.ctx.root, &self.cfg.name, &self.ctx.index);
+        let found = marker::inspect(root, name)?;
+        let recorded = index.root_record()?;
+        // Reads the whole index: only when there is no marker and nothing recorded.
+        let empty = found.marker.is_none() && recorded.is_none() && index.has_no_live_entries()?;
+        match marker::judge(root, &self.mesh, name, &found, recorded.as_ref(), empty)? {
+            Verdict::Ok => {}
+            Verdict::Record(r) => index.set_root_record(&r)?,
+            Verdict::WriteMarker => {
+                let m = marker::new_marker(&self.mesh, name);
+                marker::write_marker(root, &m)
+                    .with_context(|| format!("writing the share marker in {}", root.display()))?;
+                index.set_root_record(&RootRecord { marker_id: m.id, filesystem: found.fs })?;
+                info!(path = %root.display(), "marked the folder as this share's");
+            }
+        }
+        Ok(())
+    }
+
+    /// The user confirmed the share's folder as it is now (`meshsync share resume`):
+    /// it is marked as this share's, on the filesystem it is on now, and scanned.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let (root, name) = (&self.ctx.root, &self.cfg.name);
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => anyhow::bail!("{} is not a directory", root.display()),
+            Err(e) => anyhow::bail!("{}: {e}; create or mount the folder first", root.display()),
+        }
+        let keep = match marker::read_marker(root, name) {
+            Ok(Some(m)) if m.mesh == self.mesh && &m.share == name => Some(m),
+            Ok(Some(m)) => anyhow::bail!(
+                "{} is marked as share {:?} of {}; not taking it over (pick another folder)",
+                root.display(),
+                m.share,
+                if m.mesh == self.mesh { "this mesh" } else { "another mesh" }
+            ),
+            // Damaged or missing: written anew.
+            Ok(None) | Err(_) => None,
+        };
+        let m = keep.unwrap_or_else(|| marker::new_marker(&self.mesh, name));
+        marker::write_marker(root, &m).with_context(|| format!("writing the share marker in {}", root.display()))?;
+        let filesystem = marker::filesystem_of(root).with_context(|| format!("reading {}", root.display()))?;
+        self.ctx.index.set_root_record(&RootRecord { marker_id: m.id, filesystem })?;
+        self.pauses.lock().unwrap_or_else(|e| e.into_inner()).root = None;
+        info!(path = %root.display(), "share folder confirmed by the user; resuming");
+        self.rescan();
+        Ok(())
     }
 
     fn publish_seq(&self) {
@@ -159,8 +286,25 @@ impl Share {
 /// The worker loop of one share.
 pub async fn run(node: Arc<Node>, share: Arc<Share>) {
     let me = node.ident.id.short();
-    let mut watch = start_watch(&share).await;
+    let mut watch = None;
+    let mut watch_started = false;
     loop {
+        // Nothing is scanned or written until the folder is known to be the share's.
+        if !share.root_ready() {
+            (watch, watch_started) = (None, false);
+            // A `meshsync rescan` asked meanwhile was answered with the pause.
+            share.scans_covered.store(share.scans_asked.load(Ordering::SeqCst), Ordering::SeqCst);
+            tokio::select! {
+                _ = node.cancel.cancelled() => return,
+                _ = tokio::time::sleep(ROOT_RECHECK) => {}
+                _ = share.rescan_now.notified() => {}
+            }
+            continue;
+        }
+        if !watch_started {
+            watch = start_watch(&share).await;
+            watch_started = true;
+        }
         // A root deleted and made again, or mounted over, took its watches with it.
         if watch.as_ref().is_some_and(|(_, id)| root_id(&share.ctx.root) != Some(*id)) {
             info!("the share folder was replaced; watching it again");
@@ -224,6 +368,11 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                     let paths = share.take_dirty();
                     retry.failed(plan_and_apply(&share, paths).await);
                 }
+                _ = share.revert_now.notified() => {
+                    let paths = local_change_paths(&share);
+                    info!(count = paths.len(), "reverting local changes to the mesh's versions");
+                    retry.failed(run_pass(&share, paths, Pass::Revert).await);
+                }
                 _ = sleep_until_some(retry.at), if open => {
                     let paths = retry.take();
                     retry.failed(plan_and_apply(&share, paths).await);
@@ -254,6 +403,10 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                         break;
                     }
                 }
+            }
+            // The folder went (unmounted, removed) while following changes.
+            if share.root_paused() {
+                break;
             }
         }
     }
@@ -342,6 +495,9 @@ impl Retry {
     }
 }
 
+/// How often a paused share's folder is looked at again.
+const ROOT_RECHECK: Duration = Duration::from_secs(5);
+
 /// How often a share without a file watch is scanned, at most.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(10);
 
@@ -366,6 +522,11 @@ fn report_scan(
             }
             true
         }
+        // The worker's root check says why, once.
+        Ok(Err(e @ crate::scan::ScanError::Root(_))) => {
+            debug!(error = %e, "scan refused");
+            false
+        }
         Ok(Err(e)) => {
             warn!(error = %e, "scan failed");
             false
@@ -373,6 +534,16 @@ fn report_scan(
         Err(e) => {
             warn!(error = %e, "scan task failed");
             false
+        }
+    }
+}
+
+fn local_change_paths(share: &Share) -> Vec<RelPath> {
+    match share.ctx.index.all() {
+        Ok(all) => all.into_iter().filter(|r| r.local_change).map(|r| r.entry.path).collect(),
+        Err(e) => {
+            warn!(error = %e, "index read failed");
+            Vec::new()
         }
     }
 }
@@ -386,14 +557,25 @@ fn all_remote_paths(share: &Share) -> Vec<RelPath> {
     set.into_iter().collect()
 }
 
-fn plan(share: &Share, paths: &[RelPath]) -> Vec<Action> {
+/// Which planner a pass over paths uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// Follow the mesh, keeping local changes.
+    Sync,
+    /// `meshsync revert`: the mesh's version replaces each local change.
+    Revert,
+}
+
+fn plan(share: &Share, paths: &[RelPath], pass: Pass) -> Vec<Action> {
     let mut actions = Vec::new();
     for p in paths {
         let local: Option<LocalRecord> = share.ctx.index.get(p).ok().flatten();
         let remotes = share.ctx.index.remote_for(p).unwrap_or_default();
-        if let Some(a) = plan_path(local.as_ref(), &remotes, share.cfg.mode) {
-            actions.push(a);
-        }
+        let action = match pass {
+            Pass::Sync => plan_path(local.as_ref(), &remotes, share.cfg.mode),
+            Pass::Revert => local.as_ref().and_then(|l| plan_revert(l, &remotes)),
+        };
+        actions.extend(action);
     }
     actions.sort_by_key(|a| a.order_key());
     actions
@@ -402,12 +584,23 @@ fn plan(share: &Share, paths: &[RelPath]) -> Vec<Action> {
 /// Plans `paths` against the peers' indexes and applies the plan; returns the paths
 /// whose action failed, to be tried again.
 async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> Vec<RelPath> {
+    run_pass(share, paths, Pass::Sync).await
+}
+
+/// Plans `paths` with the planner of `pass` and applies the plan; returns the
+/// paths whose action failed, to be tried again.
+async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass) -> Vec<RelPath> {
     let mut failed = Vec::new();
     if paths.is_empty() {
         return failed;
     }
+    // Nothing is written into a folder that is not known to be the share's (an
+    // empty mount point would take the files and hide them under the disk).
+    if !share.root_ready() {
+        return paths;
+    }
     let s2 = share.clone();
-    let actions = match tokio::task::spawn_blocking(move || plan(&s2, &paths)).await {
+    let actions = match tokio::task::spawn_blocking(move || plan(&s2, &paths, pass)).await {
         Ok(a) => a,
         Err(_) => return failed,
     };
@@ -465,12 +658,12 @@ async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> Vec<RelPath>
         }
         i = j;
     }
-    let mut paused = share.paused.lock().unwrap_or_else(|e| e.into_inner());
-    match (&disk_full, paused.is_some()) {
+    let mut pauses = share.pauses.lock().unwrap_or_else(|e| e.into_inner());
+    match (&disk_full, pauses.disk_full.is_some()) {
         (Some(m), false) => warn!(reason = %m, "share paused until space is free"),
-        (None, true) => info!("share resumed"),
+        (None, true) => info!("space is free again; share resumed"),
         _ => {}
     }
-    *paused = disk_full;
+    pauses.disk_full = disk_full;
     failed
 }

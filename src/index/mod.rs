@@ -40,11 +40,33 @@ pub struct LocalRecord {
     pub local_change: bool,
 }
 
+/// What this node noted of a share's root the last time it was right: which marker
+/// it held and which filesystem it was on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRecord {
+    /// The marker's id.
+    pub marker_id: String,
+    /// The root's filesystem (see `scan::marker::filesystem_of`).
+    pub filesystem: String,
+}
+
 /// The open index of one node.
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
     peers: sled::Tree,
+    /// Ids of peers whose addresses came from the peer itself: a third party's
+    /// word never replaces those.
+    peers_direct: sled::Tree,
+}
+
+/// Where the addresses known for a peer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrOrigin {
+    /// The peer said so itself, over its own authenticated connection.
+    Itself,
+    /// Another member passed them on (gossip, a join reply).
+    Gossip,
 }
 
 impl Index {
@@ -52,7 +74,8 @@ impl Index {
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open()?;
         let peers = db.open_tree("peers")?;
-        Ok(Self { db, peers })
+        let peers_direct = db.open_tree("peers_direct")?;
+        Ok(Self { db, peers, peers_direct })
     }
 
     /// The trees of one share.
@@ -84,10 +107,27 @@ impl Index {
         Ok(())
     }
 
-    /// Remembers a peer (replacing what was known of it).
+    /// Remembers a peer (replacing what was known of it) as learned by gossip.
     pub fn put_peer(&self, p: &PeerInfo) -> Result<(), IndexError> {
+        self.put_peer_from(p, AddrOrigin::Gossip)
+    }
+
+    /// Remembers a peer, noting where its addresses came from.
+    pub fn put_peer_from(&self, p: &PeerInfo, origin: AddrOrigin) -> Result<(), IndexError> {
         self.peers.insert(p.id, proto::encode(p)?)?;
+        match origin {
+            AddrOrigin::Itself => self.peers_direct.insert(p.id, &[])?,
+            AddrOrigin::Gossip => self.peers_direct.remove(p.id)?,
+        };
         Ok(())
+    }
+
+    /// Where the addresses known for a peer came from; `None` for an unknown peer.
+    pub fn peer_origin(&self, id: &[u8; 32]) -> Result<Option<AddrOrigin>, IndexError> {
+        if !self.peers.contains_key(id)? {
+            return Ok(None);
+        }
+        Ok(Some(if self.peers_direct.contains_key(id)? { AddrOrigin::Itself } else { AddrOrigin::Gossip }))
     }
 
     /// All known peers.
@@ -184,6 +224,32 @@ impl ShareIndex {
     /// Random id of this index; a new one means peers must resend everything.
     pub fn index_id(&self) -> Result<u64, IndexError> {
         Ok(self.inner.meta.get("index_id")?.map(|v| u64_at(&v)).unwrap_or(0))
+    }
+
+    /// What this node noted of the share's root, if it ever saw it right.
+    pub fn root_record(&self) -> Result<Option<RootRecord>, IndexError> {
+        match self.inner.meta.get("root")? {
+            Some(v) => Ok(Some(proto::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes the share's root as right.
+    pub fn set_root_record(&self, r: &RootRecord) -> Result<(), IndexError> {
+        self.inner.meta.insert("root", proto::encode(r)?)?;
+        self.inner.meta.flush()?;
+        Ok(())
+    }
+
+    /// True if no live entry is recorded: nothing a scan could take for deleted.
+    pub fn has_no_live_entries(&self) -> Result<bool, IndexError> {
+        for v in self.inner.local.iter().values() {
+            let rec: LocalRecord = proto::decode(&v?)?;
+            if !rec.entry.deleted {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Newest local sequence number.

@@ -1,5 +1,6 @@
 //! QUIC transport: the endpoint, transport tuning, and the request/response streams.
 
+pub mod addrs;
 pub mod limit;
 pub mod peers;
 pub mod socket;

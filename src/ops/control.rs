@@ -25,10 +25,22 @@ pub enum Request {
         /// Bytes of each per-peer throughput probe.
         probe_bytes: u64,
     },
-    /// Scan a share (or all) now; answers `{"rescanning": [names]}` or `{"error": ...}`.
+    /// Scan a share (or all) now; answers `{"rescanning": [names]}` or `{"error": ...}`
+    /// (also when a share is paused: the scan would not run).
     Rescan {
         /// One share, or every share when absent.
         share: Option<String>,
+    },
+    /// The user confirms a paused share's folder as it is now; answers `{"resumed": name}`.
+    Resume {
+        /// The share.
+        share: String,
+    },
+    /// Put the mesh's versions back over a receive-only share's local changes;
+    /// answers `{"reverting": count}`.
+    Revert {
+        /// The share.
+        share: String,
     },
 }
 
@@ -99,12 +111,30 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
                     .to_string()
             } else {
                 let names: Vec<String> = shares.iter().map(|s| s.cfg.name.clone()).collect();
-                for s in shares {
+                for s in &shares {
                     s.rescan();
                 }
-                serde_json::json!({ "rescanning": names }).to_string()
+                let paused: Vec<String> = shares
+                    .iter()
+                    .filter_map(|s| s.paused().map(|p| format!("share {} is paused: {p}", s.cfg.name)))
+                    .collect();
+                if paused.is_empty() {
+                    serde_json::json!({ "rescanning": names }).to_string()
+                } else {
+                    serde_json::json!({ "error": paused.join("; ") }).to_string()
+                }
             }
         }
+        Ok(Request::Resume { share }) => match node.share(&share).map(|s| s.resume()) {
+            None => serde_json::json!({ "error": format!("no share named {share:?} on this node") }).to_string(),
+            Some(Ok(())) => serde_json::json!({ "resumed": share }).to_string(),
+            Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
+        },
+        Ok(Request::Revert { share }) => match node.share(&share).map(|s| s.revert()) {
+            None => serde_json::json!({ "error": format!("no share named {share:?} on this node") }).to_string(),
+            Some(Ok(n)) => serde_json::json!({ "reverting": n }).to_string(),
+            Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
+        },
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }).to_string(),
     };
     let _ = w.write_all(answer.as_bytes()).await;
@@ -140,6 +170,14 @@ pub async fn wait(home: &Home, share: Option<String>, timeout: Option<std::time:
         if let Some(name) = &share {
             anyhow::ensure!(st.shares.iter().any(|s| &s.name == name), "this node has no share named {name:?}");
         }
+        // A paused share does not catch up by waiting: it needs the user.
+        let paused: Vec<String> = st
+            .shares
+            .iter()
+            .filter(|s| share.as_ref().is_none_or(|n| *n == s.name))
+            .filter_map(|s| s.paused.as_ref().map(|p| format!("share {} is paused: {p}", s.name)))
+            .collect();
+        anyhow::ensure!(paused.is_empty(), "{}", paused.join("; "));
         let why = st.behind(share.as_deref());
         if why.is_empty() {
             return Ok(());
@@ -151,15 +189,30 @@ pub async fn wait(home: &Home, share: Option<String>, timeout: Option<std::time:
     }
 }
 
-/// Asks the daemon of `home` to scan now; returns the shares it started scanning.
-pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<String>> {
-    let raw = request(home, &Request::Rescan { share }).await?;
-    let v: serde_json::Value = serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
+/// Sends a request and returns the answer's `key`, or the daemon's error.
+async fn ask(home: &Home, req: &Request, key: &str) -> anyhow::Result<serde_json::Value> {
+    let raw = request(home, req).await?;
+    let mut v: serde_json::Value = serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         anyhow::bail!("{e}");
     }
-    let names = v.get("rescanning").and_then(|r| r.as_array()).cloned().unwrap_or_default();
-    Ok(names.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+    v.get_mut(key).map(serde_json::Value::take).with_context(|| format!("daemon answered: {raw}"))
+}
+
+/// Asks the daemon of `home` to scan now; returns the shares it started scanning.
+pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<String>> {
+    let names = ask(home, &Request::Rescan { share }, "rescanning").await?;
+    Ok(names.as_array().into_iter().flatten().filter_map(|n| n.as_str().map(String::from)).collect())
+}
+
+/// Confirms a paused share's folder to the daemon of `home` (`meshsync share resume`).
+pub async fn resume(home: &Home, share: String) -> anyhow::Result<()> {
+    ask(home, &Request::Resume { share }, "resumed").await.map(drop)
+}
+
+/// Asks the daemon of `home` to revert a receive-only share's local changes; returns how many.
+pub async fn revert(home: &Home, share: String) -> anyhow::Result<u64> {
+    Ok(ask(home, &Request::Revert { share }, "reverting").await?.as_u64().unwrap_or(0))
 }
 
 /// Runs `meshsync bench` on the daemon of `home`, calling `on_event` for each event.

@@ -196,6 +196,7 @@ mod tests {
                 dirs: 1,
                 bytes: 300,
                 local_changes: 0,
+                local_change_paths: vec![],
                 paused: Some("disk full".into()),
                 in_sync: false,
                 scanning: false,

@@ -68,6 +68,9 @@ pub struct ShareStatus {
     pub bytes: u64,
     /// Local changes not announced (receive-only).
     pub local_changes: u64,
+    /// The first of them, by path (`meshsync revert` puts the mesh's version back).
+    #[serde(default)]
+    pub local_change_paths: Vec<String>,
     /// Why the share is paused, if it is.
     pub paused: Option<String>,
     /// True when every connected peer of this share has exactly our versions.
@@ -141,6 +144,8 @@ pub struct ShareSummary {
     dirs: u64,
     bytes: u64,
     local_changes: u64,
+    /// The first [`LISTED_LOCAL_CHANGES`] local changes, by path.
+    local_change_paths: Vec<String>,
     /// (peer, we need, they need), by peer id.
     peers: Vec<(NodeId, u64, u64)>,
 }
@@ -203,10 +208,14 @@ fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> (ShareSummary, Read
     let read = if locals.is_ok() && remotes.is_ok() { Read::Complete } else { Read::Partial };
     let locals = locals.unwrap_or_default();
     let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
+    let mut local_change_paths = Vec::new();
     let mut mine: HashMap<String, (VersionVector, bool)> = HashMap::new();
     for r in &locals {
         if r.local_change {
             local_changes += 1;
+            if local_change_paths.len() < LISTED_LOCAL_CHANGES {
+                local_change_paths.push(r.entry.path.as_str().to_string());
+            }
         }
         if !r.entry.deleted {
             match r.entry.kind {
@@ -252,8 +261,11 @@ fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> (ShareSummary, Read
         peers.push((*peer, we_need, they_need));
     }
     peers.sort_by_key(|p| p.0.to_string());
-    (ShareSummary { files, dirs, bytes, local_changes, peers }, read)
+    (ShareSummary { files, dirs, bytes, local_changes, local_change_paths, peers }, read)
 }
+
+/// How many local changes `status` names.
+const LISTED_LOCAL_CHANGES: usize = 20;
 
 /// Builds the status of a running node.
 pub fn status(node: &Node) -> Status {
@@ -294,6 +306,7 @@ pub fn status(node: &Node) -> Status {
             .collect();
         let in_sync = share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync);
         let ShareSummary { files, dirs, bytes, local_changes, .. } = *sum;
+        let local_change_paths = sum.local_change_paths.clone();
         shares.push(ShareStatus {
             name: share.cfg.name.clone(),
             path: share.cfg.path.display().to_string(),
@@ -302,7 +315,8 @@ pub fn status(node: &Node) -> Status {
             dirs,
             bytes,
             local_changes,
-            paused: share.paused.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            local_change_paths,
+            paused: share.paused(),
             in_sync,
             scanning: share.scanning(),
             peers: share_peers,
@@ -441,7 +455,17 @@ impl Status {
                 state
             );
             if sh.local_changes > 0 {
-                let _ = writeln!(s, "    {} local changes not sent (receive-only share)", sh.local_changes);
+                let _ = writeln!(
+                    s,
+                    "    {} local changes kept here, not sent (receive-only; `meshsync revert {}` takes the mesh's versions):",
+                    sh.local_changes, sh.name
+                );
+                for p in &sh.local_change_paths {
+                    let _ = writeln!(s, "      {p}");
+                }
+                if sh.local_changes > sh.local_change_paths.len() as u64 {
+                    let _ = writeln!(s, "      ...");
+                }
             }
             if let Some(w) = &sh.schedule {
                 let until = w.until.as_deref().unwrap_or("never again");
@@ -493,6 +517,7 @@ mod tests {
             dirs: 0,
             bytes: 0,
             local_changes: 0,
+            local_change_paths: vec![],
             paused: None,
             in_sync: true,
             scanning: false,
@@ -513,7 +538,14 @@ mod tests {
             remote_generation,
             participation: said.iter().map(|(p, b)| (NodeId([*p; 32]), *b)).collect(),
         };
-        let sum = |files| ShareSummary { files, dirs: 0, bytes: 0, local_changes: 0, peers: vec![] };
+        let sum = |files| ShareSummary {
+            files,
+            dirs: 0,
+            bytes: 0,
+            local_changes: 0,
+            local_change_paths: vec![],
+            peers: vec![],
+        };
         let mut computed = 0;
         let mut get_read = |k, read| {
             cache.get_or(k, || {

@@ -3,6 +3,7 @@
 
 pub mod chunker;
 pub mod ignore;
+pub mod marker;
 
 pub use ignore::Ignore;
 
@@ -19,9 +20,9 @@ use tracing::{debug, warn};
 /// Scan failures that stop the scan (per-file problems are logged and skipped).
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    /// The share root is missing or unreadable.
-    #[error("share root {0}: {1}")]
-    Root(String, std::io::Error),
+    /// The share root is missing, unreadable or not marked as the share's.
+    #[error(transparent)]
+    Root(#[from] marker::RootProblem),
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -49,6 +50,8 @@ struct Walk {
 
 /// Scans one share.
 pub struct Scanner<'a> {
+    /// The share's name.
+    pub name: &'a str,
     /// Share root on disk.
     pub root: &'a Path,
     /// The share's index.
@@ -67,6 +70,8 @@ impl Scanner<'_> {
         self.check_root()?;
         let mut walk = Walk::default();
         self.walk(self.root.to_path_buf(), String::new(), &mut walk)?;
+        // A disk unmounted during the walk left files unseen: not deleted.
+        self.check_root()?;
         walk.stats.deleted += self.tombstone_unseen(&walk, self.index.all()?)?;
         Ok(walk.stats)
     }
@@ -135,10 +140,20 @@ impl Scanner<'_> {
         Ok(walk.stats)
     }
 
-    /// Fails the scan if the share root cannot be read: an unmounted root must not
-    /// read as every file deleted.
+    /// Fails the scan if the share root cannot be read or lost its marker: an
+    /// unmounted root must not read as every file deleted. (Which marker, on which
+    /// filesystem, the share's worker checks before it scans.)
     fn check_root(&self) -> Result<(), ScanError> {
-        std::fs::read_dir(self.root).map(drop).map_err(|e| ScanError::Root(self.root.display().to_string(), e))
+        use marker::RootProblem;
+        let (root, name) = (self.root.to_path_buf(), self.name.to_string());
+        std::fs::read_dir(self.root).map(drop).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RootProblem::Missing(root.clone(), name.clone()),
+            _ => RootProblem::Unreadable(root.clone(), e),
+        })?;
+        if !marker::marker_path(self.root).is_file() {
+            return Err(RootProblem::NoMarker(root, name).into());
+        }
+        Ok(())
     }
 
     /// Scans everything below `dir` (share path `rel_dir`), noting what it saw.
@@ -368,6 +383,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path().join("share");
             std::fs::create_dir(&root).unwrap();
+            marker::write_marker(&root, &marker::new_marker("m", "s")).unwrap();
             let index = Index::open(&dir.path().join("index")).unwrap().share("s").unwrap();
             let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
             Self { _dir: dir, root, index, ignore: Ignore::new(&patterns).unwrap() }
@@ -375,6 +391,7 @@ mod tests {
 
         fn scanner(&self) -> Scanner<'_> {
             Scanner {
+                name: "s",
                 root: &self.root,
                 index: &self.index,
                 me: ShortId(1),
@@ -407,6 +424,22 @@ mod tests {
             let rels: Vec<RelPath> = rels.iter().map(|r| RelPath::parse(r).unwrap()).collect();
             self.scanner().scan_paths(&rels).unwrap()
         }
+    }
+
+    #[test]
+    fn a_root_that_lost_its_marker_is_not_scanned_and_nothing_is_deleted() {
+        let f = Fixture::new();
+        f.write("a", b"one");
+        f.scanner().scan().unwrap();
+        // What an unmounted disk looks like: the mount point, empty.
+        std::fs::remove_dir_all(&f.root).unwrap();
+        std::fs::create_dir(&f.root).unwrap();
+        assert!(matches!(f.scanner().scan(), Err(ScanError::Root(marker::RootProblem::NoMarker(..)))));
+        let a = RelPath::parse("a").unwrap();
+        assert!(matches!(f.scanner().scan_paths(&[a]), Err(ScanError::Root(_))));
+        std::fs::remove_dir(&f.root).unwrap();
+        assert!(matches!(f.scanner().scan(), Err(ScanError::Root(marker::RootProblem::Missing(..)))));
+        assert_eq!(f.live(), vec!["a"]);
     }
 
     #[test]

@@ -140,6 +140,11 @@ impl ShareCtx {
             Action::Merge { target } => {
                 self.index.put(target, rec.map(|r| r.ino).unwrap_or(0), false)?;
             }
+            Action::KeepLocal { target } => {
+                info!(share = %self.name, path = %target.path,
+                    "receive-only: deleted on the mesh, the local change is kept (`meshsync revert {}` takes the mesh's version)",
+                    self.name);
+            }
             Action::Adopt { target } => {
                 let abs = self.abs(&target.path)?;
                 if !self.disk_matches(rec.as_ref(), &abs) {
@@ -164,7 +169,7 @@ impl ShareCtx {
                 match std::fs::symlink_metadata(&abs) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => return Err(ApplyError::LocalChanged(target.path)),
-                    Err(_) => std::fs::create_dir_all(&abs).map_err(io_err(&abs))?,
+                    Err(_) => self.create_below_root(&abs)?,
                 }
                 std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode)))
                     .map_err(io_err(&abs))?;
@@ -237,10 +242,21 @@ impl ShareCtx {
     fn ensure_parent(&self, abs: &Path) -> Result<(), ApplyError> {
         if let Some(parent) = abs.parent() {
             if !parent.is_dir() {
-                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+                self.create_below_root(parent)?;
             }
         }
         Ok(())
+    }
+
+    /// Creates a directory and its missing parents inside the share, never the
+    /// share's folder itself: a root that vanished (an unmounted disk) is not made
+    /// again and filled.
+    fn create_below_root(&self, dir: &Path) -> Result<(), ApplyError> {
+        if !self.root.is_dir() {
+            let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "the share folder is gone");
+            return Err(io_err(&self.root)(gone));
+        }
+        std::fs::create_dir_all(dir).map_err(io_err(dir))
     }
 
     /// Moves what is at `abs` to its conflict name (or removes it when it is not worth keeping).
@@ -288,7 +304,7 @@ impl ShareCtx {
         if free < need.saturating_add(self.min_free) {
             return Err(ApplyError::DiskFull { need, free });
         }
-        std::fs::create_dir_all(self.private_dir()).map_err(io_err(&self.private_dir()))?;
+        self.create_below_root(&self.private_dir())?;
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&tmp).map_err(io_err(&tmp))?;
         if let Err(e) = crate::util::reserve(&file, target.size) {

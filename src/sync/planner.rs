@@ -44,6 +44,12 @@ pub enum Action {
         /// Our entry with the merged version.
         target: Entry,
     },
+    /// A receive-only local change that the mesh deleted: it stays as it is (and
+    /// stays a local change) until the user asks for the mesh's version.
+    KeepLocal {
+        /// The mesh's tombstone that is not applied.
+        target: Entry,
+    },
 }
 
 impl Action {
@@ -55,7 +61,8 @@ impl Action {
             | Action::MakeSymlink { target, .. }
             | Action::Delete { target }
             | Action::Adopt { target }
-            | Action::Merge { target } => &target.path,
+            | Action::Merge { target }
+            | Action::KeepLocal { target } => &target.path,
         }
     }
 
@@ -97,6 +104,11 @@ pub fn plan_path(local: Option<&LocalRecord>, remotes: &[(NodeId, Entry)], mode:
             if mode == ShareMode::SendOnly {
                 return None;
             }
+            // A receive-only local change never goes because the mesh deleted the path:
+            // deleting it would lose the only copy of that edit.
+            if l.local_change && !le.deleted && w.deleted {
+                return Some(Action::KeepLocal { target: w.clone() });
+            }
             // A receive-only local change that a newer remote version replaces is kept aside.
             let conflict = if l.local_change && !le.deleted && !le.same_content(w) && le.kind != EntryKind::Dir {
                 conflict_name(le).ok()
@@ -129,6 +141,29 @@ pub fn plan_path(local: Option<&LocalRecord>, remotes: &[(NodeId, Entry)], mode:
             Some(apply(t, Some(le), conflict, sources()))
         }
     }
+}
+
+/// What `meshsync revert` does with one path of a receive-only share: the mesh's
+/// version replaces a local change, and a local addition the mesh never had goes.
+/// `None` for a path without a local change.
+pub fn plan_revert(local: &LocalRecord, remotes: &[(NodeId, Entry)]) -> Option<Action> {
+    if !local.local_change {
+        return None;
+    }
+    let le = &local.entry;
+    let Some(w) = global_winner(remotes) else {
+        let mut gone = le.clone();
+        if le.deleted {
+            // Deleted here, unknown to the mesh: only the record stops being a change.
+            return Some(Action::Adopt { target: gone });
+        }
+        gone.deleted = true;
+        gone.blocks.clear();
+        gone.size = 0;
+        return Some(Action::Delete { target: gone });
+    };
+    let sources = remotes.iter().filter(|(_, e)| !e.deleted && e.same_content(w)).map(|(id, _)| *id).collect();
+    Some(apply(w.clone(), Some(le), None, sources))
 }
 
 fn apply(target: Entry, local: Option<&Entry>, conflict: Option<RelPath>, sources: Vec<NodeId>) -> Action {
@@ -286,6 +321,47 @@ mod tests {
             Action::Fetch { conflict, .. } => assert!(conflict.is_some()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn receive_only_local_change_survives_a_remote_delete() {
+        let mut r = rec(file(b"local edit", &[(1, 1)], 1, 10));
+        r.local_change = true;
+        let mut gone = file(b"", &[(1, 2)], 1, 20);
+        gone.deleted = true;
+        assert_eq!(
+            plan_path(Some(&r), &[(A, gone.clone())], ShareMode::ReceiveOnly),
+            Some(Action::KeepLocal { target: gone.clone() })
+        );
+        // Without a local change, the delete is applied as usual.
+        r.local_change = false;
+        assert_eq!(
+            plan_path(Some(&r), &[(A, gone.clone())], ShareMode::ReceiveOnly),
+            Some(Action::Delete { target: gone })
+        );
+    }
+
+    #[test]
+    fn revert_takes_the_mesh_version_and_drops_local_additions() {
+        let mut edited = rec(file(b"local edit", &[(1, 1)], 1, 10));
+        edited.local_change = true;
+        let theirs = file(b"upstream", &[(1, 1)], 1, 5);
+        match plan_revert(&edited, &[(A, theirs.clone())]).unwrap() {
+            Action::Fetch { target, conflict, sources } => {
+                assert_eq!((target, conflict, sources), (theirs.clone(), None, vec![A]));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut gone = theirs.clone();
+        gone.deleted = true;
+        assert_eq!(plan_revert(&edited, &[(A, gone.clone())]), Some(Action::Delete { target: gone }));
+        // Added here only: removed, and the record becomes a plain tombstone.
+        match plan_revert(&edited, &[]).unwrap() {
+            Action::Delete { target } => assert!(target.deleted && target.path == edited.entry.path),
+            other => panic!("{other:?}"),
+        }
+        edited.local_change = false;
+        assert_eq!(plan_revert(&edited, &[(A, theirs)]), None, "no local change, nothing to revert");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn free_addr() -> SocketAddr {
 pub fn first(dir: &Path, name: &str, mode: ShareMode) -> TestNode {
     let home = Home::new(dir.join(name));
     let listen = free_addr();
-    setup::init(&home, name, listen).unwrap();
+    setup::init(&home, name, listen, &[]).unwrap();
     let root = dir.join(format!("{name}-share"));
     setup::share_add(&home, SHARE, &root, mode).unwrap();
     TestNode { name: name.into(), root: root.canonicalize().unwrap(), home, listen, handle: None }
@@ -58,7 +58,7 @@ pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -
     let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
     let home = Home::new(dir.join(name));
     let listen = free_addr();
-    daemon::join(&home, &token, name, listen).await.unwrap();
+    daemon::join(&home, &token, name, listen, &[]).await.unwrap();
     let root = dir.join(format!("{name}-share"));
     setup::share_add(&home, SHARE, &root, mode).unwrap();
     let mut n = TestNode { name: name.into(), root: root.canonicalize().unwrap(), home, listen, handle: None };
@@ -73,7 +73,7 @@ pub async fn join_then_share(dir: &Path, inviter: &TestNode, name: &str, peers: 
     let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
     let home = Home::new(dir.join(name));
     let listen = free_addr();
-    daemon::join(&home, &token, name, listen).await.unwrap();
+    daemon::join(&home, &token, name, listen, &[]).await.unwrap();
     let root = dir.join(format!("{name}-share"));
     let mut n = TestNode { name: name.into(), root: root.clone(), home, listen, handle: None };
     n.start().await;

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod exit;
 pub mod home;
 pub mod identity;
 pub mod index;

@@ -240,7 +240,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(meshsync::exit::Exit::of(&e) as u8)
         }
     }
 }

@@ -6,7 +6,7 @@ mod join;
 mod session;
 mod share;
 
-pub use join::{join, JoinOutcome};
+pub use join::{join, JoinError, JoinOutcome};
 pub use share::Share;
 
 use crate::config::{Config, ShareConfig};
@@ -343,8 +343,9 @@ async fn accept_loop(node: Arc<Node>) {
     }
 }
 
-/// How often a wildcard listen's interface addresses are read again.
-const ADDRESS_REFRESH: Duration = Duration::from_secs(5);
+/// How often a wildcard listen's interface addresses are read again: a change
+/// reaches connected peers within about this long (one netlink dump each time).
+const ADDRESS_REFRESH: Duration = Duration::from_secs(1);
 
 /// Keeps the advertised addresses current (DHCP, an address added or removed) and
 /// tells every connected peer when they change.

@@ -4,6 +4,7 @@ use crate::config::{valid_share_name, Config, ShareConfig, ShareMode};
 use crate::home::Home;
 use crate::identity::token::{self, InviteRight};
 use crate::identity::{new_mesh, Identity, NodeId};
+use crate::owner;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -40,8 +41,13 @@ pub fn invite(home: &Home, ttl: Duration, right: InviteRight) -> anyhow::Result<
 pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyhow::Result<()> {
     valid_share_name(name).map_err(anyhow::Error::msg)?;
     let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
-    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::create_dir_all(&path).with_context(|| {
+        let me = owner::user_name(owner::euid());
+        format!("creating {} as user {me} (or make it as root: install -d -o {me} -g {me} {0})", path.display())
+    })?;
     let path = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+    // The daemon runs as this user (the home's owner) and writes into the share.
+    owner::check_writable(&path)?;
     Config::append_share(
         &home.config(),
         &ShareConfig { name: name.to_string(), path, mode, ignore: Vec::new(), schedule: None },

@@ -30,9 +30,9 @@ pub enum OwnerError {
         /// The same command line, run as the owner.
         retry: String,
     },
-    /// Something inside the home belongs to another user than the home.
+    /// Something inside the home belongs to another user, and its owner cannot use it.
     #[error(
-        "{path} belongs to user {owner}, not to {me} who owns {dir}: the daemon, running as {me}, cannot use it. \
+        "{path} belongs to user {owner}, and {me}, who owns {dir} and runs the daemon, cannot use it. \
          Give the whole home back to its user (as root): chown -R {me}: {dir}"
     )]
     Mixed {
@@ -90,8 +90,8 @@ pub fn user_name(uid: u32) -> String {
     format!("#{uid}")
 }
 
-/// Refuses a home that another user owns, or that holds files of another user than
-/// its owner. `argv` is the command line, repeated in the advice to run it as the
+/// Refuses a home that another user owns, or that holds files of another user that
+/// its owner cannot use. `argv` is the command line, repeated in the advice to run it as the
 /// owner. A home that does not exist yet is fine: this user creates it.
 pub fn check_home(home: &Home, argv: &[String]) -> Result<(), OwnerError> {
     let dir = home.dir();
@@ -106,7 +106,7 @@ pub fn check_home(home: &Home, argv: &[String]) -> Result<(), OwnerError> {
         let retry = retry_as(&owner, dir, argv, me == 0);
         return Err(OwnerError::NotMine { dir: dir.to_path_buf(), owner, me: user_name(me), retry });
     }
-    match foreign_entry(dir, me, CHECK_DEPTH)? {
+    match foreign_entry(dir, me, CHECK_DEPTH, &home.index())? {
         Some((path, uid)) => {
             Err(OwnerError::Mixed { path, owner: user_name(uid), me: user_name(me), dir: dir.to_path_buf() })
         }
@@ -114,24 +114,43 @@ pub fn check_home(home: &Home, argv: &[String]) -> Result<(), OwnerError> {
     }
 }
 
-/// The first entry below `dir` (to `depth` levels) not owned by `uid`, with its owner.
-fn foreign_entry(dir: &Path, uid: u32, depth: usize) -> Result<Option<(PathBuf, u32)>, OwnerError> {
+/// The first entry below `dir` (to `depth` levels) that belongs to another user than
+/// `uid` and that `uid` (this process) cannot use as the daemon does, with its owner.
+/// Another owner alone is fine: a root-owned config.toml that is readable works.
+fn foreign_entry(dir: &Path, uid: u32, depth: usize, index: &Path) -> Result<Option<(PathBuf, u32)>, OwnerError> {
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OwnerError + '_ {
         move |source| OwnerError::Io { path: path.to_path_buf(), source }
     }
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
-        if meta.uid() != uid {
+        // Directories are listed, entered and written; the index's files rewritten;
+        // the rest (keys, certificates, config) read.
+        let need = if meta.is_dir() {
+            libc::R_OK | libc::W_OK | libc::X_OK
+        } else if dir == index {
+            libc::R_OK | libc::W_OK
+        } else {
+            libc::R_OK
+        };
+        if meta.uid() != uid && !may(&path, need) {
             return Ok(Some((path, meta.uid())));
         }
         if meta.is_dir() && depth > 1 {
-            if let Some(found) = foreign_entry(&path, uid, depth - 1)? {
+            if let Some(found) = foreign_entry(&path, uid, depth - 1, index)? {
                 return Ok(Some(found));
             }
         }
     }
     Ok(None)
+}
+
+/// Whether this process (its effective ids) may access `path` as `mode` asks.
+fn may(path: &Path, mode: i32) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) == 0 }
 }
 
 /// Whether this user can create files in `dir`, found by creating one: permission
@@ -208,20 +227,12 @@ mod tests {
     }
 
     #[test]
-    fn a_home_with_a_file_of_another_user_is_refused() {
+    fn a_home_of_another_user_is_refused_with_the_command_to_run_instead() {
         if euid() != 0 {
-            eprintln!("skipped: needs root to give a file to another user");
+            eprintln!("skipped: needs root to give a directory to another user");
             return;
         }
         let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("invites")).unwrap();
-        let odd = t.path().join("invites/abc");
-        std::fs::write(&odd, b"").unwrap();
-        std::os::unix::fs::chown(&odd, Some(65534), None).unwrap();
-        match check_home(&Home::new(t.path()), &[]) {
-            Err(OwnerError::Mixed { path, .. }) => assert_eq!(path, odd),
-            other => panic!("expected Mixed, got {other:?}"),
-        }
         std::os::unix::fs::chown(t.path(), Some(65534), None).unwrap();
         let err = check_home(&Home::new(t.path()), &argv("meshsync run")).unwrap_err();
         let name = user_name(65534);

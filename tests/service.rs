@@ -415,19 +415,25 @@ fn the_readme_service_setup_commands_work_as_written() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && err.contains("belongs to user meshsync"), "{err}");
     assert!(err.contains(&format!("runuser -u meshsync -- {BIN} --home {} share add more", home.display())), "{err}");
-    // And a share folder the service's user cannot write.
+    let as_meshsync = |args: &[&std::ffi::OsStr]| {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "meshsync", "--", "meshsync", "--home"]).arg(&home).args(args).env("PATH", &path);
+        c.output().unwrap()
+    };
+    // A share folder the service's user cannot write.
     let closed = dir.path().join("closed");
     std::fs::create_dir(&closed).unwrap();
-    let denied = Command::new("runuser")
-        .args(["-u", "meshsync", "--", "meshsync", "--home"])
-        .arg(&home)
-        .args(["share", "add", "closed"])
-        .arg(&closed)
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let denied = as_meshsync(&["share".as_ref(), "add".as_ref(), "closed".as_ref(), closed.as_os_str()]);
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(!denied.status.success() && err.contains("is not writable by user meshsync"), "{err}");
+    // The state the issue found (a key written by root into the user's home) is named,
+    // with the fix, instead of "Permission denied" from deep inside the start.
+    std::os::unix::fs::chown(home.join("node.key"), Some(0), Some(0)).unwrap();
+    let mixed = as_meshsync(&["run".as_ref()]);
+    let err = String::from_utf8_lossy(&mixed.stderr);
+    assert!(err.contains("node.key belongs to user root"), "{err}");
+    assert!(err.contains(&format!("chown -R meshsync: {}", home.display())), "{err}");
+    std::os::unix::fs::chown(home.join("node.key"), Some(meshsync_uid), Some(meshsync_uid)).unwrap();
 
     let unit = std::fs::read_to_string(repo("systemd/meshsync.service")).unwrap();
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();

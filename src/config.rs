@@ -76,6 +76,17 @@ pub enum LogFormat {
     Json,
 }
 
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown log format {s:?}: expected human or json")),
+        }
+    }
+}
+
 /// `[node]`: this node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {

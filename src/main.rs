@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use meshsync::config::{Config, LogFormat, ShareMode};
 use meshsync::home::Home;
 use meshsync::identity::token::InviteRight;
-use meshsync::{daemon, demo, ops, setup};
+use meshsync::{daemon, demo, logging, ops, setup};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,9 @@ struct Cli {
     /// Node home directory (keys, config, index). Defaults to ~/.meshsync.
     #[arg(long, global = true, env = "MESHSYNC_HOME")]
     home: Option<PathBuf>,
+    /// Log format: human or json (overrides the config's `log`).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -146,43 +149,40 @@ fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
     }
 }
 
-fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Human => b.init(),
-    }
+/// The home of a command that writes to it, refused if another user owns it.
+fn own_home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
+    let h = home(cli_home)?;
+    meshsync::owner::check_home(&h, &std::env::args().collect::<Vec<_>>())?;
+    Ok(h)
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Init { name, listen, advertise } => {
-            let h = home(cli.home)?;
+            let h = own_home(cli.home)?;
             let id = setup::init(&h, &name, listen, &advertise)?;
             println!("created mesh; node {name} is {id}\nhome: {}", h.dir().display());
             println!("next: `meshsync share add NAME PATH`, `meshsync run`, and `meshsync invite` for other hosts");
         }
         Cmd::Invite { ttl, no_invite } => {
             let right = if no_invite { InviteRight::NoInvite } else { InviteRight::CanInvite };
-            println!("{}", setup::invite(&home(cli.home)?, ttl, right)?);
+            println!("{}", setup::invite(&own_home(cli.home)?, ttl, right)?);
         }
         Cmd::Join { token, name, listen, advertise } => {
-            let h = home(cli.home)?;
+            let h = own_home(cli.home)?;
             let out = daemon::join(&h, &token, &name, listen, &advertise).await?;
             println!("joined via {}; node {name} is {}; {} peer(s) known", out.inviter, out.id, out.peers);
         }
         Cmd::Share { cmd: ShareCmd::Add { name, path, mode } } => {
-            let h = home(cli.home)?;
+            let h = own_home(cli.home)?;
             setup::share_add(&h, &name, &path, mode)?;
             println!("share {name} added ({})", mode.as_str());
         }
         Cmd::Run => {
-            let h = home(cli.home)?;
+            let h = own_home(cli.home)?;
             let cfg = Config::load(&h.config())?;
-            init_logging(cfg.node.log, "info,quinn=warn,quinn_proto=warn");
-            daemon::run(&h).await?;
+            logging::init(cli.log_format.unwrap_or(cfg.node.log), "info,quinn=warn,quinn_proto=warn");
+            daemon::run(&h, ops::status_line::of).await?;
         }
         Cmd::Status { json } => {
             let h = home(cli.home)?;
@@ -227,7 +227,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run) {
-        init_logging(LogFormat::Human, "warn");
+        logging::init(cli.log_format.unwrap_or_default(), "warn");
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -4,6 +4,7 @@ use crate::config::{valid_share_name, Config, ShareConfig, ShareMode};
 use crate::home::Home;
 use crate::identity::token::{self, InviteRight};
 use crate::identity::{new_mesh, Identity, NodeId};
+use crate::owner;
 use crate::scan::marker;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
@@ -52,7 +53,10 @@ pub fn invite(home: &Home, ttl: Duration, right: InviteRight) -> anyhow::Result<
 pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyhow::Result<()> {
     valid_share_name(name).map_err(anyhow::Error::msg)?;
     let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
-    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    std::fs::create_dir_all(&path).with_context(|| {
+        let me = owner::user_name(owner::euid());
+        format!("creating {} as user {me} (or make it as root: install -d -o {me} -g {me} {0})", path.display())
+    })?;
     let path = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
     let cfg = Config::load(&home.config())?;
     if let Some(s) = cfg.shares.iter().find(|s| s.name == name) {
@@ -70,6 +74,8 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
         ),
         None => marker::new_marker(&mesh, name),
     };
+    // The daemon runs as this user (the home's owner) and writes into the share.
+    owner::check_writable(&path)?;
     // The marker tells the daemon later that this folder is the share and not an
     // empty mount point left by an unmounted disk.
     marker::write_marker(&path, &m).with_context(|| format!("writing the share marker into {}", path.display()))?;

@@ -3,10 +3,12 @@
 
 pub mod bench;
 mod join;
+mod service;
 mod session;
 mod share;
 
 pub use join::{join, JoinError, JoinOutcome};
+pub use service::run;
 pub use share::Share;
 
 use crate::config::{Config, ShareConfig};
@@ -52,6 +54,8 @@ pub struct Node {
     pub cancel: CancellationToken,
     /// Wakes the dialer (a peer was learned).
     pub dial_now: tokio::sync::Notify,
+    /// Re-reads the config now (SIGHUP) instead of at its next change on disk.
+    pub reload_now: tokio::sync::Notify,
     /// Tells sessions about shares added while running.
     pub share_added: tokio::sync::broadcast::Sender<String>,
     /// Download progress maps to send to every peer.
@@ -207,6 +211,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         shares: RwLock::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
         dial_now: tokio::sync::Notify::new(),
+        reload_now: tokio::sync::Notify::new(),
         share_added: tokio::sync::broadcast::channel(16).0,
         announce: tokio::sync::broadcast::channel(256).0,
         uploads: Mutex::new(Default::default()),
@@ -250,7 +255,10 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     Ok(NodeHandle { node, tasks })
 }
 
-/// Picks up shares added to the config while running (`meshsync share add`).
+/// Picks up shares added to the config while running (`meshsync share add`): when
+/// the file's mtime changes, and at once when asked ([`Node::reload_now`], SIGHUP),
+/// whatever the mtime says (an edit within the file system's mtime granularity, or
+/// a file put back with its old mtime, is still read).
 async fn config_reload_loop(node: Arc<Node>) {
     let path = node.home.config();
     let mut last = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
@@ -258,29 +266,36 @@ async fn config_reload_loop(node: Arc<Node>) {
     // Named once per edit, not again at every later save.
     let mut ignored: Vec<String> = Vec::new();
     loop {
-        tokio::select! {
+        let asked = tokio::select! {
             _ = node.cancel.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+            _ = node.reload_now.notified() => true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        };
         let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        if now == last {
+        if now == last && !asked {
             continue;
         }
         last = now;
         match Config::load(&path) {
             Ok(cfg) => {
                 let now_ignored = needs_restart(&node.config, &cfg);
-                for what in now_ignored.iter().filter(|w| !ignored.contains(w)) {
+                // Asked for a reload, the operator hears again what it did not apply.
+                for what in now_ignored.iter().filter(|w| asked || !ignored.contains(w)) {
                     warn!("{what} changed in the config; it takes effect when the daemon restarts");
                 }
                 ignored = now_ignored;
+                let mut added = 0;
                 for s in cfg.shares {
                     if node.share(&s.name).is_none() {
                         info!(share = %s.name, path = %s.path.display(), "share added");
-                        if let Err(e) = node.add_share(s, &mut workers) {
-                            warn!(error = %e, "cannot start share");
+                        match node.add_share(s, &mut workers) {
+                            Ok(()) => added += 1,
+                            Err(e) => warn!(error = %e, "cannot start share"),
                         }
                     }
+                }
+                if asked {
+                    info!(shares_added = added, "config reloaded");
                 }
             }
             Err(e) => {
@@ -426,18 +441,6 @@ async fn dial_loop(node: Arc<Node>) {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
-}
-
-/// Runs a node until SIGINT or SIGTERM.
-pub async fn run(home: &Home) -> anyhow::Result<()> {
-    let handle = start(home).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-    }
-    handle.shutdown().await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,3 +5,4 @@ pub mod control;
 pub mod metrics;
 pub mod stats;
 pub mod status;
+pub mod status_line;

@@ -3,7 +3,8 @@
 use crate::config::{valid_share_name, Config, ShareConfig, ShareMode};
 use crate::home::Home;
 use crate::identity::token::{self, InviteRight};
-use crate::identity::{new_mesh, Identity, NodeId};
+use crate::identity::{new_mesh, Identity};
+use crate::ids::NodeId;
 use crate::owner;
 use crate::scan::marker;
 use anyhow::{bail, Context};

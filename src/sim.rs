@@ -45,8 +45,8 @@
 //! must send every byte once, the slowest receiver must receive every byte, and
 //! all uplinks together must carry N copies.
 
-use crate::identity::NodeId;
-use crate::index::ChunkHash;
+use crate::ids::ChunkHash;
+use crate::ids::NodeId;
 use crate::proto::Holders;
 use crate::sync::apply::{announce_every, REFRESH_EVERY};
 use crate::sync::availability::{Decision, ServedFrom, UploadPolicy};

@@ -1,6 +1,7 @@
 //! Small filesystem helpers shared by the scanner and the assembler.
 
-use crate::index::{Mtime, RelPath};
+use crate::index::Mtime;
+use crate::relpath::RelPath;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;

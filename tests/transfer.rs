@@ -134,7 +134,7 @@ async fn a_full_disk_pauses_the_share_writes_nothing_and_resumes_when_space_is_f
     })
     .await;
     assert!(!nodes[1].path("big.bin").exists(), "nothing appears at the target while paused");
-    let parts: Vec<_> = std::fs::read_dir(nodes[1].path(meshsync::index::PRIVATE_DIR))
+    let parts: Vec<_> = std::fs::read_dir(nodes[1].path(meshsync::relpath::PRIVATE_DIR))
         .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect())
         .unwrap_or_default();
     assert!(parts.is_empty(), "no temp file is started without room for it: {parts:?}");

@@ -6,9 +6,10 @@
 
 use super::{Node, Share};
 use crate::config::{ShareConfig, ShareMode};
-use crate::identity::NodeId;
-use crate::index::{Entry, EntryKind, RelPath, VersionVector};
-use crate::proto::{Control, BENCH_SHARE_PREFIX};
+use crate::ids::NodeId;
+use crate::index::{Entry, EntryKind, VersionVector};
+use crate::proto::{Control, WireEntry, BENCH_SHARE_PREFIX};
+use crate::relpath::RelPath;
 use crate::sync::Action;
 use anyhow::Context;
 use rand::{RngCore, SeedableRng};
@@ -118,7 +119,7 @@ fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
     let path = node.home.dir().join("bench").join(format!("{id:016x}"));
     // The blob's private folder, where the download's temp file goes; no worker
     // scans a bench share, so it needs no marker.
-    std::fs::create_dir_all(path.join(crate::index::PRIVATE_DIR))
+    std::fs::create_dir_all(path.join(crate::relpath::PRIVATE_DIR))
         .with_context(|| format!("creating {}", path.display()))?;
     let cfg = ShareConfig { name: name.clone(), path, mode: ShareMode::SendReceive, ignore: vec![], schedule: None };
     let share = Arc::new(Share::open(node, cfg)?);
@@ -166,7 +167,7 @@ fn make_blob(node: &Node, share: &Share, size: u64) -> anyhow::Result<Entry> {
         size,
         mode: 0o600,
         mtime: crate::util::mtime_of(&std::fs::metadata(&abs)?),
-        version: VersionVector::new().bump(me),
+        version: VersionVector::from_pairs([(me, 1)]),
         modified_by: me,
         deleted: false,
         blocks,
@@ -221,7 +222,7 @@ async fn run_inner(
     node.bench.lock().unwrap_or_else(|e| e.into_inner()).results.insert(id, HashMap::new());
     let _ = out.send(BenchEvent::Blob { bytes: size, chunks: entry.blocks.len(), peers: peers.len() }).await;
     let start = Instant::now();
-    let _ = node.announce.send(Control::BenchOffer { id, entry: entry.clone() });
+    let _ = node.announce.send(Control::BenchOffer { id, entry: WireEntry::from(&entry) });
     info!(id = %format!("{id:016x}"), bytes = size, peers = peers.len(), "bench blob offered");
 
     // Generous: ten times a serial copy at the slowest probed rate, at least 2 minutes.
@@ -294,11 +295,14 @@ pub fn on_end(node: &Node, id: u64) {
 }
 
 /// A peer offers a bench blob: fetch it from the swarm, report, keep it until the end.
-pub fn on_offer(node: &Arc<Node>, from: NodeId, id: u64, entry: Entry, reply: mpsc::Sender<Control>) {
-    if let Err(why) = entry.validate() {
-        warn!(why, "refused bench offer");
-        return;
-    }
+pub fn on_offer(node: &Arc<Node>, from: NodeId, id: u64, entry: WireEntry, reply: mpsc::Sender<Control>) {
+    let entry = match Entry::try_from(entry) {
+        Ok(e) => e,
+        Err(why) => {
+            warn!(%why, "refused bench offer");
+            return;
+        }
+    };
     if entry.kind != EntryKind::File || entry.path != blob_path() || entry.size > MAX_BLOB {
         warn!(size = entry.size, "refused bench offer (not a blob this node accepts)");
         return;

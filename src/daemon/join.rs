@@ -4,7 +4,8 @@ use super::Node;
 use crate::config::Config;
 use crate::home::Home;
 use crate::identity::token::{self, InviteRight, JoinToken};
-use crate::identity::{make_csr, sign_csr, Identity, NodeId};
+use crate::identity::{make_csr, sign_csr, Identity};
+use crate::ids::NodeId;
 use crate::index::{AddrOrigin, Index};
 use crate::net;
 use crate::proto::{self, JoinReply, JoinRequest, PeerInfo};
@@ -49,10 +50,10 @@ fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinRepl
     }
     // Check the request before spending the token.
     let cert = sign_csr(&ca, &req.csr_der, &req.name).map_err(|e| format!("bad certificate request: {e}"))?;
-    let new_id = NodeId::from_cert_der(&cert).map_err(|e| e.to_string())?;
+    let new_id = crate::identity::node_id_of_cert(&cert).map_err(|e| e.to_string())?;
     let right = token::redeem(&node.home, &req.token_id, &req.secret).map_err(|e| e.to_string())?;
     let peers: Vec<PeerInfo> =
-        node.index.peers().unwrap_or_default().into_iter().filter(|p| p.id != new_id.0).collect();
+        node.index.peers().unwrap_or_default().into_iter().filter(|p| p.id != new_id.0).map(Into::into).collect();
     // The joiner's word, and the address it came from at the port it listens on
     // (its join connection comes from a throwaway port).
     let mut addrs = req.addrs.clone();
@@ -202,7 +203,7 @@ pub async fn join(
             "the inviter sent a CA certificate that does not match the token".into(),
         ));
     }
-    let id = NodeId::from_cert_der(&node_cert_der).map_err(|e| {
+    let id = crate::identity::node_id_of_cert(&node_cert_der).map_err(|e| {
         JoinError::Handshake(inviter_addr.to_string(), format!("the inviter sent a bad certificate: {e}"))
     })?;
     let ident = Identity { id, key_der, cert_der: node_cert_der, ca_cert_der, ca_key_der };
@@ -230,9 +231,9 @@ fn write_joined(
     let index = Index::open(&home.index())?;
     let count = peers.len() + 1;
     let inviter_name = inviter.name.clone();
-    index.put_peer(&inviter)?;
+    index.put_peer(&inviter.into())?;
     for p in peers.iter().filter(|p| p.id != id.0) {
-        index.put_peer(p)?;
+        index.put_peer(&p.clone().into())?;
     }
     index.flush()?;
     crate::home::write_atomic(&home.config(), config.as_bytes(), 0o644)?;

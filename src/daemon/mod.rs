@@ -13,7 +13,8 @@ pub use share::Share;
 
 use crate::config::{Config, ShareConfig};
 use crate::home::Home;
-use crate::identity::{Identity, NodeId};
+use crate::identity::Identity;
+use crate::ids::NodeId;
 use crate::index::{AddrOrigin, Index};
 use crate::net::{Net, Peers};
 use crate::ops::stats::{Counters, Progress};
@@ -171,7 +172,7 @@ impl Node {
         if old.is_some_and(|o| o.addrs == p.addrs && o.name == p.name) && known_origin == Some(origin) {
             return;
         }
-        if let Err(e) = self.index.put_peer_from(&p, origin) {
+        if let Err(e) = self.index.put_peer_from(&p.clone().into(), origin) {
             warn!(error = %e, "cannot store peer");
             return;
         }

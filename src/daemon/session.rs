@@ -2,14 +2,15 @@
 //! gossip, and serving chunk requests.
 
 use super::{bench, Node, Share, SERVE_MEMORY_KIB};
-use crate::identity::NodeId;
-use crate::index::{AddrOrigin, RelPath};
+use crate::ids::NodeId;
+use crate::index::AddrOrigin;
 use crate::net::{NetError, PeerConn};
 use crate::ops::stats::Counters;
 use crate::proto::{
     self, ChunkRef, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest,
     BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
 };
+use crate::relpath::RelPath;
 use crate::sync::availability::{Decision, ServedFrom};
 use crate::sync::local::Verify;
 use std::collections::{HashMap, HashSet};
@@ -132,7 +133,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             }
         }
     });
-    let mut gossip: Vec<proto::PeerInfo> = node.index.peers().unwrap_or_default();
+    let mut gossip: Vec<proto::PeerInfo> = node.index.peers().unwrap_or_default().into_iter().map(Into::into).collect();
     gossip.push(node.me());
     let _ = tx.send(Control::Peers(gossip)).await;
 
@@ -264,7 +265,7 @@ async fn receive_index(
     peer: &NodeId,
     share_name: &str,
     index_id: u64,
-    entries: Vec<crate::index::Entry>,
+    entries: Vec<proto::WireEntry>,
     upto: u64,
 ) -> Result<(), NetError> {
     let Some(share) = node.share(share_name) else {
@@ -272,12 +273,13 @@ async fn receive_index(
     };
     Counters::add(&node.counters.entries_received, entries.len() as u64);
     let mut good = Vec::with_capacity(entries.len());
-    for e in entries {
-        match e.validate() {
-            Ok(()) => good.push(e),
+    for w in entries {
+        let path = w.path.clone();
+        match crate::index::Entry::try_from(w) {
+            Ok(e) => good.push(e),
             Err(why) => {
                 Counters::add(&node.counters.refused, 1);
-                warn!(share = share_name, path = %e.path, why, "refused entry from peer");
+                warn!(share = share_name, %path, %why, "refused entry from peer");
             }
         }
     }
@@ -314,7 +316,7 @@ async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u6
             continue;
         };
         let upto = last.seq;
-        let entries = recs.into_iter().filter(|r| !r.local_change).map(|r| r.entry).collect();
+        let entries = recs.iter().filter(|r| !r.local_change).map(|r| proto::WireEntry::from(&r.entry)).collect();
         let msg = Control::Index {
             share: share.cfg.name.clone(),
             index_id: share.ctx.index.index_id().unwrap_or(0),

@@ -3,14 +3,15 @@
 //! applies the plan. Scanning and applying never overlap within a share.
 
 use super::Node;
+use crate::config::schedule::Window;
 use crate::config::ShareConfig;
-use crate::identity::NodeId;
-use crate::index::{LocalRecord, RelPath, RootRecord};
+use crate::ids::NodeId;
+use crate::index::{LocalRecord, RootRecord};
+use crate::relpath::RelPath;
 use crate::scan::marker::{self, Verdict};
 use crate::scan::{Ignore, Scanner};
 use crate::sync::planner::plan_revert;
 use crate::sync::{plan_path, Action, ApplyError, ShareCtx};
-use crate::watch::schedule::Window;
 use anyhow::Context;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -178,7 +179,7 @@ impl Share {
         std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths).into_iter().collect()
     }
 
-    fn scanner(&self, me: crate::index::ShortId) -> Scanner<'_> {
+    fn scanner(&self, me: crate::ids::ShortId) -> Scanner<'_> {
         Scanner {
             name: &self.cfg.name,
             root: &self.ctx.root,

@@ -8,7 +8,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivatePkcs8KeyDer};
 
 /// The DNS name every node certificate carries; peers are told apart by node id, not name.
-pub const NODE_SAN: &str = crate::net::tls::NODE_NAME;
+pub const NODE_SAN: &str = super::NODE_NAME;
 
 /// The CA certificate and its private key.
 pub struct CaMaterial {
@@ -106,7 +106,7 @@ mod tests {
         let (key_der, csr) = make_csr("b").unwrap();
         let cert = sign_csr(&ca, &csr, "b").unwrap();
         let key = key_from_der(&key_der).unwrap();
-        assert_eq!(NodeId::from_cert_der(&cert).unwrap(), NodeId::from_spki(&key.subject_public_key_info()));
+        assert_eq!(crate::identity::node_id_of_cert(&cert).unwrap(), NodeId::from_spki(&key.subject_public_key_info()));
     }
 
     #[test]

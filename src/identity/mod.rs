@@ -6,8 +6,11 @@ pub mod token;
 pub use ca::{make_csr, new_mesh, sign_csr, CaMaterial};
 
 use crate::home::{write_atomic, write_private, Home};
-use crate::index::ShortId;
-use std::fmt;
+use crate::ids::NodeId;
+
+/// The server name every node certificate carries and every client asks for;
+/// peers are told apart by node id, not by name.
+pub const NODE_NAME: &str = "node.meshsync.invalid";
 
 /// Identity failures.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +26,6 @@ pub enum IdentityError {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// A node id string does not parse.
-    #[error("not a node id: {0:?} (expected 52 base32 characters)")]
-    BadNodeId(String),
 }
 
 impl From<rcgen::Error> for IdentityError {
@@ -34,50 +34,10 @@ impl From<rcgen::Error> for IdentityError {
     }
 }
 
-/// blake3 of a node's public key (SubjectPublicKeyInfo DER).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub [u8; 32]);
-
-impl NodeId {
-    /// The id of a public key given as SPKI DER.
-    pub fn from_spki(spki_der: &[u8]) -> Self {
-        Self(*blake3::hash(spki_der).as_bytes())
-    }
-
-    /// The id of the key in a DER certificate.
-    pub fn from_cert_der(der: &[u8]) -> Result<Self, IdentityError> {
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Cert(format!("parse: {e}")))?;
-        Ok(Self::from_spki(cert.tbs_certificate.subject_pki.raw))
-    }
-
-    /// The u64 form used in version vectors.
-    pub fn short(&self) -> ShortId {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[..8]);
-        ShortId(u64::from_be_bytes(b))
-    }
-
-    /// Parses the base32 form (case-insensitive).
-    pub fn parse(s: &str) -> Result<Self, IdentityError> {
-        let up = s.trim().to_ascii_uppercase();
-        let v =
-            data_encoding::BASE32_NOPAD.decode(up.as_bytes()).map_err(|_| IdentityError::BadNodeId(s.to_string()))?;
-        let arr: [u8; 32] = v.try_into().map_err(|_| IdentityError::BadNodeId(s.to_string()))?;
-        Ok(Self(arr))
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0))
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", &self.to_string()[..7])
-    }
+/// The id of the key in a DER certificate.
+pub fn node_id_of_cert(der: &[u8]) -> Result<NodeId, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Cert(format!("parse: {e}")))?;
+    Ok(NodeId::from_spki(cert.tbs_certificate.subject_pki.raw))
 }
 
 /// A node's keys and certificates as loaded from its home.
@@ -120,7 +80,7 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(IdentityError::File { path: home.ca_key(), source }),
         };
-        let id = NodeId::from_cert_der(&cert_der)?;
+        let id = node_id_of_cert(&cert_der)?;
         Ok(Self { id, key_der, cert_der, ca_cert_der, ca_key_der })
     }
 

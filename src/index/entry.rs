@@ -1,32 +1,9 @@
 //! What the index knows of one path: the entry type shared by index, planner and wire.
 
-use super::vv::{ShortId, VersionVector, VvOrder};
+use super::vv::{VersionVector, VvOrder};
+use crate::ids::{ChunkHash, ContentId, ShortId, MAX_CHUNK};
+use crate::relpath::{symlink_stays_inside, PathError, RelPath};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// The blake3 hash of one chunk's bytes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ChunkHash(pub [u8; 32]);
-
-impl ChunkHash {
-    /// Hashes bytes.
-    pub fn of(data: &[u8]) -> Self {
-        Self(*blake3::hash(data).as_bytes())
-    }
-}
-
-impl fmt::Debug for ChunkHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0[..6] {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Names one version of a file's content: blake3 over its size and block hashes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Debug)]
-pub struct ContentId(pub [u8; 32]);
 
 /// One chunk of a file: its hash and length; its offset is the sum of the ones before.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Debug)]
@@ -35,113 +12,6 @@ pub struct Block {
     pub hash: ChunkHash,
     /// Length in bytes.
     pub len: u32,
-}
-
-/// A path relative to a share root: `/`-separated, never empty, absolute or `..`.
-///
-/// The only way to build one is [`RelPath::parse`], so holding one means it was checked.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RelPath(String);
-
-/// Why a path from a peer (or the disk) was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PathError {
-    /// Empty string.
-    #[error("empty path")]
-    Empty,
-    /// Starts with `/`.
-    #[error("absolute path {0:?}")]
-    Absolute(String),
-    /// Has a `..`, `.` or empty component.
-    #[error("path {0:?} has a `..`, `.` or empty component")]
-    BadComponent(String),
-    /// Has a NUL or backslash.
-    #[error("path {0:?} has a NUL or backslash")]
-    BadChar(String),
-    /// Lies under the share's private `.meshsync/` folder.
-    #[error("path {0:?} is inside the private .meshsync folder")]
-    Private(String),
-}
-
-/// Name of the per-share private folder (temp files, never replicated).
-pub const PRIVATE_DIR: &str = ".meshsync";
-
-impl RelPath {
-    /// Checks and wraps a relative path.
-    pub fn parse(s: &str) -> Result<Self, PathError> {
-        if s.is_empty() {
-            return Err(PathError::Empty);
-        }
-        if s.starts_with('/') {
-            return Err(PathError::Absolute(s.to_string()));
-        }
-        if s.contains('\0') || s.contains('\\') {
-            return Err(PathError::BadChar(s.to_string()));
-        }
-        for c in s.split('/') {
-            if c.is_empty() || c == "." || c == ".." {
-                return Err(PathError::BadComponent(s.to_string()));
-            }
-        }
-        if s == PRIVATE_DIR || s.starts_with(".meshsync/") {
-            return Err(PathError::Private(s.to_string()));
-        }
-        Ok(Self(s.to_string()))
-    }
-
-    /// The path as a `/`-separated string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The parent path, if this is not at the root.
-    pub fn parent(&self) -> Option<RelPath> {
-        self.0.rsplit_once('/').map(|(p, _)| RelPath(p.to_string()))
-    }
-
-    /// The last component.
-    pub fn file_name(&self) -> &str {
-        self.0.rsplit_once('/').map(|(_, n)| n).unwrap_or(&self.0)
-    }
-
-    /// Number of components (used to order directory creation and removal).
-    pub fn depth(&self) -> usize {
-        self.0.split('/').count()
-    }
-
-    /// A sibling path with another final component.
-    pub fn with_file_name(&self, name: &str) -> Result<RelPath, PathError> {
-        match self.parent() {
-            Some(p) => RelPath::parse(&format!("{}/{}", p.0, name)),
-            None => RelPath::parse(name),
-        }
-    }
-}
-
-impl TryFrom<String> for RelPath {
-    type Error = PathError;
-    fn try_from(s: String) -> Result<Self, PathError> {
-        RelPath::parse(&s)
-    }
-}
-
-impl From<RelPath> for String {
-    fn from(p: RelPath) -> String {
-        p.0
-    }
-}
-
-impl fmt::Debug for RelPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl fmt::Display for RelPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Modification time with nanoseconds.
@@ -204,13 +74,7 @@ impl Entry {
 
     /// The id of this content, shared by every node holding the same version.
     pub fn content_id(&self) -> ContentId {
-        let mut h = blake3::Hasher::new();
-        h.update(&self.size.to_le_bytes());
-        for b in &self.blocks {
-            h.update(&b.hash.0);
-            h.update(&b.len.to_le_bytes());
-        }
-        ContentId(*h.finalize().as_bytes())
+        ContentId::of(self.size, self.blocks.iter().map(|b| (b.hash, b.len)))
     }
 
     /// Byte offset of each block.
@@ -224,36 +88,36 @@ impl Entry {
     }
 
     /// Checks internal consistency of an entry received from a peer.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), EntryError> {
         if !self.version.is_canonical() {
-            return Err("version vector is not sorted, unique and non-zero".into());
+            return Err(EntryError::BadVersion);
         }
         if self.mtime.nanos >= 1_000_000_000 {
-            return Err("mtime nanoseconds out of range".into());
+            return Err(EntryError::BadMtime);
         }
         if self.deleted {
             return Ok(());
         }
         if self.kind != EntryKind::File && (self.size != 0 || !self.blocks.is_empty()) {
-            return Err("only files have a size and blocks".into());
+            return Err(EntryError::NotAFile);
         }
-        if self.blocks.iter().any(|b| b.len > crate::proto::MAX_CHUNK) {
-            return Err("block larger than the chunk limit".into());
+        if self.blocks.iter().any(|b| b.len > MAX_CHUNK) {
+            return Err(EntryError::BlockTooLarge);
         }
         match &self.kind {
             EntryKind::File => {
                 let sum: u64 = self.blocks.iter().map(|b| b.len as u64).sum();
                 if sum != self.size {
-                    return Err(format!("blocks add up to {sum} bytes, size says {}", self.size));
+                    return Err(EntryError::SizeMismatch { sum, size: self.size });
                 }
                 if self.blocks.iter().any(|b| b.len == 0) {
-                    return Err("empty block".into());
+                    return Err(EntryError::EmptyBlock);
                 }
             }
             EntryKind::Dir => {}
             EntryKind::Symlink { target } => {
                 if !symlink_stays_inside(&self.path, target) {
-                    return Err(format!("symlink target {target:?} leaves the share"));
+                    return Err(EntryError::SymlinkEscapes(target.clone()));
                 }
             }
         }
@@ -261,33 +125,35 @@ impl Entry {
     }
 }
 
-/// True when a relative symlink at `link` pointing to `target` resolves inside the share.
-pub fn symlink_stays_inside(link: &RelPath, target: &str) -> bool {
-    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
-        return false;
-    }
-    // Depth of the directory holding the link, then walk the target lexically.
-    // `..` is allowed only as a leading run: after a name, the name could be a
-    // symlink and `..` would then climb from wherever that link points.
-    let mut depth = link.depth() as i64 - 1;
-    let mut descended = false;
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." if descended => return false,
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => {
-                descended = true;
-                depth += 1;
-            }
-        }
-    }
-    true
+/// Why an entry from a peer was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    /// The version vector is unsorted, has duplicates, zero or oversized counters.
+    #[error("version vector is not sorted, unique and non-zero, or has a counter past the limit")]
+    BadVersion,
+    /// Nanoseconds of a second past a second.
+    #[error("mtime nanoseconds out of range")]
+    BadMtime,
+    /// A directory or symlink with a size or blocks.
+    #[error("only files have a size and blocks")]
+    NotAFile,
+    /// A block over [`MAX_CHUNK`].
+    #[error("block larger than the chunk limit")]
+    BlockTooLarge,
+    /// The blocks do not add up to the size.
+    #[error("blocks add up to {sum} bytes, size says {size}")]
+    SizeMismatch {
+        /// What the blocks add up to.
+        sum: u64,
+        /// The size the entry claims.
+        size: u64,
+    },
+    /// A block of length 0.
+    #[error("empty block")]
+    EmptyBlock,
+    /// A symlink whose target leaves the share.
+    #[error("symlink target {0:?} leaves the share")]
+    SymlinkEscapes(String),
 }
 
 /// Picks the winner of two versions of one path, the same way on every node.
@@ -333,39 +199,6 @@ pub fn conflict_name(loser: &Entry) -> Result<RelPath, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relpath_refusals() {
-        assert!(RelPath::parse("a/b c/ü.txt").is_ok());
-        assert_eq!(RelPath::parse(""), Err(PathError::Empty));
-        assert!(matches!(RelPath::parse("/etc/passwd"), Err(PathError::Absolute(_))));
-        assert!(matches!(RelPath::parse("a/../../x"), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse(".."), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse("a//b"), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse("a/./b"), Err(PathError::BadComponent(_))));
-        assert!(matches!(RelPath::parse("a\\..\\b"), Err(PathError::BadChar(_))));
-        assert!(matches!(RelPath::parse(".meshsync/tmp"), Err(PathError::Private(_))));
-        assert!(RelPath::parse(".meshsyncx").is_ok());
-    }
-
-    #[test]
-    fn relpath_deserialize_refuses_escape() {
-        let bad: Result<RelPath, _> = serde_json::from_str("\"../x\"");
-        assert!(bad.is_err());
-    }
-
-    #[test]
-    fn symlink_escape_rules() {
-        let l = RelPath::parse("a/b/link").unwrap();
-        assert!(symlink_stays_inside(&l, "target"));
-        assert!(symlink_stays_inside(&l, "../../x"));
-        assert!(!symlink_stays_inside(&l, "../../../x"));
-        assert!(!symlink_stays_inside(&l, "/etc"));
-        let top = RelPath::parse("link").unwrap();
-        assert!(!symlink_stays_inside(&top, ".."));
-        assert!(!symlink_stays_inside(&top, "d/../f"), "`..` after a name may climb through a link");
-        assert!(!symlink_stays_inside(&l, "s/../../../x"));
-    }
 
     fn e(node: u64, counter: u64, secs: i64) -> Entry {
         Entry {

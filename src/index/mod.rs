@@ -4,14 +4,12 @@
 mod entry;
 mod vv;
 
-pub use entry::{
-    conflict_name, pick_winner, symlink_stays_inside, Block, ChunkHash, ContentId, Entry, EntryKind, Mtime, PathError,
-    RelPath, PRIVATE_DIR,
-};
-pub use vv::{ShortId, VersionVector, VvOrder};
+pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, Mtime};
+pub use vv::{CounterExhausted, VersionVector, VvOrder, MAX_COUNTER};
 
-use crate::identity::NodeId;
-use crate::proto::{self, PeerInfo};
+use crate::codec::{self, CodecError};
+use crate::ids::{ChunkHash, NodeId};
+use crate::relpath::RelPath;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,7 +22,10 @@ pub enum IndexError {
     Db(#[from] sled::Error),
     /// A stored value does not decode.
     #[error("index record: {0}")]
-    Codec(#[from] proto::CodecError),
+    Codec(#[from] CodecError),
+    /// A path's version cannot count another change.
+    #[error(transparent)]
+    Counter(#[from] CounterExhausted),
 }
 
 /// This node's record of one path of a share.
@@ -38,6 +39,17 @@ pub struct LocalRecord {
     pub ino: u64,
     /// A change made on a receive-only share: recorded, never announced.
     pub local_change: bool,
+}
+
+/// A peer as this node remembers it: who it is and where it was last known to listen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// blake3 of the peer's public key.
+    pub id: [u8; 32],
+    /// Human name.
+    pub name: String,
+    /// Addresses to dial it at.
+    pub addrs: Vec<std::net::SocketAddr>,
 }
 
 /// What this node noted of a share's root the last time it was right: which marker
@@ -108,13 +120,13 @@ impl Index {
     }
 
     /// Remembers a peer (replacing what was known of it) as learned by gossip.
-    pub fn put_peer(&self, p: &PeerInfo) -> Result<(), IndexError> {
+    pub fn put_peer(&self, p: &KnownPeer) -> Result<(), IndexError> {
         self.put_peer_from(p, AddrOrigin::Gossip)
     }
 
     /// Remembers a peer, noting where its addresses came from.
-    pub fn put_peer_from(&self, p: &PeerInfo, origin: AddrOrigin) -> Result<(), IndexError> {
-        self.peers.insert(p.id, proto::encode(p)?)?;
+    pub fn put_peer_from(&self, p: &KnownPeer, origin: AddrOrigin) -> Result<(), IndexError> {
+        self.peers.insert(p.id, codec::encode(p)?)?;
         match origin {
             AddrOrigin::Itself => self.peers_direct.insert(p.id, &[])?,
             AddrOrigin::Gossip => self.peers_direct.remove(p.id)?,
@@ -131,8 +143,8 @@ impl Index {
     }
 
     /// All known peers.
-    pub fn peers(&self) -> Result<Vec<PeerInfo>, IndexError> {
-        self.peers.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
+    pub fn peers(&self) -> Result<Vec<KnownPeer>, IndexError> {
+        self.peers.iter().values().map(|v| Ok(codec::decode(&v?)?)).collect()
     }
 
     /// Writes everything to disk.
@@ -229,14 +241,14 @@ impl ShareIndex {
     /// What this node noted of the share's root, if it ever saw it right.
     pub fn root_record(&self) -> Result<Option<RootRecord>, IndexError> {
         match self.inner.meta.get("root")? {
-            Some(v) => Ok(Some(proto::decode(&v)?)),
+            Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
         }
     }
 
     /// Notes the share's root as right.
     pub fn set_root_record(&self, r: &RootRecord) -> Result<(), IndexError> {
-        self.inner.meta.insert("root", proto::encode(r)?)?;
+        self.inner.meta.insert("root", codec::encode(r)?)?;
         self.inner.meta.flush()?;
         Ok(())
     }
@@ -244,7 +256,7 @@ impl ShareIndex {
     /// True if no live entry is recorded: nothing a scan could take for deleted.
     pub fn has_no_live_entries(&self) -> Result<bool, IndexError> {
         for v in self.inner.local.iter().values() {
-            let rec: LocalRecord = proto::decode(&v?)?;
+            let rec: LocalRecord = codec::decode(&v?)?;
             if !rec.entry.deleted {
                 return Ok(false);
             }
@@ -260,7 +272,7 @@ impl ShareIndex {
     /// This node's record of a path.
     pub fn get(&self, path: &RelPath) -> Result<Option<LocalRecord>, IndexError> {
         match self.inner.local.get(path.as_str())? {
-            Some(v) => Ok(Some(proto::decode(&v)?)),
+            Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
         }
     }
@@ -289,7 +301,7 @@ impl ShareIndex {
         }
         let path = entry.path.clone();
         let rec = LocalRecord { entry, seq, ino, local_change };
-        self.inner.local.insert(path.as_str(), proto::encode(&rec)?)?;
+        self.inner.local.insert(path.as_str(), codec::encode(&rec)?)?;
         self.inner.by_seq.insert(seq.to_be_bytes(), path.as_str())?;
         self.inner.meta.insert("max_seq", &seq.to_be_bytes())?;
         Ok(seq)
@@ -300,7 +312,7 @@ impl ShareIndex {
         let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut rec) = self.get(path)? {
             rec.ino = ino;
-            self.inner.local.insert(path.as_str(), proto::encode(&rec)?)?;
+            self.inner.local.insert(path.as_str(), codec::encode(&rec)?)?;
         }
         Ok(())
     }
@@ -314,7 +326,7 @@ impl ShareIndex {
             let Some(rec) = self.inner.local.get(&path)? else {
                 continue;
             };
-            let rec: LocalRecord = proto::decode(&rec)?;
+            let rec: LocalRecord = codec::decode(&rec)?;
             // A stale sequence key (crash between writes) points at a newer record.
             if rec.seq != u64_at(&k) {
                 continue;
@@ -322,7 +334,7 @@ impl ShareIndex {
             bytes += 64 + rec.entry.blocks.len() * 36;
             out.push(rec);
             // Keep a batch well under the frame limit, however large the files.
-            if out.len() >= limit || bytes >= proto::MAX_FRAME / 4 {
+            if out.len() >= limit || bytes >= codec::MAX_FRAME / 4 {
                 break;
             }
         }
@@ -331,13 +343,13 @@ impl ShareIndex {
 
     /// Every local record.
     pub fn all(&self) -> Result<Vec<LocalRecord>, IndexError> {
-        self.inner.local.iter().values().map(|v| Ok(proto::decode(&v?)?)).collect()
+        self.inner.local.iter().values().map(|v| Ok(codec::decode(&v?)?)).collect()
     }
 
     /// This node's records of everything below directory `dir`.
     pub fn under(&self, dir: &RelPath) -> Result<Vec<LocalRecord>, IndexError> {
         let prefix = format!("{dir}/");
-        self.inner.local.scan_prefix(prefix.as_bytes()).values().map(|v| Ok(proto::decode(&v?)?)).collect()
+        self.inner.local.scan_prefix(prefix.as_bytes()).values().map(|v| Ok(codec::decode(&v?)?)).collect()
     }
 
     /// Where a chunk lies in this share's files.
@@ -370,7 +382,7 @@ impl ShareIndex {
             }
             let mut batch = sled::Batch::default();
             for e in entries {
-                batch.insert(remote_key(&e.path, peer), proto::encode(e)?);
+                batch.insert(remote_key(&e.path, peer), codec::encode(e)?);
             }
             self.inner.remote.apply_batch(batch)?;
             let mut st = index_id.to_be_bytes().to_vec();
@@ -416,7 +428,7 @@ impl ShareIndex {
             let (k, v) = kv?;
             let mut id = [0u8; 32];
             id.copy_from_slice(&k[k.len() - 32..]);
-            out.push((NodeId(id), proto::decode(&v)?));
+            out.push((NodeId(id), codec::decode(&v)?));
         }
         Ok(out)
     }
@@ -431,7 +443,7 @@ impl ShareIndex {
             }
             let mut id = [0u8; 32];
             id.copy_from_slice(&k[k.len() - 32..]);
-            out.push((NodeId(id), proto::decode(&v)?));
+            out.push((NodeId(id), codec::decode(&v)?));
         }
         Ok(out)
     }
@@ -440,6 +452,7 @@ impl ShareIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ShortId;
 
     fn entry(path: &str, blocks: Vec<Block>) -> Entry {
         Entry {
@@ -448,7 +461,7 @@ mod tests {
             size: blocks.iter().map(|b| b.len as u64).sum(),
             mode: 0o644,
             mtime: Mtime::default(),
-            version: VersionVector::new().bump(ShortId(1)),
+            version: VersionVector::new().bump(ShortId(1)).unwrap(),
             modified_by: ShortId(1),
             deleted: false,
             blocks,

@@ -1,26 +1,19 @@
 //! Version vectors: the causal order of changes to one entry.
 
+use crate::ids::ShortId;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
 
-/// The short (u64) form of a node id, used inside version vectors.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-pub struct ShortId(pub u64);
+/// The largest counter a version vector holds. A node that made a million changes
+/// a second would take 146 000 years to reach it; a peer announcing more is refused,
+/// so no counter can be pushed to where the next change would wrap.
+pub const MAX_COUNTER: u64 = 1 << 62;
 
-impl fmt::Debug for ShortId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self)
-    }
-}
-
-impl fmt::Display for ShortId {
-    /// The first seven base32 characters, which equal the start of the full node id.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = data_encoding::BASE32_NOPAD.encode(&self.0.to_be_bytes());
-        f.write_str(&s[..7])
-    }
-}
+/// A change that cannot be counted any more (see [`MAX_COUNTER`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("version counter exhausted: this path has {0} changes recorded, the most a version vector holds")]
+pub struct CounterExhausted(pub u64);
 
 /// How two version vectors relate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +86,17 @@ impl VersionVector {
         &self.0
     }
 
-    /// True when sorted by node, without duplicates or zero counters (as built
-    /// here); vectors decoded from a peer must be checked.
+    /// True when sorted by node, without duplicates, zero counters or counters
+    /// over [`MAX_COUNTER`] (as built here); vectors from a peer must be checked.
     pub fn is_canonical(&self) -> bool {
-        self.0.windows(2).all(|w| w[0].0 < w[1].0) && self.0.iter().all(|(_, c)| *c > 0)
+        self.0.windows(2).all(|w| w[0].0 < w[1].0) && self.0.iter().all(|(_, c)| (1..=MAX_COUNTER).contains(c))
+    }
+
+    /// The vector of exactly these pairs, if they are canonical (see
+    /// [`VersionVector::is_canonical`]): how a peer's vector is taken in.
+    pub fn try_from_pairs(pairs: Vec<(ShortId, u64)>) -> Option<Self> {
+        let v = Self(pairs);
+        v.is_canonical().then_some(v)
     }
 
     /// True when no change has been recorded.
@@ -108,11 +108,14 @@ impl VersionVector {
     ///
     /// Using the maximum counter + 1 (not just own + 1) keeps a node's counter
     /// monotonic even if its index was reset and it learns old versions back.
-    pub fn bump(&self, id: ShortId) -> Self {
+    pub fn bump(&self, id: ShortId) -> Result<Self, CounterExhausted> {
         let max = self.0.iter().map(|(_, c)| *c).max().unwrap_or(0);
+        if max >= MAX_COUNTER {
+            return Err(CounterExhausted(max));
+        }
         let mut v = self.clone();
-        v.set(id, max.max(self.get(id)) + 1);
-        v
+        v.set(id, max + 1);
+        Ok(v)
     }
 
     /// The pointwise maximum: a version that includes both.
@@ -183,16 +186,27 @@ mod tests {
     #[test]
     fn basic_order() {
         let a = vv(&[(1, 1)]);
-        let b = a.bump(ShortId(2));
+        let b = a.bump(ShortId(2)).unwrap();
         assert_eq!(b.compare(&a), VvOrder::Greater);
         assert_eq!(a.compare(&b), VvOrder::Less);
-        let c = a.bump(ShortId(3));
+        let c = a.bump(ShortId(3)).unwrap();
         assert_eq!(b.compare(&c), VvOrder::Concurrent);
         let m = b.merge(&c);
         assert_eq!(m.compare(&b), VvOrder::Greater);
         assert_eq!(m.compare(&c), VvOrder::Greater);
         assert_eq!(VersionVector::new().compare(&VersionVector::new()), VvOrder::Equal);
         assert_eq!(vv(&[(5, 0)]), VersionVector::new());
+    }
+
+    #[test]
+    fn counters_never_wrap() {
+        let huge = VersionVector::try_from_pairs(vec![(ShortId(9), MAX_COUNTER)]).unwrap();
+        assert_eq!(huge.bump(ShortId(1)), Err(CounterExhausted(MAX_COUNTER)));
+        assert!(VersionVector::try_from_pairs(vec![(ShortId(9), MAX_COUNTER + 1)]).is_none(), "refused on receipt");
+        assert!(VersionVector::try_from_pairs(vec![(ShortId(9), u64::MAX)]).is_none());
+        assert!(VersionVector::try_from_pairs(vec![(ShortId(2), 1), (ShortId(1), 1)]).is_none(), "unsorted");
+        let near = VersionVector::try_from_pairs(vec![(ShortId(9), MAX_COUNTER - 1)]).unwrap();
+        assert_eq!(near.bump(ShortId(1)).unwrap().get(ShortId(1)), MAX_COUNTER);
     }
 
     fn arb_vv() -> impl Strategy<Value = VersionVector> {
@@ -228,7 +242,7 @@ mod tests {
 
         #[test]
         fn bump_is_strictly_greater(a in arb_vv(), id in 0u64..8) {
-            let b = a.bump(ShortId(id));
+            let b = a.bump(ShortId(id)).unwrap();
             prop_assert_eq!(b.compare(&a), VvOrder::Greater);
         }
 

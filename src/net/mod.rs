@@ -7,7 +7,8 @@ pub mod socket;
 pub mod tls;
 
 use crate::identity::Identity;
-use crate::proto::{self, ChunkReply, ChunkRequest, CodecError, StreamRequest, MAX_CHUNK};
+use crate::ids::MAX_CHUNK;
+use crate::proto::{self, ChunkReply, ChunkRequest, CodecError, StreamRequest};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The table of live peer connections, one per peer.
 
-use crate::identity::NodeId;
+use crate::ids::NodeId;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::RwLock;

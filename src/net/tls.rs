@@ -1,6 +1,7 @@
 //! rustls configuration: TLS 1.3 only, ring provider, certificates pinned to the mesh CA.
 
-use crate::identity::{Identity, NodeId};
+use crate::identity::Identity;
+use crate::ids::NodeId;
 use crate::proto::{ALPN_JOIN, ALPN_MESH};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -24,9 +25,7 @@ pub enum TlsError {
     Quic(String),
 }
 
-/// The server name every node certificate carries and every client asks for;
-/// peers are told apart by node id, not by name.
-pub const NODE_NAME: &str = "node.meshsync.invalid";
+pub use crate::identity::NODE_NAME;
 
 fn provider() -> Arc<CryptoProvider> {
     provider_with(aes_in_hardware())
@@ -246,7 +245,7 @@ impl ServerCertVerifier for JoinServerVerifier {
 /// The node id of the peer's certificate, if it presented one.
 pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    NodeId::from_cert_der(certs.first()?.as_ref()).ok()
+    crate::identity::node_id_of_cert(certs.first()?.as_ref()).ok()
 }
 
 /// The negotiated ALPN.

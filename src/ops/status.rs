@@ -3,7 +3,7 @@
 
 use super::stats::{CounterSnapshot, Transfer};
 use crate::daemon::{Node, Share};
-use crate::identity::NodeId;
+use crate::ids::NodeId;
 use crate::index::{Entry, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -99,8 +99,8 @@ pub struct WindowStatus {
 
 impl WindowStatus {
     /// From a share's schedule at this moment.
-    pub fn of(schedule: &crate::watch::schedule::Schedule) -> Self {
-        use crate::watch::schedule::Window;
+    pub fn of(schedule: &crate::config::schedule::Schedule) -> Self {
+        use crate::config::schedule::Window;
         let (open, until) = match schedule.at(&chrono::Local::now()) {
             Window::Open { closes } => (true, Some(closes)),
             Window::Closed { opens } => (false, opens),

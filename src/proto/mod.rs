@@ -3,13 +3,16 @@
 //! `proto/PROTOCOL.md` is the spec; `proto/golden/` holds encoded vectors that the
 //! tests decode, so the format cannot drift by accident.
 
-pub mod codec;
-
-use crate::index::{ChunkHash, ContentId, Entry, RelPath};
+use crate::ids::{ChunkHash, ContentId};
+use crate::relpath::RelPath;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-pub use codec::{decode, encode, read_frame, write_frame, CodecError};
+mod entry;
+
+pub use crate::codec::{decode, encode, read_frame, write_frame, CodecError, MAX_FRAME};
+pub use crate::ids::MAX_CHUNK;
+pub use entry::{WireBlock, WireEntry, WireKind, WireMtime};
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
 pub const ALPN_MESH: &[u8] = b"meshsync/4";
@@ -17,10 +20,6 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
 pub const PROTOCOL_MINOR: u32 = 0;
-/// Largest frame either side accepts (an entry of a 1 TiB file is about 9.5 MiB).
-pub const MAX_FRAME: usize = 32 << 20;
-/// Largest chunk a peer may ask for or send.
-pub const MAX_CHUNK: u32 = 16 << 20;
 /// Most entries in one [`Control::Index`] batch.
 pub const MAX_BATCH_ENTRIES: usize = 1000;
 
@@ -71,7 +70,7 @@ pub enum Control {
         /// Sender's index id for the share.
         index_id: u64,
         /// Entries changed since the last batch.
-        entries: Vec<Entry>,
+        entries: Vec<WireEntry>,
         /// Highest sequence included; the receiver stores it to resume from.
         upto_seq: u64,
     },
@@ -86,7 +85,7 @@ pub enum Control {
         /// Bench run id.
         id: u64,
         /// The blob, as an entry named `blob` in the temporary share `bench:<id>`.
-        entry: Entry,
+        entry: WireEntry,
     },
     /// `meshsync bench`: the sender has a verified copy of the blob (or gave up).
     BenchDone {
@@ -288,19 +287,19 @@ mod golden {
     //! Encoded messages pinned in `proto/golden/`: a format change fails here.
     //! Regenerate deliberately with `UPDATE_GOLDEN=1 cargo test golden`.
     use super::*;
-    use crate::index::{Block, EntryKind, Mtime, RelPath, ShortId, VersionVector};
+    use crate::relpath::RelPath;
 
-    fn entry() -> Entry {
-        Entry {
+    fn entry() -> WireEntry {
+        WireEntry {
             path: RelPath::parse("dir/file.txt").unwrap(),
-            kind: EntryKind::File,
+            kind: WireKind::File,
             size: 5,
             mode: 0o644,
-            mtime: Mtime { secs: 1_700_000_000, nanos: 42 },
-            version: VersionVector::from_pairs([(ShortId(7), 2), (ShortId(9), 1)]),
-            modified_by: ShortId(7),
+            mtime: WireMtime { secs: 1_700_000_000, nanos: 42 },
+            version: vec![(7, 2), (9, 1)],
+            modified_by: 7,
             deleted: false,
-            blocks: vec![Block { hash: ChunkHash::of(b"hello"), len: 5 }],
+            blocks: vec![WireBlock { hash: ChunkHash::of(b"hello"), len: 5 }],
         }
     }
 
@@ -374,7 +373,13 @@ mod golden {
         check("control_bench_end", &Control::BenchEnd { id: 7 });
         check(
             "control_have",
-            &Control::Have(HaveMap::from_held("www".into(), e.path.clone(), e.content_id(), 1, &[true])),
+            &Control::Have(HaveMap::from_held(
+                "www".into(),
+                e.path.clone(),
+                ContentId::of(e.size, e.blocks.iter().map(|b| (b.hash, b.len))),
+                1,
+                &[true],
+            )),
         );
         check("join_refused", &JoinReply::Refused("expired".into()));
     }

@@ -1,6 +1,7 @@
 //! Content-defined chunking (fastcdc 2020) with blake3 per chunk.
 
-use crate::index::{Block, ChunkHash};
+use crate::ids::ChunkHash;
+use crate::index::Block;
 use std::io::Read;
 
 /// fastcdc size bounds for one file.

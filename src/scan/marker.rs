@@ -3,7 +3,8 @@
 //! point), with another share's marker, or on another filesystem than the one this
 //! node recorded, is not scanned: read as it is, it would announce every file deleted.
 
-use crate::index::{RootRecord, PRIVATE_DIR};
+use crate::index::RootRecord;
+use crate::relpath::PRIVATE_DIR;
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;

@@ -8,9 +8,9 @@ pub mod marker;
 pub use ignore::Ignore;
 
 use crate::config::ShareMode;
-use crate::index::{
-    symlink_stays_inside, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, ShortId, VersionVector,
-};
+use crate::ids::ShortId;
+use crate::index::{Entry, EntryKind, IndexError, LocalRecord, ShareIndex, VersionVector};
+use crate::relpath::{symlink_stays_inside, RelPath};
 use crate::util::{mode_of, mtime_of};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -206,6 +206,13 @@ impl Scanner<'_> {
                 Ok(true)
             }
             Ok(false) => Ok(false),
+            // Only a peer's forged counters get a path there: the file stays as it
+            // is on disk, unrecorded, and nothing of the mesh replaces it.
+            Err(ScanFileError::Index(IndexError::Counter(e))) => {
+                warn!(path = %rel_s, error = %e, "change not recorded");
+                walk.seen.insert(rel_s);
+                Ok(true)
+            }
             Err(ScanFileError::Index(e)) => Err(e.into()),
             Err(ScanFileError::Io(e)) => {
                 // Unreadable right now: keep what the index says, try next scan.
@@ -229,8 +236,11 @@ impl Scanner<'_> {
             if walk.unreadable.iter().any(|d| d.is_empty() || p == d || p.starts_with(&format!("{d}/"))) {
                 continue;
             }
-            self.tombstone(&rec.entry)?;
-            n += 1;
+            match self.tombstone(&rec.entry) {
+                Ok(()) => n += 1,
+                Err(IndexError::Counter(e)) => warn!(path = %p, error = %e, "delete not recorded"),
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(n)
     }
@@ -249,7 +259,7 @@ impl Scanner<'_> {
             // Receive-only: keep the version we had; the change is only recorded.
             e.version = base.clone();
         } else {
-            e.version = base.bump(self.me);
+            e.version = base.bump(self.me)?;
             e.modified_by = self.me;
         }
         self.index.put(e, ino, local_change)?;

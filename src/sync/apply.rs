@@ -8,11 +8,13 @@ use super::pieces::{piece_target, PieceBlocks, Pieces};
 use super::planner::Action;
 use super::swarm::{Have, Outcome, Request, Swarm};
 use crate::config::ShareMode;
-use crate::identity::NodeId;
-use crate::index::{ChunkHash, Entry, EntryKind, IndexError, LocalRecord, RelPath, ShareIndex, PRIVATE_DIR};
+use crate::ids::ChunkHash;
+use crate::ids::NodeId;
+use crate::index::{Entry, EntryKind, IndexError, LocalRecord, ShareIndex};
 use crate::net::{self, ChunkAnswer, Peers};
 use crate::ops::stats::{Counters, Progress};
 use crate::proto::{ChunkRef, ChunkRequest, Control, HaveMap, Holders};
+use crate::relpath::{RelPath, PRIVATE_DIR};
 use crate::util::{free_space, fsync_dir, mtime_of, read_vec_at, safe_join, set_mtime};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -292,7 +294,7 @@ impl ShareCtx {
     async fn fetch(
         &self,
         target: Entry,
-        sources: Vec<crate::identity::NodeId>,
+        sources: Vec<crate::ids::NodeId>,
         conflict: Option<RelPath>,
     ) -> Result<(), ApplyError> {
         let abs = self.abs(&target.path)?;
@@ -626,7 +628,7 @@ impl ShareCtx {
 struct Download<'a> {
     ctx: &'a ShareCtx,
     target: &'a Entry,
-    content: crate::index::ContentId,
+    content: crate::ids::ContentId,
     /// Where each piece's chunks sit among the file's blocks.
     piece_blocks: PieceBlocks,
     /// Per block: held (verified) here.

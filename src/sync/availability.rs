@@ -2,9 +2,10 @@
 //! files, the progress maps peers announced, and which upload to refuse when this
 //! node's upload is the scarce resource.
 
-use crate::identity::NodeId;
-use crate::index::{ChunkHash, ContentId, RelPath};
+use crate::ids::NodeId;
+use crate::ids::{ChunkHash, ContentId};
 use crate::proto::{HaveMap, Holders};
+use crate::relpath::RelPath;
 use crate::util::read_vec_at;
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,6 +1,8 @@
 //! Reading chunks from the share's own files, where the index says they lie.
 
-use crate::index::{ChunkHash, IndexError, Mtime, RelPath, ShareIndex};
+use crate::ids::ChunkHash;
+use crate::index::{IndexError, Mtime, ShareIndex};
+use crate::relpath::RelPath;
 use crate::util::{mtime_of, read_vec_at, safe_join};
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,7 +66,8 @@ impl<'a> LocalChunks<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{Block, Entry, EntryKind, Index, ShortId, VersionVector};
+    use crate::ids::ShortId;
+    use crate::index::{Block, Entry, EntryKind, Index, VersionVector};
 
     #[test]
     fn a_changed_file_is_verified_and_an_unchanged_one_trusted() {
@@ -82,7 +85,7 @@ mod tests {
             size: 11,
             mode: 0o644,
             mtime: mtime_of(&m),
-            version: VersionVector::new().bump(ShortId(1)),
+            version: VersionVector::new().bump(ShortId(1)).unwrap(),
             modified_by: ShortId(1),
             deleted: false,
             blocks: vec![Block { hash, len: 5 }, Block { hash: ChunkHash::of(b" world"), len: 6 }],

@@ -15,8 +15,9 @@
 //! 17 daemons on 2 cores at 94 % busy, went from 28.3 to 29.5 s, and 1 GiB on
 //! loopback from 3.6 to 3.9 s (rsync: 4.9 s).
 
-use crate::index::ChunkHash;
-use crate::proto::{ChunkRef, MAX_CHUNK, MAX_REQUEST_CHUNKS};
+use crate::ids::ChunkHash;
+use crate::ids::MAX_CHUNK;
+use crate::proto::{ChunkRef, MAX_REQUEST_CHUNKS};
 use crate::sync::swarm::ChunkSet;
 
 /// A file is cut into about this many pieces.

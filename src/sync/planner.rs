@@ -2,8 +2,9 @@
 //! path. No disk, no network, no clock: everything it needs is passed in.
 
 use crate::config::ShareMode;
-use crate::identity::NodeId;
-use crate::index::{conflict_name, pick_winner, Entry, EntryKind, LocalRecord, RelPath, VvOrder};
+use crate::ids::NodeId;
+use crate::index::{conflict_name, pick_winner, Entry, EntryKind, LocalRecord, VvOrder};
+use crate::relpath::RelPath;
 
 /// What to do about one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,7 +187,8 @@ fn apply(target: Entry, local: Option<&Entry>, conflict: Option<RelPath>, source
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{Block, ChunkHash, Mtime, ShortId, VersionVector};
+    use crate::ids::{ChunkHash, ShortId};
+    use crate::index::{Block, Mtime, VersionVector};
 
     fn file(content: &[u8], vv: &[(u64, u64)], by: u64, secs: i64) -> Entry {
         Entry {

@@ -28,8 +28,8 @@
 //! window opens again); the rules above make every other peer's answer the same as
 //! last time.
 
-use crate::identity::NodeId;
-use crate::index::ChunkHash;
+use crate::ids::ChunkHash;
+use crate::ids::NodeId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;

@@ -9,9 +9,7 @@
 //! partial-download names (`*.filepart`, ...) are ignored whatever the timing.
 //! [`schedule`] says when a share may transfer.
 
-pub mod schedule;
-
-use crate::index::RelPath;
+use crate::relpath::RelPath;
 use crate::scan::Ignore;
 use notify::event::ModifyKind;
 use notify::{RecursiveMode, Watcher as _};

@@ -1,7 +1,10 @@
 //! The one place that knows the encoding (bincode 1.3, little endian, fixed ints)
-//! and the framing (u32 big-endian length prefix).
+//! and the framing (u32 big-endian length prefix), for the wire and the index
+//! alike: swapping the codec is a change to this file. Imports nothing of the crate.
 
-use super::MAX_FRAME;
+/// Largest frame either side accepts (an entry of a 1 TiB file is about 9.5 MiB).
+pub const MAX_FRAME: usize = 32 << 20;
+
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -1,5 +1,7 @@
 //! The node's TOML config: parsing, defaults, validation with file:line errors.
 
+pub mod schedule;
+
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,7 +123,7 @@ pub struct ShareConfig {
     /// Extra ignore patterns (globs on the relative path or file name).
     pub ignore: Vec<String>,
     /// When downloads may start; `None`: at any time.
-    pub schedule: Option<crate::watch::schedule::Schedule>,
+    pub schedule: Option<crate::config::schedule::Schedule>,
 }
 
 /// A node's whole config.
@@ -249,9 +251,12 @@ impl Config {
                     let mins = w.as_ref().map(|w| *w.get_ref()).unwrap_or(DEFAULT_WINDOW_MINS);
                     let at = w.as_ref().map(|w| w.span().start).unwrap_or(pat.span().start);
                     let window = Duration::from_secs(mins.saturating_mul(60));
-                    let sched = crate::watch::schedule::Schedule::parse(pat.get_ref(), window).map_err(|e| {
-                        let at =
-                            if e == crate::watch::schedule::ScheduleError::EmptyWindow { at } else { pat.span().start };
+                    let sched = crate::config::schedule::Schedule::parse(pat.get_ref(), window).map_err(|e| {
+                        let at = if e == crate::config::schedule::ScheduleError::EmptyWindow {
+                            at
+                        } else {
+                            pat.span().start
+                        };
                         invalid(at, e.to_string())
                     })?;
                     Some(sched)
@@ -432,7 +437,7 @@ mod tests {
             path: "/tmp/some dir/ü".into(),
             mode: ShareMode::SendOnly,
             ignore: vec!["*.log".into()],
-            schedule: Some(crate::watch::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
+            schedule: Some(crate::config::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
         };
         let c = Config::append_share(&p, &share).unwrap();
         assert_eq!(c.node.name, "n \"q\"");

@@ -1,0 +1,4 @@
+//! What peers tell each other, and the one boundary where wire types (`proto`)
+//! become storage types (`index`) and back.
+
+pub mod wire;

@@ -47,10 +47,14 @@ enum Cmd {
         #[arg(long)]
         no_invite: bool,
     },
-    /// Join a mesh with a token from `meshsync invite`.
+    /// Join a mesh with a token from `meshsync invite`, read from stdin or --token-file.
     Join {
-        /// The token.
-        token: String,
+        /// The token; `-` or none (with stdin not a terminal): read it from stdin.
+        /// Given here, it shows in `ps` and shell history.
+        token: Option<String>,
+        /// Read the token from this file.
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// This node's name.
         #[arg(long)]
         name: String,
@@ -168,8 +172,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let right = if no_invite { InviteRight::NoInvite } else { InviteRight::CanInvite };
             println!("{}", setup::invite(&own_home(cli.home)?, ttl, right)?);
         }
-        Cmd::Join { token, name, listen, advertise } => {
+        Cmd::Join { token, token_file, name, listen, advertise } => {
             let h = own_home(cli.home)?;
+            let source = setup::TokenSource::from_args(token, token_file)?;
+            if let Some(w) = source.warning() {
+                eprintln!("warning: {w}");
+            }
+            let token = source.read()?;
             let out = daemon::join(&h, &token, &name, listen, &advertise).await?;
             println!("joined via {}; node {name} is {}; {} peer(s) known", out.inviter, out.id, out.peers);
         }

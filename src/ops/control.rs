@@ -6,9 +6,11 @@ use crate::daemon::Node;
 use crate::home::Home;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::warn;
 
@@ -44,21 +46,134 @@ pub enum Request {
     },
 }
 
+/// Longest request line the daemon reads (the newline not counted); a longer one is refused.
+pub const MAX_REQUEST: usize = 64 << 10;
+/// How long a client has to send its request line, and the daemon to write a
+/// one-line answer: a client that connects and goes quiet must not hold a task.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The answer to a request that failed: `{"error": "..."}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorAnswer {
+    /// What went wrong, for the user.
+    pub error: String,
+}
+
+/// An answer: what was asked for, or `{"error": "..."}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Answer<T> {
+    /// It worked.
+    Ok(T),
+    /// It did not, and why.
+    Error(ErrorAnswer),
+}
+
+/// `{"rescanning": [names]}`: the shares now being scanned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rescanning {
+    /// Share names.
+    pub rescanning: Vec<String>,
+}
+
+/// `{"resumed": name}`: the share's folder is confirmed and the share runs again.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resumed {
+    /// The share.
+    pub resumed: String,
+}
+
+/// `{"reverting": count}`: local changes being put back to the mesh's versions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reverting {
+    /// How many.
+    pub reverting: u64,
+}
+
+fn no_share(name: &str) -> ErrorAnswer {
+    ErrorAnswer { error: format!("no share named {name:?} on this node") }
+}
+
+/// Why a request line was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// More than [`MAX_REQUEST`] bytes without a newline.
+    #[error("request longer than {MAX_REQUEST} bytes; expected one JSON object on one line")]
+    TooLong,
+    /// No complete line within the deadline.
+    #[error("no request line within {} s", DEADLINE.as_secs())]
+    Timeout,
+    /// The line is not a request.
+    #[error("bad request: {0}; expected e.g. {{\"cmd\":\"status\"}}")]
+    Malformed(#[from] serde_json::Error),
+    /// The connection failed or closed before a newline.
+    #[error("reading the request: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one request line of at most [`MAX_REQUEST`] bytes, within `deadline`.
+pub async fn read_request<R: AsyncRead + Unpin>(r: R, deadline: Duration) -> Result<Request, RequestError> {
+    let mut line = Vec::new();
+    // One byte past the limit tells a line of exactly MAX_REQUEST from a longer one.
+    let mut limited = BufReader::new(r).take(MAX_REQUEST as u64 + 1);
+    let n = tokio::time::timeout(deadline, limited.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| RequestError::Timeout)??;
+    if n == 0 {
+        return Err(RequestError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if n > MAX_REQUEST {
+        return Err(RequestError::TooLong);
+    }
+    Ok(serde_json::from_slice(&line)?)
+}
+
+/// One answer line: `v` as JSON, or an [`ErrorAnswer`] saying why it could not be encoded.
+fn json_line<T: Serialize>(v: &T) -> String {
+    let mut line = serde_json::to_string(v)
+        .or_else(|e| serde_json::to_string(&ErrorAnswer { error: format!("cannot encode the answer: {e}") }))
+        .unwrap_or_default();
+    line.push('\n');
+    line
+}
+
 /// Binds the control socket (before the node reports started, so callers can use it at once).
 pub fn bind(node: &Node) -> Option<UnixListener> {
     let path = node.home.control_socket();
-    let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path) {
-        Ok(l) => l,
+    match bind_private(&path) {
+        Ok(l) => Some(l),
         Err(e) => {
-            warn!(path = %path.display(), error = %e, "control socket unavailable; `meshsync status` will not work");
-            return None;
+            warn!(path = %path.display(), error = %format!("{e:#}"), "control socket unavailable; `meshsync status` will not work");
+            None
         }
-    };
-    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-        warn!(error = %e, "cannot restrict the control socket to its owner");
     }
-    Some(listener)
+}
+
+/// Binds a Unix socket at `path` that only its owner can connect to, from the
+/// moment it exists at `path`.
+///
+/// It is bound inside a fresh 0700 folder beside `path`, made 0600 there, and
+/// renamed into place. Setting the umask around `bind` would do it too, but the
+/// umask is per process, and by now share workers run on other threads and create
+/// files (downloads, index) that would get the temporary umask.
+pub fn bind_private(path: &Path) -> anyhow::Result<UnixListener> {
+    let dir = path.with_extension(std::process::id().to_string());
+    // Left over by a daemon of the same pid that died (after a reboot).
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let r = (|| {
+        let inner = dir.join("s");
+        let listener = UnixListener::bind(&inner).with_context(|| format!("binding {}", inner.display()))?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {} to its owner", inner.display()))?;
+        // Replaces a stale socket of a previous run atomically.
+        std::fs::rename(&inner, path).with_context(|| format!("moving the socket to {}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 /// Serves the control socket until the node stops.
@@ -78,18 +193,12 @@ pub async fn serve(node: Arc<Node>, listener: Option<UnixListener>) {
 
 async fn handle(node: Arc<Node>, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
-    let mut line = String::new();
-    if BufReader::new(r).read_line(&mut line).await.is_err() {
-        return;
-    }
-    let answer = match serde_json::from_str::<Request>(line.trim()) {
+    let answer = match read_request(r, DEADLINE).await {
         Ok(Request::Bench { bytes, probe_bytes }) => {
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
             tokio::spawn(crate::daemon::bench::run(node.clone(), bytes, probe_bytes, tx));
             while let Some(ev) = rx.recv().await {
-                let mut l = serde_json::to_string(&ev).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-                l.push('\n');
-                if w.write_all(l.as_bytes()).await.is_err() {
+                if w.write_all(json_line(&ev).as_bytes()).await.is_err() {
                     // The CLI went away; the run finishes and cleans up on its own.
                     break;
                 }
@@ -99,46 +208,44 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
         Ok(Request::Status) => {
             let n = node.clone();
             match tokio::task::spawn_blocking(move || super::status::status(&n)).await {
-                Ok(st) => serde_json::to_string(&st).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-                Err(e) => format!("{{\"error\":\"{e}\"}}"),
+                Ok(st) => json_line(&st),
+                Err(e) => json_line(&ErrorAnswer { error: format!("status failed: {e}") }),
             }
         }
-        Ok(Request::Rescan { share }) => {
-            let shares: Vec<_> =
-                node.share_list().into_iter().filter(|s| share.as_ref().is_none_or(|n| *n == s.cfg.name)).collect();
-            if shares.is_empty() {
-                serde_json::json!({ "error": format!("no share named {:?} on this node", share.unwrap_or_default()) })
-                    .to_string()
-            } else {
-                let names: Vec<String> = shares.iter().map(|s| s.cfg.name.clone()).collect();
-                for s in &shares {
-                    s.rescan();
-                }
-                let paused: Vec<String> = shares
-                    .iter()
-                    .filter_map(|s| s.paused().map(|p| format!("share {} is paused: {p}", s.cfg.name)))
-                    .collect();
-                if paused.is_empty() {
-                    serde_json::json!({ "rescanning": names }).to_string()
-                } else {
-                    serde_json::json!({ "error": paused.join("; ") }).to_string()
-                }
-            }
-        }
-        Ok(Request::Resume { share }) => match node.share(&share).map(|s| s.resume()) {
-            None => serde_json::json!({ "error": format!("no share named {share:?} on this node") }).to_string(),
-            Some(Ok(())) => serde_json::json!({ "resumed": share }).to_string(),
-            Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
-        },
-        Ok(Request::Revert { share }) => match node.share(&share).map(|s| s.revert()) {
-            None => serde_json::json!({ "error": format!("no share named {share:?} on this node") }).to_string(),
-            Some(Ok(n)) => serde_json::json!({ "reverting": n }).to_string(),
-            Some(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }).to_string(),
-        },
-        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }).to_string(),
+        Ok(Request::Rescan { share }) => json_line(&rescan_now(&node, share)),
+        Ok(Request::Resume { share }) => json_line(&match node.share(&share).map(|s| s.resume()) {
+            None => Answer::Error(no_share(&share)),
+            Some(Ok(())) => Answer::Ok(Resumed { resumed: share }),
+            Some(Err(e)) => Answer::Error(ErrorAnswer { error: format!("{e:#}") }),
+        }),
+        Ok(Request::Revert { share }) => json_line(&match node.share(&share).map(|s| s.revert()) {
+            None => Answer::Error(no_share(&share)),
+            Some(Ok(n)) => Answer::Ok(Reverting { reverting: n as u64 }),
+            Some(Err(e)) => Answer::Error(ErrorAnswer { error: format!("{e:#}") }),
+        }),
+        Err(RequestError::Io(_)) => return,
+        Err(e) => json_line(&ErrorAnswer { error: e.to_string() }),
     };
-    let _ = w.write_all(answer.as_bytes()).await;
-    let _ = w.write_all(b"\n").await;
+    // Dropping the stream afterwards closes the connection, refused or answered.
+    let _ = tokio::time::timeout(DEADLINE, w.write_all(answer.as_bytes())).await;
+}
+
+fn rescan_now(node: &Node, share: Option<String>) -> Answer<Rescanning> {
+    let shares: Vec<_> =
+        node.share_list().into_iter().filter(|s| share.as_ref().is_none_or(|n| *n == s.cfg.name)).collect();
+    if shares.is_empty() {
+        return Answer::Error(no_share(&share.unwrap_or_default()));
+    }
+    for s in &shares {
+        s.rescan();
+    }
+    // The scan of a paused share does not run: that is an error to the caller.
+    let paused: Vec<String> =
+        shares.iter().filter_map(|s| s.paused().map(|p| format!("share {} is paused: {p}", s.cfg.name))).collect();
+    if !paused.is_empty() {
+        return Answer::Error(ErrorAnswer { error: paused.join("; ") });
+    }
+    Answer::Ok(Rescanning { rescanning: shares.iter().map(|s| s.cfg.name.clone()).collect() })
 }
 
 /// Sends a request to the daemon of `home` and returns the raw JSON answer.
@@ -189,30 +296,28 @@ pub async fn wait(home: &Home, share: Option<String>, timeout: Option<std::time:
     }
 }
 
-/// Sends a request and returns the answer's `key`, or the daemon's error.
-async fn ask(home: &Home, req: &Request, key: &str) -> anyhow::Result<serde_json::Value> {
+/// Sends a request and decodes its answer, or fails with the daemon's error.
+async fn ask<T: serde::de::DeserializeOwned>(home: &Home, req: &Request) -> anyhow::Result<T> {
     let raw = request(home, req).await?;
-    let mut v: serde_json::Value = serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
-    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
-        anyhow::bail!("{e}");
+    match serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))? {
+        Answer::Ok(v) => Ok(v),
+        Answer::Error(e) => anyhow::bail!("{}", e.error),
     }
-    v.get_mut(key).map(serde_json::Value::take).with_context(|| format!("daemon answered: {raw}"))
 }
 
 /// Asks the daemon of `home` to scan now; returns the shares it started scanning.
 pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<String>> {
-    let names = ask(home, &Request::Rescan { share }, "rescanning").await?;
-    Ok(names.as_array().into_iter().flatten().filter_map(|n| n.as_str().map(String::from)).collect())
+    Ok(ask::<Rescanning>(home, &Request::Rescan { share }).await?.rescanning)
 }
 
 /// Confirms a paused share's folder to the daemon of `home` (`meshsync share resume`).
 pub async fn resume(home: &Home, share: String) -> anyhow::Result<()> {
-    ask(home, &Request::Resume { share }, "resumed").await.map(drop)
+    ask::<Resumed>(home, &Request::Resume { share }).await.map(drop)
 }
 
 /// Asks the daemon of `home` to revert a receive-only share's local changes; returns how many.
 pub async fn revert(home: &Home, share: String) -> anyhow::Result<u64> {
-    Ok(ask(home, &Request::Revert { share }, "reverting").await?.as_u64().unwrap_or(0))
+    Ok(ask::<Reverting>(home, &Request::Revert { share }).await?.reverting)
 }
 
 /// Runs `meshsync bench` on the daemon of `home`, calling `on_event` for each event.
@@ -240,4 +345,84 @@ pub async fn bench(
         }
     }
     anyhow::bail!("the daemon closed the bench before a result")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncWriteExt};
+
+    async fn read(input: Vec<u8>) -> Result<Request, RequestError> {
+        let (mut client, server) = duplex(1 << 20);
+        // The server may stop reading part-way: the rest is refused, not an error here.
+        tokio::spawn(async move { client.write_all(&input).await });
+        read_request(server, DEADLINE).await
+    }
+
+    #[tokio::test]
+    async fn a_request_of_the_limit_is_read_and_one_byte_more_is_refused() {
+        let mut at_limit = br#"{"cmd":"status"}"#.to_vec();
+        at_limit.resize(MAX_REQUEST, b' ');
+        let mut line = at_limit.clone();
+        line.push(b'\n');
+        assert_eq!(read(line).await.unwrap(), Request::Status);
+        let mut over = at_limit;
+        over.extend_from_slice(b" \n");
+        assert!(matches!(read(over).await, Err(RequestError::TooLong)));
+        let no_newline = vec![b'x'; 10 * MAX_REQUEST];
+        let e = read(no_newline).await.unwrap_err();
+        assert!(e.to_string().contains("longer than 65536 bytes"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_refused_at_the_deadline() {
+        let (client, server) = duplex(64);
+        let e = read_request(server, DEADLINE).await.unwrap_err();
+        assert!(matches!(e, RequestError::Timeout), "{e}");
+        assert!(e.to_string().contains("within 10 s"), "{e}");
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_say_what_is_expected() {
+        for bad in [&b"{not json\n"[..], b"{\"cmd\":\"format_disk\"}\n", b"\xff\xfe\n"] {
+            let e = read(bad.to_vec()).await.unwrap_err();
+            assert!(matches!(e, RequestError::Malformed(_)), "{e}");
+            assert!(e.to_string().contains(r#"expected e.g. {"cmd":"status"}"#), "{e}");
+        }
+        assert!(matches!(read(Vec::new()).await, Err(RequestError::Io(_))));
+        let rescan = read(b"{\"cmd\":\"rescan\",\"share\":\"www\"}".to_vec()).await.unwrap();
+        assert_eq!(rescan, Request::Rescan { share: Some("www".into()) });
+    }
+
+    #[test]
+    fn error_answers_are_json_whatever_the_message_holds() {
+        let error = "share \"a\\b\"\nnot found".to_string();
+        let line = json_line(&ErrorAnswer { error: error.clone() });
+        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'), "{line:?}");
+        let back: Answer<Rescanning> = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, Answer::Error(ErrorAnswer { error }));
+        let ok: Answer<Rescanning> = serde_json::from_str(&json_line(&rescan_answer_of(&["a", "b"]))).unwrap();
+        assert_eq!(ok, rescan_answer_of(&["a", "b"]));
+        let n: Answer<Reverting> = serde_json::from_str(&json_line(&Answer::Ok(Reverting { reverting: 3 }))).unwrap();
+        assert_eq!(n, Answer::Ok(Reverting { reverting: 3 }));
+    }
+
+    fn rescan_answer_of(names: &[&str]) -> Answer<Rescanning> {
+        Answer::Ok(Rescanning { rescanning: names.iter().map(|n| n.to_string()).collect() })
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_owner_only_when_it_appears_and_replaces_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        std::fs::write(&path, b"stale").unwrap();
+        let _listener = bind_private(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("control.sock")], "the private folder is gone");
+        UnixStream::connect(&path).await.unwrap();
+    }
 }

@@ -21,6 +21,7 @@ pub mod relpath;
 pub mod scan;
 pub mod setup;
 pub mod sim;
+pub mod stats;
 pub mod sync;
 pub mod util;
 pub mod watch;

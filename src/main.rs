@@ -191,7 +191,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let h = own_home(cli.home)?;
             let cfg = Config::load(&h.config())?;
             logging::init(cli.log_format.unwrap_or(cfg.node.log), "info,quinn=warn,quinn_proto=warn");
-            daemon::run(&h, ops::status_line::of).await?;
+            let signals = daemon::Signals::install()?;
+            let node = ops::start_node(&h).await?;
+            daemon::run(node, signals, ops::status_line::of).await?;
         }
         Cmd::Status { json } => {
             let h = home(cli.home)?;

@@ -54,7 +54,7 @@ async fn a_metrics_address_in_use_stops_the_start_with_a_clear_error() {
     let addr = taken.local_addr().unwrap();
     let n = first(dir.path(), "alpha", SendReceive);
     node_option(&n.home, &format!("metrics_listen = \"{addr}\""));
-    let err = match meshsync::daemon::start(&n.home).await {
+    let err = match meshsync::ops::start_node(&n.home).await {
         Ok(_) => panic!("started although {addr} is taken"),
         Err(e) => format!("{e:#}"),
     };

@@ -16,10 +16,6 @@ fn files(n: &TestNode) -> u64 {
     n.status().shares[0].files
 }
 
-fn share(n: &TestNode) -> std::sync::Arc<meshsync::daemon::Share> {
-    n.handle.as_ref().expect("running").node.share(SHARE).expect("share")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_share_folder_missing_at_start_pauses_and_deletes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +71,7 @@ async fn a_share_folder_replaced_while_running_pauses_until_confirmed() {
     wait("beta scans its new file", || files(&nodes[1]) == 2).await;
     assert!(!nodes[0].path("from-beta").exists());
     // The user says this empty folder is the share now: that is a delete, on purpose.
-    share(&nodes[0]).resume().unwrap();
+    nodes[0].handle().resume(SHARE).unwrap();
     wait("the confirmed folder's delete reaches beta", || !nodes[1].path("before").exists()).await;
     wait_content(&nodes, "from-beta", b"b").await;
     // And the new folder is watched.

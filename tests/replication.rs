@@ -151,9 +151,8 @@ async fn setuid_bits_stay_home_and_are_not_stripped_by_the_round_trip() {
     wait_content(&nodes, "tool", b"#!/bin/sh\n").await;
     wait_in_sync(&nodes).await;
     // Beta looks at its copy again: 0755 on disk is what it applied, not a change.
-    let beta = nodes[1].handle.as_ref().unwrap().node.share(SHARE).unwrap();
-    beta.rescan();
-    wait("beta's rescan", || !beta.scanning()).await;
+    nodes[1].handle().rescan(Some(SHARE)).unwrap();
+    wait("beta's rescan", || !nodes[1].status().shares[0].scanning).await;
     wait_in_sync(&nodes).await;
     let mode = |n: &TestNode| std::fs::metadata(n.path("tool")).unwrap().mode() & 0o7777;
     assert_eq!(mode(&nodes[1]), 0o755, "setuid never travels");

@@ -88,8 +88,7 @@ async fn caught_up_only_after_the_asked_scan_and_every_peer_have_the_change() {
     wait("caught up at start", || nodes[0].status().behind(None).is_empty()).await;
     let body = random_bytes(3 << 20, 5);
     place(dir.path(), &nodes[0], "upload.bin", &body);
-    let share = nodes[0].handle.as_ref().unwrap().node.share(SHARE).unwrap();
-    share.rescan();
+    nodes[0].handle().rescan(Some(SHARE)).unwrap();
     let why = nodes[0].status().behind(None);
     assert!(why.iter().any(|w| w.ends_with("scanning")), "a rescan asked for is not caught up yet: {why:?}");
     wait("caught up after the upload", || nodes[0].status().behind(None).is_empty()).await;
@@ -153,8 +152,7 @@ async fn peers_with_empty_copies_are_known_and_waited_for() {
     assert_eq!(nodes[0].status().counters.entries_received, 0, "known from their Hello, not from an index");
     let body = random_bytes(1 << 20, 6);
     place(dir.path(), &nodes[0], "first.bin", &body);
-    let share = nodes[0].handle.as_ref().unwrap().node.share(SHARE).unwrap();
-    share.rescan();
+    nodes[0].handle().rescan(Some(SHARE)).unwrap();
     wait("caught up after the upload", || nodes[0].status().behind(None).is_empty()).await;
     for n in &nodes[1..] {
         assert_eq!(read(&n.path("first.bin")), Some(body.clone()), "caught up means every peer has it");

@@ -75,7 +75,9 @@ async fn a_node_from_another_mesh_cannot_connect() {
     let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
     let mut stranger = first(dir.path(), "stranger", SendReceive);
     stranger.start().await;
-    let net = &stranger.handle.as_ref().unwrap().node.net;
+    // The stranger's own keys, dialing from an endpoint of its own.
+    let ident = meshsync::identity::Identity::load(&stranger.home).unwrap();
+    let net = meshsync::net::Net::bind(&ident, "127.0.0.1:0".parse().unwrap()).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(10), net.connect(nodes[0].listen)).await.unwrap();
     assert!(r.is_err(), "a certificate from another CA fails the handshake");
     std::fs::write(stranger.path("secret"), b"x").unwrap();

@@ -177,7 +177,7 @@ fn make_blob(node: &Node, share: &Share, size: u64) -> anyhow::Result<Entry> {
 }
 
 /// Runs a bench as the originator, sending events to `out`.
-pub async fn run(node: Arc<Node>, size: u64, probe_bytes: u64, out: mpsc::Sender<BenchEvent>) {
+pub(super) async fn run(node: Arc<Node>, size: u64, probe_bytes: u64, out: mpsc::Sender<BenchEvent>) {
     let id = rand::random::<u64>();
     let res = run_inner(&node, id, size, probe_bytes, &out).await;
     let _ = node.announce.send(Control::BenchEnd { id });
@@ -281,21 +281,21 @@ async fn run_inner(
 }
 
 /// A peer reported its copy.
-pub fn on_done(node: &Node, peer: NodeId, id: u64, ok: bool) {
+pub(super) fn on_done(node: &Node, peer: NodeId, id: u64, ok: bool) {
     if let Some(m) = node.bench.lock().unwrap_or_else(|e| e.into_inner()).results.get_mut(&id) {
         m.entry(peer).or_insert((Instant::now(), ok));
     }
 }
 
 /// The originator ended a run: delete the blob.
-pub fn on_end(node: &Node, id: u64) {
+pub(super) fn on_end(node: &Node, id: u64) {
     if let Some(t) = node.bench.lock().unwrap_or_else(|e| e.into_inner()).serving.remove(&id) {
         t.cancel();
     }
 }
 
 /// A peer offers a bench blob: fetch it from the swarm, report, keep it until the end.
-pub fn on_offer(node: &Arc<Node>, from: NodeId, id: u64, entry: WireEntry, reply: mpsc::Sender<Control>) {
+pub(super) fn on_offer(node: &Arc<Node>, from: NodeId, id: u64, entry: WireEntry, reply: mpsc::Sender<Control>) {
     let entry = match Entry::try_from(entry) {
         Ok(e) => e,
         Err(why) => {
@@ -346,7 +346,7 @@ pub fn on_offer(node: &Arc<Node>, from: NodeId, id: u64, entry: WireEntry, reply
 }
 
 /// Removes blobs left by a run that a crash interrupted.
-pub fn clean_leftovers(node: &Node) {
+pub(super) fn clean_leftovers(node: &Node) {
     let dir = node.home.dir().join("bench");
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -2,14 +2,19 @@
 //! `meshsync run` and the tests start it through [`start`].
 
 pub mod bench;
+mod handle;
 mod join;
 mod service;
 mod session;
 mod share;
+mod summary;
 
+pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot};
 pub use join::{join, JoinError, JoinOutcome};
-pub use service::run;
-pub use share::Share;
+pub use service::{run, Signals};
+pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
+
+use share::Share;
 
 use crate::config::{Config, ShareConfig};
 use crate::home::Home;
@@ -17,8 +22,8 @@ use crate::identity::Identity;
 use crate::ids::NodeId;
 use crate::index::{AddrOrigin, Index};
 use crate::net::{Net, Peers};
-use crate::ops::stats::{Counters, Progress};
 use crate::proto::PeerInfo;
+use crate::stats::{Counters, Progress};
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,46 +37,46 @@ use tracing::{info, warn, Instrument};
 pub const SERVE_MEMORY_KIB: usize = 128 << 10;
 
 /// A running node's shared state.
-pub struct Node {
+pub(crate) struct Node {
     /// Home directory.
-    pub home: Home,
+    home: Home,
     /// Keys and certificates.
-    pub ident: Identity,
+    ident: Identity,
     /// Config as loaded (node part; shares live in `shares`).
-    pub config: Config,
+    config: Config,
     /// The index.
-    pub index: Index,
+    index: Index,
     /// QUIC endpoint.
-    pub net: Net,
+    net: Net,
     /// Live sessions.
-    pub peers: Arc<Peers>,
+    peers: Arc<Peers>,
     /// Counters.
-    pub counters: Arc<Counters>,
+    counters: Arc<Counters>,
     /// Downloads in progress.
-    pub progress: Arc<Progress>,
+    progress: Arc<Progress>,
     /// Shares by name.
-    pub shares: RwLock<BTreeMap<String, Arc<Share>>>,
+    shares: RwLock<BTreeMap<String, Arc<Share>>>,
     /// Stops everything.
-    pub cancel: CancellationToken,
+    cancel: CancellationToken,
     /// Wakes the dialer (a peer was learned).
-    pub dial_now: tokio::sync::Notify,
+    dial_now: tokio::sync::Notify,
     /// Re-reads the config now (SIGHUP) instead of at its next change on disk.
-    pub reload_now: tokio::sync::Notify,
+    reload_now: tokio::sync::Notify,
     /// Tells sessions about shares added while running.
-    pub share_added: tokio::sync::broadcast::Sender<String>,
+    share_added: tokio::sync::broadcast::Sender<String>,
     /// Download progress maps to send to every peer.
-    pub announce: tokio::sync::broadcast::Sender<crate::proto::Control>,
+    announce: tokio::sync::broadcast::Sender<crate::proto::Control>,
     /// Which uploads to refuse while upload is short.
-    pub uploads: Mutex<crate::sync::availability::UploadPolicy>,
+    uploads: Mutex<crate::sync::availability::UploadPolicy>,
     /// The configured upload cap.
-    pub upload_limit: crate::net::limit::RateLimit,
+    upload_limit: crate::net::limit::RateLimit,
     /// KiB of chunk data read for peers and not yet sent: bounds the memory that
     /// requests can pin, whatever peers ask for.
-    pub serve_memory: tokio::sync::Semaphore,
+    serve_memory: tokio::sync::Semaphore,
     /// Start of the node's clock (the pure upload policy takes time as an offset).
-    pub epoch: Instant,
+    epoch: Instant,
     /// `meshsync bench` runs in flight.
-    pub bench: Mutex<bench::BenchState>,
+    bench: Mutex<bench::BenchState>,
     dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
     /// The addresses this node tells peers (see [`crate::net::addrs`]); read again
     /// while running, for a wildcard listen.
@@ -105,12 +110,16 @@ impl Drop for Dialing<'_> {
 
 /// A started node; drop or [`NodeHandle::shutdown`] to stop it.
 pub struct NodeHandle {
-    /// The node.
-    pub node: Arc<Node>,
+    node: Arc<Node>,
     tasks: tokio::task::JoinSet<()>,
 }
 
 impl NodeHandle {
+    /// The node's narrow interface, for control, status and metrics.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.node.clone())
+    }
+
     /// Stops the node cleanly: sessions closed, index flushed, control socket removed.
     pub async fn shutdown(mut self) {
         self.node.cancel.cancel();
@@ -192,7 +201,8 @@ impl Node {
     }
 }
 
-/// Starts a node from its home: index, endpoint, share workers, sessions, control socket.
+/// Starts a node from its home: index, endpoint, share workers, sessions. (The
+/// control socket and metrics are `ops`'s, served through [`NodeHandle::handle`].)
 pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     let config = Config::load(&home.config())?;
     let ident =
@@ -225,15 +235,6 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
     });
-    // Bound before anything starts: a configured address that cannot be bound stops
-    // the start cleanly, rather than leaving the dashboard silently empty.
-    let metrics =
-        match config.node.metrics_listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!("metrics_listen = \"{addr}\": cannot listen there (in use? another address?)")
-            })?),
-            None => None,
-        };
     bench::clean_leftovers(&node);
     let mut tasks = tokio::task::JoinSet::new();
     for s in config.shares.clone() {
@@ -247,11 +248,6 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(address_loop(node.clone()).instrument(span.clone()));
-    let control = crate::ops::control::bind(&node);
-    tasks.spawn(crate::ops::control::serve(node.clone(), control).instrument(span.clone()));
-    if let Some(listener) = metrics {
-        tasks.spawn(crate::ops::metrics::serve(node.clone(), listener).instrument(span.clone()));
-    }
     tasks.spawn(config_reload_loop(node.clone()).instrument(span));
     Ok(NodeHandle { node, tasks })
 }

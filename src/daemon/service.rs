@@ -2,8 +2,7 @@
 //! the service manager how it is (systemd's notify protocol: READY, STATUS, WATCHDOG,
 //! STOPPING). Without `NOTIFY_SOCKET` (tests, a shell) nothing is sent.
 
-use super::{start, Node};
-use crate::home::Home;
+use super::{Node, NodeHandle, NodeSnapshot};
 use sd_notify::NotifyState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,19 +12,34 @@ use tracing::{info, warn};
 /// How often the status line is refreshed at most.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs a node until SIGINT or SIGTERM; SIGHUP re-reads the config at once.
+/// The signals `meshsync run` obeys, caught from the moment this is made.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers. Do it before the node starts: until then SIGHUP's
+    /// default action ends the process, and a reload sent while the node starts
+    /// must not stop it.
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Runs a started node until SIGINT or SIGTERM; SIGHUP re-reads the config at once.
 /// `status_line` builds the one-line summary the service manager shows
-/// (`systemctl status`); it is computed off the runtime's workers.
-pub async fn run(home: &Home, status_line: fn(&Node) -> String) -> anyhow::Result<()> {
-    // Before anything else: until a handler is installed, SIGHUP's default action
-    // ends the process, and a reload sent while the node starts must not stop it.
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let handle = start(home).await?;
+/// (`systemctl status`) from a snapshot; it is computed off the runtime's workers.
+pub async fn run(handle: NodeHandle, signals: Signals, status_line: fn(&NodeSnapshot) -> String) -> anyhow::Result<()> {
+    let Signals { mut hup, mut term, mut int } = signals;
     let node = handle.node.clone();
     tell(&[NotifyState::Ready, NotifyState::Status("started")]);
-    let reporter = notifying().then(|| tokio::spawn(report_status(node.clone(), status_line)));
+    let reporter = notifying().then(|| tokio::spawn(report_status(handle.handle(), status_line)));
     let watchdog = sd_notify::watchdog_enabled();
     // systemd asks for a keep-alive at least every `watchdog`; half is its advice.
     let mut dog = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
@@ -70,12 +84,12 @@ fn tell(states: &[NotifyState]) {
 /// Keeps STATUS= current: the line is sent when it changes. Building it reads every
 /// share's summary, which is cached but can take a while on a huge index that is
 /// changing, so the pause after each build grows with what the build cost.
-async fn report_status(node: Arc<Node>, status_line: fn(&Node) -> String) {
+async fn report_status(node: super::Handle, status_line: fn(&NodeSnapshot) -> String) {
     let mut last = String::new();
     loop {
         let began = Instant::now();
         let n = node.clone();
-        let Ok(line) = tokio::task::spawn_blocking(move || status_line(&n)).await else { return };
+        let Ok(line) = tokio::task::spawn_blocking(move || status_line(&n.snapshot())).await else { return };
         // The protocol separates assignments by newlines.
         let line = line.replace('\n', " ");
         if line != last {
@@ -84,7 +98,7 @@ async fn report_status(node: Arc<Node>, status_line: fn(&Node) -> String) {
         }
         let pause = STATUS_EVERY.max(began.elapsed() * 10);
         tokio::select! {
-            _ = node.cancel.cancelled() => return,
+            _ = node.stopped() => return,
             _ = tokio::time::sleep(pause) => {}
         }
     }

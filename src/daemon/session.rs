@@ -5,12 +5,12 @@ use super::{bench, Node, Share, SERVE_MEMORY_KIB};
 use crate::ids::NodeId;
 use crate::index::AddrOrigin;
 use crate::net::{NetError, PeerConn};
-use crate::ops::stats::Counters;
 use crate::proto::{
     self, ChunkRef, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest,
     BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
 };
 use crate::relpath::RelPath;
+use crate::stats::Counters;
 use crate::sync::availability::{Decision, ServedFrom};
 use crate::sync::local::Verify;
 use std::collections::{HashMap, HashSet};

@@ -73,8 +73,8 @@ pub struct Share {
     /// for it too; one that left the share keeps its old entries in the index but
     /// is not waited for. In memory only: known again when the peer next connects.
     participants: Mutex<HashMap<NodeId, bool>>,
-    /// The last status summary of this share (see [`crate::ops::status::SummaryCache`]).
-    pub status_cache: crate::ops::status::SummaryCache,
+    /// The last status summary of this share.
+    pub status_cache: super::summary::SummaryCache,
 }
 
 impl Share {

@@ -2,13 +2,12 @@
 //! request line in, one JSON answer out.
 
 use crate::daemon::bench::BenchEvent;
-use crate::daemon::Node;
+use crate::daemon::Handle;
 use crate::home::Home;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -90,10 +89,6 @@ pub struct Reverting {
     pub reverting: u64,
 }
 
-fn no_share(name: &str) -> ErrorAnswer {
-    ErrorAnswer { error: format!("no share named {name:?} on this node") }
-}
-
 /// Why a request line was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -139,9 +134,10 @@ fn json_line<T: Serialize>(v: &T) -> String {
     line
 }
 
-/// Binds the control socket (before the node reports started, so callers can use it at once).
-pub fn bind(node: &Node) -> Option<UnixListener> {
-    let path = node.home.control_socket();
+/// Binds the control socket of a started node (before its start is reported, so
+/// callers can use it at once).
+pub fn bind(home: &Home) -> Option<UnixListener> {
+    let path = home.control_socket();
     match bind_private(&path) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -177,26 +173,25 @@ pub fn bind_private(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves the control socket until the node stops.
-pub async fn serve(node: Arc<Node>, listener: Option<UnixListener>) {
+pub async fn serve(node: Handle, listener: Option<UnixListener>) {
     let Some(listener) = listener else { return };
     loop {
         tokio::select! {
-            _ = node.cancel.cancelled() => break,
+            _ = node.stopped() => break,
             c = listener.accept() => {
                 let Ok((stream, _)) = c else { continue };
                 tokio::spawn(handle(node.clone(), stream));
             }
         }
     }
-    let _ = std::fs::remove_file(node.home.control_socket());
+    let _ = std::fs::remove_file(node.home().control_socket());
 }
 
-async fn handle(node: Arc<Node>, stream: UnixStream) {
+async fn handle(node: Handle, stream: UnixStream) {
     let (r, mut w) = stream.into_split();
     let answer = match read_request(r, DEADLINE).await {
         Ok(Request::Bench { bytes, probe_bytes }) => {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-            tokio::spawn(crate::daemon::bench::run(node.clone(), bytes, probe_bytes, tx));
+            let mut rx = node.bench(bytes, probe_bytes);
             while let Some(ev) = rx.recv().await {
                 if w.write_all(json_line(&ev).as_bytes()).await.is_err() {
                     // The CLI went away; the run finishes and cleans up on its own.
@@ -207,22 +202,19 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
         }
         Ok(Request::Status) => {
             let n = node.clone();
-            match tokio::task::spawn_blocking(move || super::status::status(&n)).await {
+            let now = chrono::Local::now();
+            match tokio::task::spawn_blocking(move || super::status::build(&n.snapshot(), now)).await {
                 Ok(st) => json_line(&st),
                 Err(e) => json_line(&ErrorAnswer { error: format!("status failed: {e}") }),
             }
         }
-        Ok(Request::Rescan { share }) => json_line(&rescan_now(&node, share)),
-        Ok(Request::Resume { share }) => json_line(&match node.share(&share).map(|s| s.resume()) {
-            None => Answer::Error(no_share(&share)),
-            Some(Ok(())) => Answer::Ok(Resumed { resumed: share }),
-            Some(Err(e)) => Answer::Error(ErrorAnswer { error: format!("{e:#}") }),
-        }),
-        Ok(Request::Revert { share }) => json_line(&match node.share(&share).map(|s| s.revert()) {
-            None => Answer::Error(no_share(&share)),
-            Some(Ok(n)) => Answer::Ok(Reverting { reverting: n as u64 }),
-            Some(Err(e)) => Answer::Error(ErrorAnswer { error: format!("{e:#}") }),
-        }),
+        Ok(Request::Rescan { share }) => {
+            json_line(&answer(node.rescan(share.as_deref()).map(|r| Rescanning { rescanning: r })))
+        }
+        Ok(Request::Resume { share }) => json_line(&answer(node.resume(&share).map(|()| Resumed { resumed: share }))),
+        Ok(Request::Revert { share }) => {
+            json_line(&answer(node.revert(&share).map(|n| Reverting { reverting: n as u64 })))
+        }
         Err(RequestError::Io(_)) => return,
         Err(e) => json_line(&ErrorAnswer { error: e.to_string() }),
     };
@@ -230,22 +222,8 @@ async fn handle(node: Arc<Node>, stream: UnixStream) {
     let _ = tokio::time::timeout(DEADLINE, w.write_all(answer.as_bytes())).await;
 }
 
-fn rescan_now(node: &Node, share: Option<String>) -> Answer<Rescanning> {
-    let shares: Vec<_> =
-        node.share_list().into_iter().filter(|s| share.as_ref().is_none_or(|n| *n == s.cfg.name)).collect();
-    if shares.is_empty() {
-        return Answer::Error(no_share(&share.unwrap_or_default()));
-    }
-    for s in &shares {
-        s.rescan();
-    }
-    // The scan of a paused share does not run: that is an error to the caller.
-    let paused: Vec<String> =
-        shares.iter().filter_map(|s| s.paused().map(|p| format!("share {} is paused: {p}", s.cfg.name))).collect();
-    if !paused.is_empty() {
-        return Answer::Error(ErrorAnswer { error: paused.join("; ") });
-    }
-    Answer::Ok(Rescanning { rescanning: shares.iter().map(|s| s.cfg.name.clone()).collect() })
+fn answer<T>(r: Result<T, crate::daemon::ShareOpError>) -> Answer<T> {
+    r.map_or_else(|e| Answer::Error(ErrorAnswer { error: format!("{e:#}") }), Answer::Ok)
 }
 
 /// Sends a request to the daemon of `home` and returns the raw JSON answer.

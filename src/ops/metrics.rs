@@ -3,7 +3,7 @@
 //! status`, so a dashboard and the CLI never disagree.
 
 use super::status::Status;
-use crate::daemon::Node;
+use crate::daemon::Handle;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
@@ -93,7 +93,7 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
 }
 
 /// Answers scrapes until the node stops.
-pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
+pub async fn serve(node: Handle, listener: tokio::net::TcpListener) {
     if let Ok(a) = listener.local_addr() {
         info!(address = %a, "metrics at http://{a}/metrics");
         if !a.ip().is_loopback() {
@@ -103,7 +103,7 @@ pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let conn = tokio::select! {
-            _ = node.cancel.cancelled() => return,
+            _ = node.stopped() => return,
             c = listener.accept() => c,
         };
         match conn {
@@ -132,7 +132,7 @@ pub async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
 }
 
 /// One HTTP/1 exchange: `GET /metrics` gets the metrics, anything else a 404 or 400.
-async fn answer(node: &Arc<Node>, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+async fn answer(node: &Handle, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let mut complete = true;
@@ -146,8 +146,8 @@ async fn answer(node: &Arc<Node>, mut stream: tokio::net::TcpStream) -> std::io:
     }
     let (status, ctype, body) = match request_target(complete.then_some(&buf[..])) {
         Some("/metrics") => {
-            let n = node.clone();
-            match tokio::task::spawn_blocking(move || render(&super::status::status(&n))).await {
+            let (n, now) = (node.clone(), chrono::Local::now());
+            match tokio::task::spawn_blocking(move || render(&super::status::build(&n.snapshot(), now))).await {
                 Ok(Ok(text)) => ("200 OK", CONTENT_TYPE, text),
                 _ => ("500 Internal Server Error", "text/plain", "status unavailable\n".to_string()),
             }

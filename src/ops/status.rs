@@ -1,14 +1,13 @@
 //! `meshsync status`: what a node knows of its peers and shares. The JSON shape is
 //! stable and documented in README.md.
 
-use super::stats::{CounterSnapshot, Transfer};
-use crate::daemon::{Node, Share};
+use crate::daemon::NodeSnapshot;
 use crate::ids::NodeId;
-use crate::index::{Entry, VersionVector};
+use crate::stats::{CounterSnapshot, Transfer};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
 
 /// The whole status document.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -98,10 +97,10 @@ pub struct WindowStatus {
 }
 
 impl WindowStatus {
-    /// From a share's schedule at this moment.
-    pub fn of(schedule: &crate::config::schedule::Schedule) -> Self {
+    /// From a share's schedule at `now`.
+    pub fn of(schedule: &crate::config::schedule::Schedule, now: &chrono::DateTime<chrono::Local>) -> Self {
         use crate::config::schedule::Window;
-        let (open, until) = match schedule.at(&chrono::Local::now()) {
+        let (open, until) = match schedule.at(now) {
             Window::Open { closes } => (true, Some(closes)),
             Window::Closed { opens } => (false, opens),
         };
@@ -125,214 +124,59 @@ pub struct SharePeerStatus {
     pub they_need: u64,
 }
 
-fn differs(a: Option<&(VersionVector, bool)>, b: Option<&(VersionVector, bool)>) -> bool {
-    match (a, b) {
-        (Some(x), Some(y)) => x.0 != y.0,
-        (Some(x), None) | (None, Some(x)) => !x.1,
-        (None, None) => false,
-    }
-}
-
-/// What a share's status takes from the index: the counts of its files and, per
-/// peer, how many paths each side still needs. Reading every entry of every peer
-/// is the expensive part of `status` (0.75 s for 100 000 files and 3 peers on the
-/// 2-core build machine), and `meshsync wait` asks twice a second, so it is kept
-/// until the index changes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ShareSummary {
-    files: u64,
-    dirs: u64,
-    bytes: u64,
-    local_changes: u64,
-    /// The first [`LISTED_LOCAL_CHANGES`] local changes, by path.
-    local_change_paths: Vec<String>,
-    /// (peer, we need, they need), by peer id.
-    peers: Vec<(NodeId, u64, u64)>,
-}
-
-/// What a [`ShareSummary`] was computed from: any change to it recomputes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct SummaryKey {
-    local_seq: u64,
-    remote_generation: u64,
-    participation: Vec<(NodeId, bool)>,
-}
-
-/// The last [`ShareSummary`] of one share and what it was computed from.
-#[derive(Default)]
-pub struct SummaryCache(Mutex<Option<(SummaryKey, Arc<ShareSummary>)>>);
-
-impl SummaryCache {
-    /// The share's summary, computed again only if its index or its peers' say changed.
-    pub fn get_or_compute(&self, share: &Share) -> Arc<ShareSummary> {
-        let idx = &share.ctx.index;
-        let said = share.participation();
-        let mut participation: Vec<(NodeId, bool)> = said.iter().map(|(p, b)| (*p, *b)).collect();
-        participation.sort();
-        // Read before the entries: a change while they are read makes the next call recompute.
-        let key = SummaryKey {
-            local_seq: idx.max_seq().unwrap_or(0),
-            remote_generation: idx.remote_generation(),
-            participation,
-        };
-        self.get_or(key, || summarize(share, &said))
-    }
-
-    /// The cached summary for `key`, or `compute`'s; kept only if `compute` read
-    /// everything (a failed read shown once must not stay until the next change).
-    fn get_or(&self, key: SummaryKey, compute: impl FnOnce() -> (ShareSummary, Read)) -> Arc<ShareSummary> {
-        if let Some((k, sum)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            if *k == key {
-                return sum.clone();
-            }
-        }
-        let (sum, read) = compute();
-        let sum = Arc::new(sum);
-        if read == Read::Complete {
-            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, sum.clone()));
-        }
-        sum
-    }
-}
-
-/// Whether a summary saw the whole index or shows what could be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Read {
-    Complete,
-    Partial,
-}
-
-fn summarize(share: &Share, said: &HashMap<NodeId, bool>) -> (ShareSummary, Read) {
-    let idx = &share.ctx.index;
-    let (locals, remotes) = (idx.all(), idx.all_remote());
-    let read = if locals.is_ok() && remotes.is_ok() { Read::Complete } else { Read::Partial };
-    let locals = locals.unwrap_or_default();
-    let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
-    let mut local_change_paths = Vec::new();
-    let mut mine: HashMap<String, (VersionVector, bool)> = HashMap::new();
-    for r in &locals {
-        if r.local_change {
-            local_changes += 1;
-            if local_change_paths.len() < LISTED_LOCAL_CHANGES {
-                local_change_paths.push(r.entry.path.as_str().to_string());
-            }
-        }
-        if !r.entry.deleted {
-            match r.entry.kind {
-                crate::index::EntryKind::Dir => dirs += 1,
-                _ => {
-                    files += 1;
-                    bytes += r.entry.size;
-                }
-            }
-        }
-        mine.insert(r.entry.path.as_str().to_string(), (r.entry.version.clone(), r.entry.deleted));
-    }
-    let mut theirs: HashMap<NodeId, HashMap<String, (VersionVector, bool)>> = HashMap::new();
-    for (peer, e) in remotes.unwrap_or_default() {
-        // Entries stay after a peer left the share; it is no longer waited for.
-        if said.get(&peer) == Some(&false) {
-            continue;
-        }
-        let Entry { path, version, deleted, .. } = e;
-        theirs.entry(peer).or_default().insert(path.as_str().to_string(), (version, deleted));
-    }
-    // A peer that takes part but sent no index has nothing yet.
-    for (peer, _) in said.iter().filter(|(_, takes_part)| **takes_part) {
-        theirs.entry(*peer).or_default();
-    }
-    let mut peers = Vec::new();
-    for (peer, map) in &theirs {
-        let (mut we_need, mut they_need) = (0, 0);
-        for (path, t) in map {
-            let m = mine.get(path);
-            if differs(m, Some(t)) {
-                match m {
-                    Some(m) if m.0.dominates_or_equals(&t.0) => they_need += 1,
-                    _ => we_need += 1,
-                }
-            }
-        }
-        for (path, m) in &mine {
-            if !map.contains_key(path) && differs(Some(m), None) {
-                they_need += 1;
-            }
-        }
-        peers.push((*peer, we_need, they_need));
-    }
-    peers.sort_by_key(|p| p.0.to_string());
-    (ShareSummary { files, dirs, bytes, local_changes, local_change_paths, peers }, read)
-}
-
-/// How many local changes `status` names.
-const LISTED_LOCAL_CHANGES: usize = 20;
-
-/// Builds the status of a running node.
-pub fn status(node: &Node) -> Status {
-    let known = node.index.peers().unwrap_or_default();
-    let live: HashMap<NodeId, String> = node
+/// The status document of a node's snapshot; `now` places schedule windows.
+pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Status {
+    let live: HashMap<NodeId, SocketAddr> = snap.peers.iter().filter_map(|p| Some((p.id, p.connected?))).collect();
+    let peers = snap
         .peers
-        .list()
-        .into_iter()
-        .filter(|p| p.conn.close_reason().is_none())
-        .map(|p| (p.id, p.addr.to_string()))
-        .collect();
-    let peers = known
         .iter()
-        .map(|p| {
-            let id = NodeId(p.id);
-            PeerStatus {
-                id: id.to_string(),
-                name: p.name.clone(),
-                addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
-                connected: live.contains_key(&id),
-                address: live.get(&id).cloned(),
+        .map(|p| PeerStatus {
+            id: p.id.to_string(),
+            name: p.name.clone(),
+            addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
+            connected: p.connected.is_some(),
+            address: p.connected.map(|a| a.to_string()),
+        })
+        .collect();
+    let shares = snap
+        .shares
+        .iter()
+        .map(|share| {
+            let sum = &share.summary;
+            let share_peers: Vec<SharePeerStatus> = sum
+                .peers
+                .iter()
+                .map(|(peer, we_need, they_need)| SharePeerStatus {
+                    id: peer.to_string(),
+                    connected: live.contains_key(peer),
+                    in_sync: *we_need == 0 && *they_need == 0,
+                    we_need: *we_need,
+                    they_need: *they_need,
+                })
+                .collect();
+            ShareStatus {
+                name: share.name.clone(),
+                path: share.path.display().to_string(),
+                mode: share.mode.as_str().to_string(),
+                files: sum.files,
+                dirs: sum.dirs,
+                bytes: sum.bytes,
+                local_changes: sum.local_changes,
+                local_change_paths: sum.local_change_paths.clone(),
+                paused: share.paused.clone(),
+                in_sync: share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync),
+                scanning: share.scanning,
+                peers: share_peers,
+                schedule: share.schedule.as_ref().map(|s| WindowStatus::of(s, &now)),
             }
         })
         .collect();
-    let mut shares = Vec::new();
-    for share in node.share_list() {
-        let sum = share.status_cache.get_or_compute(&share);
-        let share_peers: Vec<SharePeerStatus> = sum
-            .peers
-            .iter()
-            .map(|(peer, we_need, they_need)| SharePeerStatus {
-                id: peer.to_string(),
-                connected: live.contains_key(peer),
-                in_sync: *we_need == 0 && *they_need == 0,
-                we_need: *we_need,
-                they_need: *they_need,
-            })
-            .collect();
-        let in_sync = share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync);
-        let ShareSummary { files, dirs, bytes, local_changes, .. } = *sum;
-        let local_change_paths = sum.local_change_paths.clone();
-        shares.push(ShareStatus {
-            name: share.cfg.name.clone(),
-            path: share.cfg.path.display().to_string(),
-            mode: share.cfg.mode.as_str().to_string(),
-            files,
-            dirs,
-            bytes,
-            local_changes,
-            local_change_paths,
-            paused: share.paused(),
-            in_sync,
-            scanning: share.scanning(),
-            peers: share_peers,
-            schedule: share.cfg.schedule.as_ref().map(WindowStatus::of),
-        });
-    }
     Status {
-        node: NodeStatus {
-            id: node.ident.id.to_string(),
-            name: node.config.node.name.clone(),
-            listen: node.config.node.listen.to_string(),
-        },
+        node: NodeStatus { id: snap.id.to_string(), name: snap.name.clone(), listen: snap.listen.to_string() },
         peers,
         shares,
-        transfers: node.progress.list(),
-        counters: node.counters.snapshot(),
+        transfers: snap.transfers.clone(),
+        counters: snap.counters.clone(),
     }
 }
 
@@ -528,40 +372,6 @@ mod tests {
 
     fn peer(id: &str, connected: bool, need: (u64, u64)) -> SharePeerStatus {
         SharePeerStatus { id: id.into(), connected, in_sync: need == (0, 0), we_need: need.0, they_need: need.1 }
-    }
-
-    #[test]
-    fn a_share_summary_is_reused_until_what_it_was_computed_from_changes() {
-        let cache = SummaryCache::default();
-        let key = |local_seq, remote_generation, said: &[(u8, bool)]| SummaryKey {
-            local_seq,
-            remote_generation,
-            participation: said.iter().map(|(p, b)| (NodeId([*p; 32]), *b)).collect(),
-        };
-        let sum = |files| ShareSummary {
-            files,
-            dirs: 0,
-            bytes: 0,
-            local_changes: 0,
-            local_change_paths: vec![],
-            peers: vec![],
-        };
-        let mut computed = 0;
-        let mut get_read = |k, read| {
-            cache.get_or(k, || {
-                computed += 1;
-                (sum(computed), read)
-            })
-        };
-        assert_eq!(get_read(key(1, 0, &[]), Read::Partial).files, 1);
-        assert_eq!(get_read(key(1, 0, &[]), Read::Complete).files, 2, "a failed read is not kept");
-        let mut get = |k| get_read(k, Read::Complete).files - 2;
-        assert_eq!(get(key(1, 1, &[(2, true)])), 1);
-        assert_eq!(get(key(1, 1, &[(2, true)])), 1, "nothing changed: reused");
-        assert_eq!(get(key(2, 1, &[(2, true)])), 2, "a local change");
-        assert_eq!(get(key(2, 2, &[(2, true)])), 3, "a peer's index changed");
-        assert_eq!(get(key(2, 2, &[(2, false)])), 4, "a peer left the share");
-        assert_eq!(get(key(2, 2, &[(2, false)])), 4);
     }
 
     #[test]

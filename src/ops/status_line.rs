@@ -1,15 +1,15 @@
 //! The one-line summary a service manager shows for the running node
 //! (`systemctl status meshsync`: "Status: ..."), from the same snapshot as `meshsync status`.
 
-use super::status::status;
-use crate::daemon::Node;
+use super::status::build;
+use crate::daemon::NodeSnapshot;
 
 /// Longest line sent: `systemctl status` shows one line, and more would only be cut there.
 const MAX_CHARS: usize = 200;
 
 /// The running node's summary, e.g. "2/3 peers connected, 1 share, not in sync: www: web3 is offline".
-pub fn of(node: &Node) -> String {
-    let st = status(node);
+pub fn of(snap: &NodeSnapshot) -> String {
+    let st = build(snap, chrono::Local::now());
     let connected = st.peers.iter().filter(|p| p.connected).count();
     line(connected, st.peers.len(), st.shares.len(), &st.behind(None))
 }

@@ -5,7 +5,7 @@ use meshsync::config::ShareMode;
 use meshsync::daemon::{self, NodeHandle};
 use meshsync::home::Home;
 use meshsync::identity::token::InviteRight;
-use meshsync::ops::status::{status, Status};
+use meshsync::ops::status::{build, Status};
 use meshsync::setup;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ impl TestNode {
         self.root.join(rel)
     }
     pub fn status(&self) -> Status {
-        status(&self.handle.as_ref().expect("node is running").node)
+        build(&self.handle().snapshot(), chrono::Local::now())
     }
     pub async fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
@@ -34,7 +34,11 @@ impl TestNode {
         }
     }
     pub async fn start(&mut self) {
-        self.handle = Some(daemon::start(&self.home).await.expect("node starts"));
+        self.handle = Some(meshsync::ops::start_node(&self.home).await.expect("node starts"));
+    }
+    /// The running node's narrow interface.
+    pub fn handle(&self) -> meshsync::daemon::Handle {
+        self.handle.as_ref().expect("node is running").handle()
     }
 }
 

@@ -1,0 +1,201 @@
+//! The narrow way into a running node for everything above the daemon (control
+//! socket, status, metrics, the service manager, tests): queries that return plain
+//! snapshot types, and a few commands. Nothing outside the daemon holds its state.
+
+use super::bench::{self, BenchEvent};
+use super::summary::ShareSummary;
+use super::Node;
+use crate::config::schedule::Schedule;
+use crate::config::ShareMode;
+use crate::home::Home;
+use crate::ids::NodeId;
+use crate::stats::{CounterSnapshot, Transfer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A running node, as seen from outside.
+#[derive(Clone, Debug)]
+pub struct NodeSnapshot {
+    /// This node's id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// The address it listens on.
+    pub listen: SocketAddr,
+    /// The addresses it tells peers.
+    pub advertised: Vec<SocketAddr>,
+    /// Every known peer.
+    pub peers: Vec<PeerSnapshot>,
+    /// Every share.
+    pub shares: Vec<ShareSnapshot>,
+    /// Downloads in progress.
+    pub transfers: Vec<Transfer>,
+    /// Counters since start.
+    pub counters: CounterSnapshot,
+}
+
+/// One known peer.
+#[derive(Clone, Debug)]
+pub struct PeerSnapshot {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Where it is known to listen.
+    pub addrs: Vec<SocketAddr>,
+    /// The address of the live connection, if connected.
+    pub connected: Option<SocketAddr>,
+}
+
+/// One share.
+#[derive(Clone, Debug)]
+pub struct ShareSnapshot {
+    /// Its name.
+    pub name: String,
+    /// The local folder.
+    pub path: PathBuf,
+    /// send-receive, send-only or receive-only.
+    pub mode: ShareMode,
+    /// What the index holds: counts and what each peer needs.
+    pub summary: Arc<ShareSummary>,
+    /// Why it is paused, if it is.
+    pub paused: Option<String>,
+    /// A scan runs or is due (see `Share::scanning`).
+    pub scanning: bool,
+    /// Its transfer schedule, if it has one.
+    pub schedule: Option<Schedule>,
+}
+
+/// Why a command on a share was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareOpError {
+    /// No share of that name.
+    #[error("no share named {0:?} on this node")]
+    NoShare(String),
+    /// The share is paused; the command cannot take effect.
+    #[error("share {share} is paused: {why}")]
+    Paused {
+        /// The share.
+        share: String,
+        /// Why it is paused.
+        why: String,
+    },
+    /// The command itself failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// A running node's narrow interface (cheap to clone).
+#[derive(Clone)]
+pub struct Handle {
+    node: Arc<Node>,
+}
+
+impl Handle {
+    pub(super) fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// The node's home directory.
+    pub fn home(&self) -> &Home {
+        &self.node.home
+    }
+
+    /// Where Prometheus metrics are to be served, if anywhere.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.node.config.node.metrics_listen
+    }
+
+    /// Everything `status` shows. Reads the index where the last read is stale:
+    /// call it off the async runtime's workers.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        let node = &self.node;
+        let live: std::collections::HashMap<NodeId, SocketAddr> =
+            node.peers.list().into_iter().filter(|p| p.conn.close_reason().is_none()).map(|p| (p.id, p.addr)).collect();
+        let peers = node
+            .index
+            .peers()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let id = NodeId(p.id);
+                PeerSnapshot { id, name: p.name, addrs: p.addrs, connected: live.get(&id).copied() }
+            })
+            .collect();
+        let shares = node
+            .share_list()
+            .into_iter()
+            .map(|share| ShareSnapshot {
+                name: share.cfg.name.clone(),
+                path: share.cfg.path.clone(),
+                mode: share.cfg.mode,
+                summary: share.status_cache.get_or_compute(&share),
+                paused: share.paused(),
+                scanning: share.scanning(),
+                schedule: share.cfg.schedule.clone(),
+            })
+            .collect();
+        NodeSnapshot {
+            id: node.ident.id,
+            name: node.config.node.name.clone(),
+            listen: node.config.node.listen,
+            advertised: node.advertised(),
+            peers,
+            shares,
+            transfers: node.progress.list(),
+            counters: node.counters.snapshot(),
+        }
+    }
+
+    /// Scans one share (or every share) now; returns the names. A paused share's
+    /// scan cannot run: that is an error (after the others were asked).
+    pub fn rescan(&self, share: Option<&str>) -> Result<Vec<String>, ShareOpError> {
+        let shares: Vec<_> =
+            self.node.share_list().into_iter().filter(|s| share.is_none_or(|n| n == s.cfg.name)).collect();
+        if shares.is_empty() {
+            return Err(ShareOpError::NoShare(share.unwrap_or_default().to_string()));
+        }
+        for s in &shares {
+            s.rescan();
+        }
+        if let Some(s) = shares.iter().find(|s| s.paused().is_some()) {
+            let why = s.paused().unwrap_or_default();
+            return Err(ShareOpError::Paused { share: s.cfg.name.clone(), why });
+        }
+        Ok(shares.iter().map(|s| s.cfg.name.clone()).collect())
+    }
+
+    /// The user confirms a paused share's folder as it is now (`share resume`).
+    pub fn resume(&self, share: &str) -> Result<(), ShareOpError> {
+        Ok(self.share(share)?.resume()?)
+    }
+
+    /// Puts the mesh's versions back over a receive-only share's local changes;
+    /// returns how many there are.
+    pub fn revert(&self, share: &str) -> Result<usize, ShareOpError> {
+        Ok(self.share(share)?.revert()?)
+    }
+
+    /// Starts `meshsync bench`: events arrive on the receiver, the last a result or an error.
+    pub fn bench(&self, bytes: u64, probe_bytes: u64) -> mpsc::Receiver<BenchEvent> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(bench::run(self.node.clone(), bytes, probe_bytes, tx));
+        rx
+    }
+
+    /// Re-reads the config now (SIGHUP, `meshsync reload`).
+    pub fn reload(&self) {
+        self.node.reload_now.notify_one();
+    }
+
+    /// Resolves when the node stops.
+    pub async fn stopped(&self) {
+        self.node.cancel.cancelled().await
+    }
+
+    fn share(&self, name: &str) -> Result<Arc<super::Share>, ShareOpError> {
+        self.node.share(name).ok_or_else(|| ShareOpError::NoShare(name.to_string()))
+    }
+}

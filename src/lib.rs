@@ -23,5 +23,6 @@ pub mod setup;
 pub mod sim;
 pub mod stats;
 pub mod sync;
+pub mod transfer;
 pub mod util;
 pub mod watch;

@@ -48,9 +48,9 @@
 use crate::ids::ChunkHash;
 use crate::ids::NodeId;
 use crate::proto::Holders;
-use crate::sync::apply::{announce_every, REFRESH_EVERY};
-use crate::sync::availability::{Decision, ServedFrom, UploadPolicy};
 use crate::sync::swarm::{ChunkSet, Have, Outcome, Swarm};
+use crate::sync::upload::{Decision, ServedFrom, UploadPolicy};
+use crate::transfer::{announce_every, REFRESH_EVERY};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -67,7 +67,7 @@ pub(crate) struct Node {
     /// Download progress maps to send to every peer.
     announce: tokio::sync::broadcast::Sender<crate::proto::Control>,
     /// Which uploads to refuse while upload is short.
-    uploads: Mutex<crate::sync::availability::UploadPolicy>,
+    uploads: Mutex<crate::sync::upload::UploadPolicy>,
     /// The configured upload cap.
     upload_limit: crate::net::limit::RateLimit,
     /// KiB of chunk data read for peers and not yet sent: bounds the memory that

@@ -11,8 +11,8 @@ use crate::proto::{
 };
 use crate::relpath::RelPath;
 use crate::stats::Counters;
-use crate::sync::availability::{Decision, ServedFrom};
-use crate::sync::local::Verify;
+use crate::sync::upload::{Decision, ServedFrom};
+use crate::transfer::Verify;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! What peers tell each other, and the one boundary where wire types (`proto`)
 //! become storage types (`index`) and back.
 
+pub mod announced;
 pub mod wire;

@@ -1,12 +1,10 @@
-//! The sync engine: the pure planner and swarm scheduler, and the executor that
-//! carries their decisions out on disk and over the network.
+//! The pure cores of the sync engine: the planner, the swarm scheduler, pieces and
+//! the upload policy. No I/O, no tokio, no locks, no clock but a `now` passed in;
+//! `transfer`, `gossip` and `daemon` drive them.
 
-pub mod apply;
-pub mod availability;
-pub mod local;
 pub mod pieces;
 pub mod planner;
 pub mod swarm;
+pub mod upload;
 
-pub use apply::{ApplyError, ShareCtx};
 pub use planner::{plan_path, Action};

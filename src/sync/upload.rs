@@ -1,97 +1,10 @@
-//! Who holds what while downloads run: chunks this node can serve from its temp
-//! files, the progress maps peers announced, and which upload to refuse when this
-//! node's upload is the scarce resource.
+//! The upload policy: which of the peers' chunk requests this node serves now, and
+//! which it refuses while its upload is the scarce resource. Pure: time is passed in.
 
-use crate::ids::NodeId;
-use crate::ids::{ChunkHash, ContentId};
-use crate::proto::{HaveMap, Holders};
-use crate::relpath::RelPath;
-use crate::util::read_vec_at;
+use crate::ids::{ChunkHash, NodeId};
+use crate::proto::Holders;
 use std::collections::HashMap;
-use std::fs::File;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Where a verified chunk sits: a temp file and an offset in it.
-type Place = (Arc<File>, u64);
-
-/// Verified chunks in this node's temp files, servable before the file is complete.
-#[derive(Default)]
-pub struct PartialStore {
-    chunks: Mutex<HashMap<ChunkHash, Vec<Place>>>,
-}
-
-impl PartialStore {
-    /// Records that `file` holds the verified chunk at `offset`.
-    pub fn add(&self, hash: ChunkHash, file: &Arc<File>, offset: u64) {
-        let mut m = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        let v = m.entry(hash).or_default();
-        if !v.iter().any(|(f, _)| Arc::ptr_eq(f, file)) {
-            v.push((file.clone(), offset));
-        }
-    }
-
-    /// Forgets every chunk of `file` (its download ended).
-    pub fn remove_file(&self, file: &Arc<File>) {
-        let mut m = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, v| {
-            v.retain(|(f, _)| !Arc::ptr_eq(f, file));
-            !v.is_empty()
-        });
-    }
-
-    /// True if a running download holds this chunk.
-    pub fn contains(&self, hash: &ChunkHash) -> bool {
-        self.chunks.lock().unwrap_or_else(|e| e.into_inner()).contains_key(hash)
-    }
-
-    /// Reads a chunk from a temp file. Not hashed again: only verified chunks are
-    /// added, only this node writes its temp files, and the requester verifies.
-    pub fn read(&self, hash: &ChunkHash, len: u32) -> Option<Vec<u8>> {
-        let places = self.chunks.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()?;
-        for (f, off) in places {
-            if let Ok(buf) = read_vec_at(&f, len as usize, off) {
-                return Some(buf);
-            }
-        }
-        None
-    }
-}
-
-/// Progress maps announced by peers, per path.
-#[derive(Default)]
-pub struct Announced {
-    maps: Mutex<HashMap<RelPath, HashMap<NodeId, HaveMap>>>,
-}
-
-impl Announced {
-    /// Stores a peer's newest map of a file; malformed maps are dropped (false).
-    pub fn record(&self, peer: NodeId, map: HaveMap) -> bool {
-        if !map.is_well_formed() {
-            return false;
-        }
-        let mut m = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(map.path.clone()).or_default().insert(peer, map);
-        true
-    }
-
-    /// Forgets everything a peer announced (it disconnected).
-    pub fn forget_peer(&self, peer: &NodeId) {
-        let mut m = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, v| {
-            v.remove(peer);
-            !v.is_empty()
-        });
-    }
-
-    /// Maps announced for this version of a file.
-    pub fn for_content(&self, path: &RelPath, content: &ContentId) -> Vec<(NodeId, HaveMap)> {
-        let m = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(path)
-            .map(|v| v.iter().filter(|(_, h)| h.content == *content).map(|(id, h)| (*id, h.clone())).collect())
-            .unwrap_or_default()
-    }
-}
 
 /// How long a chunk sent to one peer is refused to others while upload is short.
 pub const UPLOAD_HOLD: Duration = Duration::from_millis(1500);
@@ -508,42 +421,6 @@ mod tests {
             Decision::Full,
             "now peer 1's turn is over"
         );
-    }
-
-    #[test]
-    fn partial_store_serves_verified_chunks_until_the_file_is_done() {
-        use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
-        let f = Arc::new(
-            File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("t")).unwrap(),
-        );
-        f.write_all_at(b"helloworld", 0).unwrap();
-        let s = PartialStore::default();
-        let h = ChunkHash::of(b"world");
-        s.add(h, &f, 5);
-        assert_eq!(s.read(&h, 5).as_deref(), Some(&b"world"[..]));
-        assert_eq!(s.read(&ChunkHash::of(b"hello"), 5), None, "only registered chunks");
-        // Only verified chunks are added, so reads are not hashed again; a place the
-        // file does not reach serves nothing.
-        s.add(ChunkHash::of(b"past the end"), &f, 8);
-        assert_eq!(s.read(&ChunkHash::of(b"past the end"), 5), None, "short read");
-        s.remove_file(&f);
-        assert_eq!(s.read(&h, 5), None);
-    }
-
-    #[test]
-    fn malformed_maps_are_dropped_and_peers_forgotten() {
-        let a = Announced::default();
-        let path = RelPath::parse("f").unwrap();
-        let c = ContentId([1; 32]);
-        let bad = HaveMap { share: "s".into(), path: path.clone(), content: c, blocks: 20, bits: vec![0xff] };
-        assert!(!a.record(id(1), bad));
-        let good = HaveMap::from_held("s".into(), path.clone(), c, 3, &[true, false, true]);
-        assert!(a.record(id(1), good.clone()));
-        assert_eq!(a.for_content(&path, &c), vec![(id(1), good)]);
-        assert!(a.for_content(&path, &ContentId([2; 32])).is_empty(), "other versions are ignored");
-        a.forget_peer(&id(1));
-        assert!(a.for_content(&path, &c).is_empty());
     }
 
     /// One step of the upload-policy property test.

@@ -123,7 +123,13 @@ fn foreign_entry(dir: &Path, uid: u32, depth: usize, index: &Path) -> Result<Opt
     }
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        // A running daemon's index makes and removes files as it goes (sled's
+        // snapshots): one gone since the listing is no problem of ownership.
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
         // Directories are listed, entered and written; the index's files rewritten;
         // the rest (keys, certificates, config) read.
         let need = if meta.is_dir() {
@@ -137,8 +143,11 @@ fn foreign_entry(dir: &Path, uid: u32, depth: usize, index: &Path) -> Result<Opt
             return Ok(Some((path, meta.uid())));
         }
         if meta.is_dir() && depth > 1 {
-            if let Some(found) = foreign_entry(&path, uid, depth - 1, index)? {
-                return Ok(Some(found));
+            match foreign_entry(&path, uid, depth - 1, index) {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(OwnerError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -32,10 +32,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-/// Chunk data (KiB) this node holds for peers' requests at once; the largest
-/// request (16 MiB) always fits.
-pub const SERVE_MEMORY_KIB: usize = 128 << 10;
-
 /// A running node's shared state.
 pub(crate) struct Node {
     /// Home directory.
@@ -66,15 +62,8 @@ pub(crate) struct Node {
     share_added: tokio::sync::broadcast::Sender<String>,
     /// Download progress maps to send to every peer.
     announce: tokio::sync::broadcast::Sender<crate::proto::Control>,
-    /// Which uploads to refuse while upload is short.
-    uploads: Mutex<crate::sync::upload::UploadPolicy>,
-    /// The configured upload cap.
-    upload_limit: crate::net::limit::RateLimit,
-    /// KiB of chunk data read for peers and not yet sent: bounds the memory that
-    /// requests can pin, whatever peers ask for.
-    serve_memory: tokio::sync::Semaphore,
-    /// Start of the node's clock (the pure upload policy takes time as an offset).
-    epoch: Instant,
+    /// Serves peers' chunk requests under the upload policy and cap.
+    server: Arc<crate::transfer::serve::Server>,
     /// `meshsync bench` runs in flight.
     bench: Mutex<bench::BenchState>,
     dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
@@ -211,13 +200,14 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         format!("opening the index in {} (is another meshsync running with this home?)", home.index().display())
     })?;
     let net = Net::bind(&ident, config.node.listen).with_context(|| format!("listening on {}", config.node.listen))?;
+    let counters = Arc::new(Counters::default());
     let node = Arc::new(Node {
         home: home.clone(),
         peers: Arc::new(Peers::new(ident.id)),
         ident,
         index,
         net,
-        counters: Arc::new(Counters::default()),
+        counters: counters.clone(),
         progress: Arc::new(Progress::default()),
         shares: RwLock::new(BTreeMap::new()),
         cancel: CancellationToken::new(),
@@ -225,10 +215,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         reload_now: tokio::sync::Notify::new(),
         share_added: tokio::sync::broadcast::channel(16).0,
         announce: tokio::sync::broadcast::channel(256).0,
-        uploads: Mutex::new(Default::default()),
-        upload_limit: crate::net::limit::RateLimit::new(config.node.upload_limit_mbit),
-        serve_memory: tokio::sync::Semaphore::new(SERVE_MEMORY_KIB),
-        epoch: Instant::now(),
+        server: Arc::new(crate::transfer::serve::Server::new(config.node.upload_limit_mbit, counters.clone())),
         bench: Mutex::new(Default::default()),
         dial_state: Mutex::new(HashMap::new()),
         dialing: Mutex::new(HashSet::new()),

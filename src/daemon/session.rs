@@ -1,18 +1,13 @@
 //! One authenticated connection to a peer: Hello, index exchange both ways,
 //! gossip, and serving chunk requests.
 
-use super::{bench, Node, Share, SERVE_MEMORY_KIB};
+use super::{bench, Node, Share};
+use crate::gossip;
 use crate::ids::NodeId;
 use crate::index::AddrOrigin;
 use crate::net::{NetError, PeerConn};
-use crate::proto::{
-    self, ChunkRef, ChunkReply, ChunkRequest, CodecError, Control, Hello, ShareHello, StreamRequest,
-    BENCH_SHARE_PREFIX, MAX_BATCH_ENTRIES, MAX_PROBE, PROTOCOL_MINOR,
-};
-use crate::relpath::RelPath;
+use crate::proto::{self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, PROTOCOL_MINOR};
 use crate::stats::Counters;
-use crate::sync::upload::{Decision, ServedFrom};
-use crate::transfer::Verify;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,13 +114,14 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         return Ok(());
     }
     info!(name = %theirs.name, their_minor = theirs.minor, dialed, "connected");
+    let theirs_minor = theirs.minor;
 
     let (tx, mut rx) = mpsc::channel::<Control>(16);
     let mut tasks = tokio::task::JoinSet::new();
     let writer_counters = node.counters.clone();
     tasks.spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if let Control::Index { entries, .. } = &msg {
+            if let Control::Index { entries, .. } | Control::IndexBatch { entries, .. } = &msg {
                 Counters::add(&writer_counters.entries_sent, entries.len() as u64);
             }
             if proto::write_frame(&mut send, &msg).await.is_err() {
@@ -158,13 +154,23 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 Some((id, seq)) if id == our_id => seq,
                 _ => 0,
             };
-            tasks.spawn(index_sender(share, tx.clone(), start).instrument(tracing::info_span!("share", share = %name)));
+            let send = gossip::index::send(
+                name.clone(),
+                share.ctx.index.clone(),
+                (peer, theirs_minor),
+                share.seq.subscribe(),
+                tx.clone(),
+                start,
+            );
+            tasks.spawn(send.instrument(tracing::info_span!("share", share = %name)));
         }
     };
     start_senders(&peer_shares, &mut sending, &mut tasks);
     // In the peer's span, like everything else of the session: a log line of a
     // served request says whom it served.
-    tasks.spawn(serve_requests(node.clone(), conn.clone(), peer).in_current_span());
+    let shares = node.clone();
+    let lookup: crate::transfer::serve::ShareLookup = Arc::new(move |name| shares.share(name).map(|s| s.ctx.clone()));
+    tasks.spawn(node.server.clone().serve_requests(conn.clone(), peer, lookup).in_current_span());
     // Frames are read in a task of their own: `read_frame` is not cancel-safe, and
     // as a `select!` branch it lost the bytes it had read whenever another branch
     // (a progress map to send) won, desynchronising the stream (seen in the lab as
@@ -224,7 +230,12 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 };
                 match msg {
                     Control::Index { share, index_id, entries, upto_seq } => {
-                        receive_index(node, &peer, &share, index_id, entries, upto_seq).await?;
+                        let batch = gossip::index::Batch { index_id, entries, same: Vec::new(), upto: upto_seq };
+                        receive_index(node, peer, &share, batch).await?;
+                    }
+                    Control::IndexBatch { share, index_id, entries, same, upto_seq } => {
+                        let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
+                        receive_index(node, peer, &share, batch).await?;
                     }
                     Control::Peers(list) => {
                         for p in list {
@@ -259,191 +270,13 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     result
 }
 
-/// Stores a peer's index batch after checking every entry; refused entries are logged.
-async fn receive_index(
-    node: &Arc<Node>,
-    peer: &NodeId,
-    share_name: &str,
-    index_id: u64,
-    entries: Vec<proto::WireEntry>,
-    upto: u64,
-) -> Result<(), NetError> {
-    let Some(share) = node.share(share_name) else {
-        return Ok(());
-    };
-    Counters::add(&node.counters.entries_received, entries.len() as u64);
-    let mut good = Vec::with_capacity(entries.len());
-    for w in entries {
-        let path = w.path.clone();
-        match crate::index::Entry::try_from(w) {
-            Ok(e) => good.push(e),
-            Err(why) => {
-                Counters::add(&node.counters.refused, 1);
-                warn!(share = share_name, %path, %why, "refused entry from peer");
-            }
-        }
-    }
-    let paths: Vec<RelPath> = good.iter().map(|e| e.path.clone()).collect();
-    let idx = share.ctx.index.clone();
-    let p = *peer;
-    tokio::task::spawn_blocking(move || idx.apply_remote(&p, index_id, &good, upto))
+/// Stores a peer's index batch of one share (if this node has the share) and
+/// plans its paths again.
+async fn receive_index(node: &Node, peer: NodeId, share: &str, batch: gossip::index::Batch) -> Result<(), NetError> {
+    let Some(sh) = node.share(share) else { return Ok(()) };
+    let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch)
         .await
-        .map_err(|e| NetError::Protocol(format!("task: {e}")))?
         .map_err(|e| NetError::Protocol(format!("index: {e}")))?;
-    share.mark_dirty(paths);
-    Ok(())
-}
-
-/// Streams this node's index changes of one share to a peer, from `sent` on.
-async fn index_sender(share: Arc<Share>, tx: mpsc::Sender<Control>, mut sent: u64) {
-    let mut seq_rx = share.seq.subscribe();
-    loop {
-        seq_rx.borrow_and_update();
-        let idx = share.ctx.index.clone();
-        let from = sent;
-        let recs = match tokio::task::spawn_blocking(move || idx.since(from, MAX_BATCH_ENTRIES)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                warn!(error = %e, "index read failed");
-                return;
-            }
-            Err(_) => return,
-        };
-        let Some(last) = recs.last() else {
-            if seq_rx.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        let upto = last.seq;
-        let entries = recs.iter().filter(|r| !r.local_change).map(|r| proto::WireEntry::from(&r.entry)).collect();
-        let msg = Control::Index {
-            share: share.cfg.name.clone(),
-            index_id: share.ctx.index.index_id().unwrap_or(0),
-            entries,
-            upto_seq: upto,
-        };
-        if tx.send(msg).await.is_err() {
-            return;
-        }
-        sent = upto;
-    }
-}
-
-/// Answers the peer's requests, each on its own stream.
-async fn serve_requests(node: Arc<Node>, conn: quinn::Connection, peer: NodeId) {
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(serve_one(node.clone(), send, recv, peer).in_current_span());
-    }
-}
-
-async fn serve_one(node: Arc<Node>, mut send: quinn::SendStream, mut recv: quinn::RecvStream, peer: NodeId) {
-    let res = match proto::read_frame::<_, StreamRequest>(&mut recv).await {
-        Ok(Some(StreamRequest::Chunk(req))) => serve_chunks(&node, &mut send, req, peer).await,
-        Ok(Some(StreamRequest::Probe { bytes })) => serve_probe(&node, &mut send, bytes.min(MAX_PROBE)).await,
-        Ok(None) => Ok(()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = res {
-        debug!(error = %e, "reply failed");
-    }
-    let _ = send.finish();
-}
-
-/// Reads the chunks of a request from where `from` says they are (a running
-/// download's temp file, or the share's complete files), then from the other;
-/// `None` where this node has no verified copy.
-async fn find_chunks(share: Option<Arc<Share>>, req: ChunkRequest, from: ServedFrom) -> Vec<Option<Vec<u8>>> {
-    let n = req.chunks.len();
-    let Some(share) = share else { return vec![None; n] };
-    // One trip to the blocking pool per request, not per chunk.
-    tokio::task::spawn_blocking(move || {
-        let ctx = &share.ctx;
-        let mut local = ctx.local_chunks(Verify::IfChanged);
-        let mut from_files = |c: &ChunkRef| local.read(&c.hash, c.len).ok().flatten();
-        let from_download = |c: &ChunkRef| ctx.partial.read(&c.hash, c.len);
-        req.chunks
-            .iter()
-            .map(|c| match from {
-                // A relay reads its temp file first: looking in the index (and
-                // opening files) for a chunk no complete file holds cost every
-                // relayed request an index lookup.
-                ServedFrom::Download => from_download(c).or_else(|| from_files(c)),
-                ServedFrom::Files => from_files(c).or_else(|| from_download(c)),
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_else(|_| vec![None; n])
-}
-
-async fn serve_chunks(
-    node: &Arc<Node>,
-    send: &mut quinn::SendStream,
-    req: ChunkRequest,
-    peer: NodeId,
-) -> Result<(), String> {
-    if let Some(why) = req.refusal() {
-        return Err(why);
-    }
-    // The policy tracks a request by its first chunk: requesters cut the same pieces.
-    let key = req.chunks[0].hash;
-    let share = node.share(&req.share);
-    // A chunk of a running download is relayed; anything else comes from files.
-    let from = if share.as_ref().is_some_and(|s| s.ctx.partial.contains(&key)) {
-        ServedFrom::Download
-    } else {
-        ServedFrom::Files
-    };
-    let decision = node.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(
-        key,
-        peer,
-        req.holders,
-        from,
-        req.remaining,
-        node.epoch.elapsed(),
-    );
-    if decision != Decision::Serve {
-        let c = if decision == Decision::Full { &node.counters.requests_full } else { &node.counters.chunks_busy };
-        Counters::add(c, 1);
-        return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
-    }
-    let res = async {
-        let kib = req.bytes().div_ceil(1024).min(SERVE_MEMORY_KIB as u64) as u32;
-        let _memory = node.serve_memory.acquire_many(kib).await.map_err(|e| e.to_string())?;
-        for data in find_chunks(share, req, from).await {
-            let Some(d) = data else {
-                proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
-                continue;
-            };
-            node.upload_limit.acquire(d.len() as u64).await;
-            let len = d.len() as u64;
-            proto::write_frame(send, &ChunkReply::Data { len: len as u32 }).await.map_err(|e| e.to_string())?;
-            // Handed over, not copied: quinn keeps the buffer until it is acknowledged.
-            send.write_chunk(d.into()).await.map_err(|e| e.to_string())?;
-            Counters::add(&node.counters.chunk_bytes_sent, len);
-            Counters::add(&node.counters.chunks_sent, 1);
-        }
-        // write_all returns once quinn has buffered the bytes; the upload (and the
-        // Busy hold) really ends when the peer acknowledges them.
-        let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_secs(30), send.stopped()).await;
-        Ok(())
-    }
-    .await;
-    node.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(key, &peer, node.epoch.elapsed());
-    res
-}
-
-/// Sends `bytes` of filler for a throughput measurement, under the upload cap.
-async fn serve_probe(node: &Arc<Node>, send: &mut quinn::SendStream, bytes: u64) -> Result<(), String> {
-    let block = vec![0x5au8; 1 << 16];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(block.len() as u64);
-        node.upload_limit.acquire(n).await;
-        send.write_all(&block[..n as usize]).await.map_err(|e| e.to_string())?;
-        left -= n;
-    }
+    sh.mark_dirty(paths);
     Ok(())
 }

@@ -2,4 +2,5 @@
 //! become storage types (`index`) and back.
 
 pub mod announced;
+pub mod index;
 pub mod wire;

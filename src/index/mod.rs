@@ -23,6 +23,9 @@ pub enum IndexError {
     /// A stored value does not decode.
     #[error("index record: {0}")]
     Codec(#[from] CodecError),
+    /// A blocking index task failed to run.
+    #[error("index task: {0}")]
+    Task(String),
     /// A path's version cannot count another change.
     #[error(transparent)]
     Counter(#[from] CounterExhausted),
@@ -374,6 +377,20 @@ impl ShareIndex {
     ///
     /// A batch under a different index id than before replaces everything of that peer.
     pub fn apply_remote(&self, peer: &NodeId, index_id: u64, entries: &[Entry], upto: u64) -> Result<(), IndexError> {
+        self.apply_remote_batch(peer, index_id, entries, &[], upto)
+    }
+
+    /// Like [`ShareIndex::apply_remote`], with paths where the peer holds exactly
+    /// this node's version: this node's own entry is stored as the peer's. One that
+    /// this node has changed since is left as it was (the peer will say again).
+    pub fn apply_remote_batch(
+        &self,
+        peer: &NodeId,
+        index_id: u64,
+        entries: &[Entry],
+        same: &[(RelPath, VersionVector)],
+        upto: u64,
+    ) -> Result<(), IndexError> {
         self.changing_remote(|| {
             if let Some((old_id, _)) = self.remote_state(peer)? {
                 if old_id != index_id {
@@ -383,6 +400,11 @@ impl ShareIndex {
             let mut batch = sled::Batch::default();
             for e in entries {
                 batch.insert(remote_key(&e.path, peer), codec::encode(e)?);
+            }
+            for (path, version) in same {
+                if let Some(mine) = self.get(path)?.filter(|r| &r.entry.version == version) {
+                    batch.insert(remote_key(path, peer), codec::encode(&mine.entry)?);
+                }
             }
             self.inner.remote.apply_batch(batch)?;
             let mut st = index_id.to_be_bytes().to_vec();
@@ -431,6 +453,14 @@ impl ShareIndex {
             out.push((NodeId(id), codec::decode(&v)?));
         }
         Ok(out)
+    }
+
+    /// The entry `peer` announced for `path`, if any.
+    pub fn remote_entry(&self, path: &RelPath, peer: &NodeId) -> Result<Option<Entry>, IndexError> {
+        match self.inner.remote.get(remote_key(path, peer))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Every (peer, entry) pair known, in path order.

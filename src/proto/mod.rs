@@ -19,7 +19,7 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
-pub const PROTOCOL_MINOR: u32 = 0;
+pub const PROTOCOL_MINOR: u32 = 1;
 /// Most entries in one [`Control::Index`] batch.
 pub const MAX_BATCH_ENTRIES: usize = 1000;
 
@@ -99,6 +99,30 @@ pub enum Control {
         /// Bench run id.
         id: u64,
     },
+    /// Minor 1: [`Control::Index`], plus paths where the sender now holds exactly the
+    /// version the receiver announced (a file it applied from the receiver): named
+    /// by version instead of sent back whole.
+    IndexBatch {
+        /// Share name.
+        share: String,
+        /// Sender's index id for the share.
+        index_id: u64,
+        /// Entries changed since the last batch.
+        entries: Vec<WireEntry>,
+        /// Paths the sender holds at the receiver's own version.
+        same: Vec<SameVersion>,
+        /// Highest sequence included.
+        upto_seq: u64,
+    },
+}
+
+/// "My entry for this path is yours, at this version."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SameVersion {
+    /// The path.
+    pub path: RelPath,
+    /// The receiver's version vector the sender now holds: (short node id, counter) pairs.
+    pub version: Vec<(u64, u64)>,
 }
 
 /// Prefix of the temporary share a bench blob lives in; ':' keeps it apart from
@@ -371,6 +395,16 @@ mod golden {
         check("control_bench_offer", &Control::BenchOffer { id: 7, entry: entry() });
         check("control_bench_done", &Control::BenchDone { id: 7, ok: true });
         check("control_bench_end", &Control::BenchEnd { id: 7 });
+        check(
+            "control_index_batch",
+            &Control::IndexBatch {
+                share: "www".into(),
+                index_id: 1,
+                entries: vec![entry()],
+                same: vec![SameVersion { path: RelPath::parse("a/b").unwrap(), version: vec![(7, 3)] }],
+                upto_seq: 9,
+            },
+        );
         check(
             "control_have",
             &Control::Have(HaveMap::from_held(

@@ -6,6 +6,7 @@ mod assemble;
 mod fetch;
 pub mod local;
 pub mod partial;
+pub mod serve;
 
 pub use fetch::{announce_every, FAST_ANNOUNCE_PEERS, REFRESH_EVERY};
 pub use local::{LocalChunks, Verify};

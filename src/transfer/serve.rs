@@ -1,0 +1,174 @@
+//! Serving peers' chunk requests: the upload policy decides (a short lock around the
+//! pure `sync::upload` core), chunks are read from the share's files or from a running
+//! download's temp file, under a memory bound and the configured upload cap.
+
+use super::{ShareCtx, Verify};
+use crate::ids::NodeId;
+use crate::net::limit::RateLimit;
+use crate::proto::{self, ChunkRef, ChunkReply, ChunkRequest, StreamRequest, MAX_PROBE};
+use crate::stats::Counters;
+use crate::sync::upload::{Decision, ServedFrom, UploadPolicy};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, Instrument};
+
+/// Chunk data (KiB) this node holds for peers' requests at once; the largest
+/// request (16 MiB) always fits.
+pub const SERVE_MEMORY_KIB: usize = 128 << 10;
+
+/// A share's transfer context by name, or `None` for a share this node does not hold.
+pub type ShareLookup = Arc<dyn Fn(&str) -> Option<ShareCtx> + Send + Sync>;
+
+/// What this node spends on peers' requests, and the policy that spends it.
+pub struct Server {
+    /// Which uploads to refuse while upload is short.
+    uploads: Mutex<UploadPolicy>,
+    /// The configured upload cap.
+    upload_limit: RateLimit,
+    /// KiB of chunk data read for peers and not yet sent: bounds the memory that
+    /// requests can pin, whatever peers ask for.
+    memory: tokio::sync::Semaphore,
+    /// Start of the server's clock (the pure upload policy takes time as an offset).
+    epoch: Instant,
+    counters: Arc<Counters>,
+}
+
+impl Server {
+    /// A server capped at `upload_limit_mbit` (none: no cap).
+    pub fn new(upload_limit_mbit: Option<u64>, counters: Arc<Counters>) -> Self {
+        Self {
+            uploads: Mutex::new(Default::default()),
+            upload_limit: RateLimit::new(upload_limit_mbit),
+            memory: tokio::sync::Semaphore::new(SERVE_MEMORY_KIB),
+            epoch: Instant::now(),
+            counters,
+        }
+    }
+
+    /// Answers a peer's requests on `conn`, each on its own stream, until it closes.
+    pub async fn serve_requests(self: Arc<Self>, conn: quinn::Connection, peer: NodeId, shares: ShareLookup) {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            tokio::spawn(self.clone().serve_one(send, recv, peer, shares.clone()).in_current_span());
+        }
+    }
+
+    async fn serve_one(
+        self: Arc<Self>,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        peer: NodeId,
+        shares: ShareLookup,
+    ) {
+        let res = match proto::read_frame::<_, StreamRequest>(&mut recv).await {
+            Ok(Some(StreamRequest::Chunk(req))) => {
+                let share = shares(&req.share);
+                self.serve_chunks(&mut send, req, peer, share).await
+            }
+            Ok(Some(StreamRequest::Probe { bytes })) => self.serve_probe(&mut send, bytes.min(MAX_PROBE)).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = res {
+            debug!(error = %e, "reply failed");
+        }
+        let _ = send.finish();
+    }
+
+    async fn serve_chunks(
+        &self,
+        send: &mut quinn::SendStream,
+        req: ChunkRequest,
+        peer: NodeId,
+        share: Option<ShareCtx>,
+    ) -> Result<(), String> {
+        if let Some(why) = req.refusal() {
+            return Err(why);
+        }
+        // The policy tracks a request by its first chunk: requesters cut the same pieces.
+        let key = req.chunks[0].hash;
+        // A chunk of a running download is relayed; anything else comes from files.
+        let from = if share.as_ref().is_some_and(|s| s.partial.contains(&key)) {
+            ServedFrom::Download
+        } else {
+            ServedFrom::Files
+        };
+        let decision = self.uploads.lock().unwrap_or_else(|e| e.into_inner()).decide(
+            key,
+            peer,
+            req.holders,
+            from,
+            req.remaining,
+            self.epoch.elapsed(),
+        );
+        if decision != Decision::Serve {
+            let c = if decision == Decision::Full { &self.counters.requests_full } else { &self.counters.chunks_busy };
+            Counters::add(c, 1);
+            return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
+        }
+        let res = async {
+            let kib = req.bytes().div_ceil(1024).min(SERVE_MEMORY_KIB as u64) as u32;
+            let _memory = self.memory.acquire_many(kib).await.map_err(|e| e.to_string())?;
+            for data in find_chunks(share, req, from).await {
+                let Some(d) = data else {
+                    proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
+                    continue;
+                };
+                self.upload_limit.acquire(d.len() as u64).await;
+                let len = d.len() as u64;
+                proto::write_frame(send, &ChunkReply::Data { len: len as u32 }).await.map_err(|e| e.to_string())?;
+                // Handed over, not copied: quinn keeps the buffer until it is acknowledged.
+                send.write_chunk(d.into()).await.map_err(|e| e.to_string())?;
+                Counters::add(&self.counters.chunk_bytes_sent, len);
+                Counters::add(&self.counters.chunks_sent, 1);
+            }
+            // write_all returns once quinn has buffered the bytes; the upload (and the
+            // Busy hold) really ends when the peer acknowledges them.
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(30), send.stopped()).await;
+            Ok(())
+        }
+        .await;
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).finished(key, &peer, self.epoch.elapsed());
+        res
+    }
+
+    /// Sends `bytes` of filler for a throughput measurement, under the upload cap.
+    async fn serve_probe(&self, send: &mut quinn::SendStream, bytes: u64) -> Result<(), String> {
+        let block = vec![0x5au8; 1 << 16];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64);
+            self.upload_limit.acquire(n).await;
+            send.write_all(&block[..n as usize]).await.map_err(|e| e.to_string())?;
+            left -= n;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the chunks of a request from where `from` says they are (a running
+/// download's temp file, or the share's complete files), then from the other;
+/// `None` where this node has no verified copy.
+async fn find_chunks(share: Option<ShareCtx>, req: ChunkRequest, from: ServedFrom) -> Vec<Option<Vec<u8>>> {
+    let n = req.chunks.len();
+    let Some(share) = share else { return vec![None; n] };
+    // One trip to the blocking pool per request, not per chunk.
+    tokio::task::spawn_blocking(move || {
+        let ctx = &share;
+        let mut local = ctx.local_chunks(Verify::IfChanged);
+        let mut from_files = |c: &ChunkRef| local.read(&c.hash, c.len).ok().flatten();
+        let from_download = |c: &ChunkRef| ctx.partial.read(&c.hash, c.len);
+        req.chunks
+            .iter()
+            .map(|c| match from {
+                // A relay reads its temp file first: looking in the index (and
+                // opening files) for a chunk no complete file holds cost every
+                // relayed request an index lookup.
+                ServedFrom::Download => from_download(c).or_else(|| from_files(c)),
+                ServedFrom::Files => from_files(c).or_else(|| from_download(c)),
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_else(|_| vec![None; n])
+}

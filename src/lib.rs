@@ -20,7 +20,6 @@ pub mod proto;
 pub mod relpath;
 pub mod scan;
 pub mod setup;
-pub mod sim;
 pub mod stats;
 pub mod sync;
 pub mod transfer;

@@ -45,12 +45,12 @@
 //! must send every byte once, the slowest receiver must receive every byte, and
 //! all uplinks together must carry N copies.
 
-use crate::ids::ChunkHash;
-use crate::ids::NodeId;
-use crate::proto::Holders;
-use crate::sync::swarm::{ChunkSet, Have, Outcome, Swarm};
-use crate::sync::upload::{Decision, ServedFrom, UploadPolicy};
-use crate::transfer::{announce_every, REFRESH_EVERY};
+use meshsync::ids::ChunkHash;
+use meshsync::ids::NodeId;
+use meshsync::proto::Holders;
+use meshsync::sync::swarm::{ChunkSet, Have, Outcome, Swarm};
+use meshsync::sync::upload::{Decision, ServedFrom, UploadPolicy};
+use meshsync::transfer::{announce_every, REFRESH_EVERY};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -94,7 +94,7 @@ pub struct Config {
     /// Size of each chunk (the last one may be shorter): a bit in a progress map.
     pub chunk_bytes: u32,
     /// Size of each piece (the last one may be shorter): the unit of a request, as
-    /// the daemon cuts them ([`crate::sync::pieces::piece_target`]).
+    /// the daemon cuts them ([`meshsync::sync::pieces::piece_target`]).
     pub piece_bytes: u32,
     /// Round-trip time between any two hosts.
     pub rtt: Duration,
@@ -115,7 +115,7 @@ impl Config {
             links: vec![Link { up: rate, down: rate }; receivers + 1],
             file_bytes,
             chunk_bytes: 64 << 10,
-            piece_bytes: crate::sync::pieces::piece_target(file_bytes) as u32,
+            piece_bytes: meshsync::sync::pieces::piece_target(file_bytes) as u32,
             rtt,
             seed,
             view: None,
@@ -757,7 +757,7 @@ impl<'a> Sim<'a> {
         let x = self.rx(r);
         x.outstanding.remove(&(req.to, req.chunk));
         let cancels =
-            x.swarm.complete(crate::sync::swarm::Request { peer: node(req.to), chunk: c }, Outcome::Verified, t);
+            x.swarm.complete(meshsync::sync::swarm::Request { peer: node(req.to), chunk: c }, Outcome::Verified, t);
         x.have.insert(c);
         x.verified += 1;
         for d in cancels {
@@ -791,7 +791,7 @@ impl<'a> Sim<'a> {
         }
         let x = self.rx(req.from);
         x.outstanding.remove(&(req.to, req.chunk));
-        let q = crate::sync::swarm::Request { peer: node(req.to), chunk: req.chunk as usize };
+        let q = meshsync::sync::swarm::Request { peer: node(req.to), chunk: req.chunk as usize };
         x.swarm.complete(q, outcome, Duration::from_nanos(now));
         self.poll(req.from, now);
     }

@@ -5,7 +5,11 @@
 //! [--rtt-ms 0] [--seed 1] [--down-mbit D] [--view K] [--piece-kib P] [--uplink per-peer|shared|fifo] [--free-maps] [--timeline]`
 //! (pieces default to the daemon's: 1/2048 of the file, 64 KiB to 1 MiB)
 
-use meshsync::sim::{run, Config, Uplink};
+// Its tests run from tests/sim.rs; built here as a bench they are dead code.
+#[cfg_attr(test, allow(dead_code))]
+mod model;
+
+use model::{run, Config, Uplink};
 use std::time::{Duration, Instant};
 
 struct Args {
@@ -153,7 +157,7 @@ fn main() {
                 q(1.0)
             );
             // Rates over each sample, as a share of one host's uplink.
-            let per = meshsync::sim::SAMPLE_EVERY.as_secs_f64() * rate;
+            let per = model::SAMPLE_EVERY.as_secs_f64() * rate;
             for (t, held, source, rx) in &r.timeline {
                 println!(
                     "  t={t:.1}s held={held:.3} source_up={:.2} receivers_up={:.2}/{n}",

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The modification time of a file, with nanoseconds.
 pub fn mtime_of(m: &Metadata) -> Mtime {
-    Mtime { secs: m.mtime(), nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32 }
+    Mtime::of(m)
 }
 
 /// Converts to `SystemTime`.

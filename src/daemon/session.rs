@@ -14,6 +14,29 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
+/// Why a session ended other than by its connection closing.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The connection or a stream failed, or the peer broke the protocol.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// This node's index failed while serving the session.
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
+}
+
+impl From<quinn::ConnectionError> for SessionError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        SessionError::Net(e.into())
+    }
+}
+
+impl From<proto::CodecError> for SessionError {
+    fn from(e: proto::CodecError) -> Self {
+        SessionError::Net(e.into())
+    }
+}
+
 /// Runs a session until the connection ends.
 pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     let Some(peer) = crate::net::peer_node_id(&conn) else {
@@ -29,7 +52,7 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     async {
         match session(&node, &conn, peer, dialed).await {
             Ok(()) => info!("disconnected"),
-            Err(NetError::Connection(e)) => info!(reason = %e, "disconnected"),
+            Err(SessionError::Net(NetError::Connection(e))) => info!(reason = %e, "disconnected"),
             // A stream that failed because its connection ended (the peer closed the
             // duplicate of a connection both sides dialed, or went away) reports the
             // connection's reason, not a protocol error.
@@ -66,18 +89,17 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     .await
 }
 
-fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, NetError> {
+fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, crate::index::IndexError> {
     let idx = &share.ctx.index;
-    let err = |e: crate::index::IndexError| NetError::Protocol(format!("index: {e}"));
     Ok(ShareHello {
         name: share.cfg.name.clone(),
-        index_id: idx.index_id().map_err(err)?,
-        max_seq: idx.max_seq().map_err(err)?,
-        have: idx.remote_state(peer).map_err(err)?,
+        index_id: idx.index_id()?,
+        max_seq: idx.max_seq()?,
+        have: idx.remote_state(peer)?,
     })
 }
 
-async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, dialed: bool) -> Result<(), NetError> {
+async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, dialed: bool) -> Result<(), SessionError> {
     let (mut send, mut recv) = if dialed {
         conn.open_bi().await?
     } else {
@@ -225,7 +247,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     }
                     Some(Err(e)) => {
                         Counters::add(&node.counters.refused, 1);
-                        break Err(NetError::from(e));
+                        break Err(SessionError::Net(NetError::from(e)));
                     }
                 };
                 match msg {
@@ -272,11 +294,14 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
 
 /// Stores a peer's index batch of one share (if this node has the share) and
 /// plans its paths again.
-async fn receive_index(node: &Node, peer: NodeId, share: &str, batch: gossip::index::Batch) -> Result<(), NetError> {
+async fn receive_index(
+    node: &Node,
+    peer: NodeId,
+    share: &str,
+    batch: gossip::index::Batch,
+) -> Result<(), SessionError> {
     let Some(sh) = node.share(share) else { return Ok(()) };
-    let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch)
-        .await
-        .map_err(|e| NetError::Protocol(format!("index: {e}")))?;
+    let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
     sh.mark_dirty(paths);
     Ok(())
 }

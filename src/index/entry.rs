@@ -23,6 +23,36 @@ pub struct Mtime {
     pub nanos: u32,
 }
 
+impl Mtime {
+    /// A file's modification time, with nanoseconds.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Mtime { secs: m.mtime(), nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32 }
+    }
+}
+
+/// What tells a file unchanged since it was indexed: size, mtime to the nanosecond
+/// and inode (a file replaced by a rename has a new inode whatever its size and
+/// mtime). The one rule the scanner (skip it), the assembler (never replace a file
+/// whose stamp moved) and the chunk reader (trust its bytes unhashed) share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Mtime,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FileStamp {
+    /// The stamp of a file on disk.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self { size: m.len(), mtime: Mtime::of(m), ino: m.ino() }
+    }
+}
+
 /// What kind of thing a path is.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Debug)]
 pub enum EntryKind {

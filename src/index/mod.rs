@@ -4,7 +4,7 @@
 mod entry;
 mod vv;
 
-pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, Mtime};
+pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
 pub use vv::{CounterExhausted, VersionVector, VvOrder, MAX_COUNTER};
 
 use crate::codec::{self, CodecError};
@@ -42,6 +42,14 @@ pub struct LocalRecord {
     pub ino: u64,
     /// A change made on a receive-only share: recorded, never announced.
     pub local_change: bool,
+}
+
+impl LocalRecord {
+    /// The stamp of the live file this record describes; `None` for anything else.
+    pub fn file_stamp(&self) -> Option<FileStamp> {
+        let e = &self.entry;
+        (!e.deleted && e.kind == EntryKind::File).then_some(FileStamp { size: e.size, mtime: e.mtime, ino: self.ino })
+    }
 }
 
 /// A peer as this node remembers it: who it is and where it was last known to listen.
@@ -200,29 +208,30 @@ pub struct ChunkLocation {
     pub path: RelPath,
     /// Offset of the chunk in it.
     pub offset: u64,
-    /// The file's size and mtime at indexing (absent in indexes written before
-    /// they were recorded): while they still match, the bytes are what was hashed,
-    /// as far as the scanner can tell.
-    pub file: Option<(u64, Mtime)>,
+    /// The file's stamp at indexing (absent in indexes written before stamps held
+    /// the inode): while it still matches, the bytes are what was hashed, as far as
+    /// the scanner can tell.
+    pub file: Option<FileStamp>,
 }
 
 impl ChunkLocation {
-    /// offset, then size, mtime seconds and nanoseconds, big-endian.
+    /// offset, then size, mtime seconds and nanoseconds, inode, big-endian.
     fn value(&self) -> Vec<u8> {
         let mut v = self.offset.to_be_bytes().to_vec();
-        if let Some((size, m)) = self.file {
-            v.extend_from_slice(&size.to_be_bytes());
-            v.extend_from_slice(&m.secs.to_be_bytes());
-            v.extend_from_slice(&m.nanos.to_be_bytes());
+        if let Some(f) = self.file {
+            v.extend_from_slice(&f.size.to_be_bytes());
+            v.extend_from_slice(&f.mtime.secs.to_be_bytes());
+            v.extend_from_slice(&f.mtime.nanos.to_be_bytes());
+            v.extend_from_slice(&f.ino.to_be_bytes());
         }
         v
     }
 
     fn from_value(path: RelPath, v: &[u8]) -> Self {
-        let file = (v.len() >= 28).then(|| {
+        let file = (v.len() >= 36).then(|| {
             let secs = i64::from_be_bytes(v[16..24].try_into().unwrap_or_default());
             let nanos = u32::from_be_bytes(v[24..28].try_into().unwrap_or_default());
-            (u64_at(&v[8..16]), Mtime { secs, nanos })
+            FileStamp { size: u64_at(&v[8..16]), mtime: Mtime { secs, nanos }, ino: u64_at(&v[28..36]) }
         });
         Self { path, offset: u64_at(v), file }
     }
@@ -297,8 +306,8 @@ impl ShareIndex {
             // Rewritten even when the blocks did not change: the value carries the
             // file's size and mtime, which a touch changes.
             for (off, b) in entry.block_offsets() {
-                let loc =
-                    ChunkLocation { path: entry.path.clone(), offset: off, file: Some((entry.size, entry.mtime)) };
+                let file = Some(FileStamp { size: entry.size, mtime: entry.mtime, ino });
+                let loc = ChunkLocation { path: entry.path.clone(), offset: off, file };
                 self.inner.chunks.insert(chunk_key(&b.hash, &entry.path), loc.value())?;
             }
         }
@@ -513,16 +522,20 @@ mod tests {
         assert_eq!(s.since(2, 100).unwrap().len(), 1);
         let locs = s.chunk_locations(&b2.hash).unwrap();
         assert_eq!(locs.iter().map(|l| (l.path.as_str(), l.offset)).collect::<Vec<_>>(), vec![("b", 0)]);
-        assert_eq!(locs[0].file, Some((3, Mtime::default())));
+        assert_eq!(locs[0].file, Some(FileStamp { size: 3, mtime: Mtime::default(), ino: 2 }));
         assert_eq!(s.chunk_locations(&b1.hash).unwrap().len(), 1);
         // A touch (same blocks, new mtime) updates what the location remembers.
         let mut touched = entry("b", vec![b2]);
         touched.mtime = Mtime { secs: 7, nanos: 9 };
         s.put(touched, 2, false).unwrap();
-        assert_eq!(s.chunk_locations(&b2.hash).unwrap()[0].file, Some((3, Mtime { secs: 7, nanos: 9 })));
-        // A location written before size and mtime were recorded reads as unknown.
+        let stamp = FileStamp { size: 3, mtime: Mtime { secs: 7, nanos: 9 }, ino: 2 };
+        assert_eq!(s.chunk_locations(&b2.hash).unwrap()[0].file, Some(stamp));
+        // A location written before stamps held the inode (or anything) reads as unknown.
         let old = ChunkLocation::from_value(RelPath::parse("b").unwrap(), &5u64.to_be_bytes());
         assert_eq!((old.offset, old.file), (5, None));
+        let v = ChunkLocation { path: RelPath::parse("b").unwrap(), offset: 5, file: Some(stamp) }.value();
+        let older = ChunkLocation::from_value(RelPath::parse("b").unwrap(), &v[..28]);
+        assert_eq!(older.file, None, "size and mtime without the inode");
         let id = s.index_id().unwrap();
         drop(s);
         assert_eq!(idx.share("docs").unwrap().index_id().unwrap(), id);

@@ -9,7 +9,7 @@ pub use ignore::Ignore;
 
 use crate::config::ShareMode;
 use crate::ids::ShortId;
-use crate::index::{Entry, EntryKind, IndexError, LocalRecord, ShareIndex, VersionVector};
+use crate::index::{Entry, EntryKind, FileStamp, IndexError, LocalRecord, ShareIndex, VersionVector};
 use crate::relpath::{symlink_stays_inside, RelPath};
 use crate::util::{mode_of, mtime_of};
 use std::collections::HashSet;
@@ -294,6 +294,8 @@ impl Scanner<'_> {
         } else {
             EntryKind::File
         };
+        // The file as indexed, untouched since (only its mode may have moved).
+        let unchanged_file = old.as_ref().and_then(|o| o.file_stamp()) == Some(FileStamp::of(meta));
         if let Some(o) = &old {
             let e = &o.entry;
             let same = !e.deleted
@@ -301,7 +303,7 @@ impl Scanner<'_> {
                 && e.mode == mode
                 && match kind {
                     EntryKind::Dir | EntryKind::Symlink { .. } => true,
-                    EntryKind::File => e.size == meta.len() && e.mtime == mtime && o.ino == ino,
+                    EntryKind::File => unchanged_file,
                 };
             if same {
                 return Ok(true);
@@ -310,15 +312,7 @@ impl Scanner<'_> {
         let blocks = if kind == EntryKind::File {
             // Reuse the blocks when only the mode changed.
             match &old {
-                Some(o)
-                    if !o.entry.deleted
-                        && o.entry.kind == kind
-                        && o.entry.size == meta.len()
-                        && o.entry.mtime == mtime
-                        && o.ino == ino =>
-                {
-                    o.entry.blocks.clone()
-                }
+                Some(o) if unchanged_file => o.entry.blocks.clone(),
                 _ => {
                     let f = std::fs::File::open(abs)?;
                     let blocks = chunker::chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), meta.len())?;

@@ -6,11 +6,12 @@
 use super::local::Verify;
 use super::{io_err, ApplyError, ShareCtx};
 use crate::ids::ChunkHash;
-use crate::index::{Entry, EntryKind, LocalRecord};
+use crate::index::{Entry, EntryKind, FileStamp, LocalRecord};
 use crate::relpath::RelPath;
 use crate::stats::Counters;
 use crate::sync::Action;
-use crate::util::{free_space, fsync_dir, mtime_of, read_vec_at, set_mtime};
+use crate::util::{free_space, fsync_dir, read_vec_at, set_mtime};
+use crate::watch::Ours;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -90,7 +91,10 @@ impl ShareCtx {
                             return Ok(());
                         }
                     }
-                    Ok(_) => std::fs::remove_file(&abs).map_err(io_err(&abs))?,
+                    Ok(_) => {
+                        self.watched.ours(target.path.clone(), Ours::Removed);
+                        std::fs::remove_file(&abs).map_err(io_err(&abs))?
+                    }
                     Err(_) => {}
                 }
                 if let Some(parent) = abs.parent() {
@@ -117,9 +121,7 @@ impl ShareCtx {
                     m.file_type().is_symlink()
                         && std::fs::read_link(abs).ok().and_then(|t| t.to_str().map(|s| s == target)).unwrap_or(false)
                 }
-                EntryKind::File => {
-                    m.is_file() && m.len() == r.entry.size && mtime_of(&m) == r.entry.mtime && m.ino() == r.ino
-                }
+                EntryKind::File => m.is_file() && r.file_stamp() == Some(FileStamp::of(&m)),
             },
         }
     }
@@ -214,9 +216,8 @@ impl ShareCtx {
         // A temp file we just created holds nothing: reading and hashing its holes
         // would cost a pass over the whole size before the first request.
         let resume = have_tmp > 0;
-        let (missing, local_bytes) = tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2, resume))
-            .await
-            .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))??;
+        let (missing, local_bytes) =
+            tokio::task::spawn_blocking(move || ctx.fill_from_local(&f2, &p2, resume)).await??;
         let mut done_bytes = local_bytes;
         self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
 
@@ -237,7 +238,7 @@ impl ShareCtx {
         let (path, size) = (target.path.clone(), target.size);
         let res = tokio::task::spawn_blocking(move || ctx.finish(target, conflict, f2, &tmp, &abs))
             .await
-            .map_err(|e| ApplyError::Unsafe(format!("task: {e}")));
+            .map_err(ApplyError::Task);
         // After `finish` the index serves these chunks from the final file.
         self.partial.remove_file(&file);
         res??;
@@ -306,6 +307,7 @@ impl ShareCtx {
             // Only a live local version is worth a conflict copy; else replace.
             self.set_aside_or_replace(abs, conflict.as_ref())?;
         }
+        self.watched.ours(target.path.clone(), Ours::RenamedInto);
         std::fs::rename(tmp, abs).map_err(io_err(abs))?;
         if let Some(parent) = abs.parent() {
             fsync_dir(parent).map_err(io_err(parent))?;

@@ -1,9 +1,9 @@
 //! Reading chunks from the share's own files, where the index says they lie.
 
 use crate::ids::ChunkHash;
-use crate::index::{IndexError, Mtime, ShareIndex};
+use crate::index::{FileStamp, IndexError, ShareIndex};
 use crate::relpath::RelPath;
-use crate::util::{mtime_of, read_vec_at, safe_join};
+use crate::util::{read_vec_at, safe_join};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -32,7 +32,7 @@ pub struct LocalChunks<'a> {
 /// An open file and its size and mtime when opened.
 struct Opened {
     file: File,
-    stamp: (u64, Mtime),
+    stamp: FileStamp,
 }
 
 impl<'a> LocalChunks<'a> {
@@ -48,7 +48,7 @@ impl<'a> LocalChunks<'a> {
             let opened = files.entry(loc.path.clone()).or_insert_with(|| {
                 let f = File::open(safe_join(root, &loc.path).ok()?).ok()?;
                 let m = f.metadata().ok()?;
-                Some(Opened { stamp: (m.len(), mtime_of(&m)), file: f })
+                Some(Opened { stamp: FileStamp::of(&m), file: f })
             });
             let Some(o) = opened else { continue };
             let Ok(buf) = read_vec_at(&o.file, len as usize, loc.offset) else {
@@ -84,13 +84,14 @@ mod tests {
             kind: EntryKind::File,
             size: 11,
             mode: 0o644,
-            mtime: mtime_of(&m),
+            mtime: crate::index::Mtime::of(&m),
             version: VersionVector::new().bump(ShortId(1)).unwrap(),
             modified_by: ShortId(1),
             deleted: false,
             blocks: vec![Block { hash, len: 5 }, Block { hash: ChunkHash::of(b" world"), len: 6 }],
         };
-        s.put(entry, 1, false).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        s.put(entry, m.ino(), false).unwrap();
         let read = |v| LocalChunks::new(&root, &s, v).read(&hash, 5).unwrap();
         assert_eq!(read(Verify::Always).as_deref(), Some(&b"hello"[..]));
         assert_eq!(read(Verify::IfChanged).as_deref(), Some(&b"hello"[..]));

@@ -51,6 +51,9 @@ pub enum ApplyError {
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// A blocking step of the work (disk I/O, hashing) did not run to its end.
+    #[error("disk task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Everything the executor needs about one share.
@@ -78,6 +81,9 @@ pub struct ShareCtx {
     pub announced: Arc<Announced>,
     /// Sends this node's progress maps to every session.
     pub announce: broadcast::Sender<Control>,
+    /// The share's file watch, told of this node's own changes so it does not
+    /// scan them again.
+    pub watched: Arc<crate::watch::Pending>,
 }
 
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + '_ {
@@ -99,9 +105,7 @@ impl ShareCtx {
             Action::Fetch { target, sources, conflict } => self.fetch(target, sources, conflict).await,
             other => {
                 let ctx = self.clone();
-                tokio::task::spawn_blocking(move || ctx.execute_local(other))
-                    .await
-                    .map_err(|e| ApplyError::Unsafe(format!("task: {e}")))?
+                tokio::task::spawn_blocking(move || ctx.execute_local(other)).await.map_err(ApplyError::Task)?
             }
         }
     }

@@ -99,10 +99,26 @@ impl Settle {
     }
 }
 
+/// A change this node makes itself, whose event the watch is to drop: scanning it
+/// would only find what the index already says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ours {
+    /// A downloaded file renamed into place.
+    RenamedInto,
+    /// A path deleted because the mesh deleted it.
+    Removed,
+}
+
+/// Most of this node's own changes waiting for their event; past it the oldest
+/// expectations are simply forgotten (their events are then scanned, as before).
+const MAX_OURS: usize = 100_000;
+
 /// The events of one share, shared between notify's thread and the share worker.
 #[derive(Debug)]
 pub struct Pending {
     settle: Mutex<Settle>,
+    /// This node's own changes whose one event is still to come.
+    ours: Mutex<HashMap<RelPath, Ours>>,
     /// Woken when the first path waits or events were lost, so the worker can set
     /// its deadline (later events never bring it forward).
     pub wake: tokio::sync::Notify,
@@ -117,6 +133,7 @@ impl Default for Pending {
     fn default() -> Self {
         Self {
             settle: Mutex::default(),
+            ours: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             degraded: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -129,6 +146,33 @@ impl Pending {
     pub fn with<T>(&self, f: impl FnOnce(&mut Settle, Duration) -> T) -> T {
         let now = self.epoch.elapsed();
         f(&mut self.settle.lock().unwrap_or_else(|e| e.into_inner()), now)
+    }
+
+    /// Notes a change this node is about to make at `path`: its event is dropped.
+    /// Only that one event: a user's write to the path right after it raises other
+    /// events (create, write, close), which are not dropped.
+    pub fn ours(&self, path: RelPath, what: Ours) {
+        let mut m = self.ours.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_OURS {
+            m.clear();
+        }
+        m.insert(path, what);
+    }
+
+    /// True (once) when `path`'s event of kind `kind` is the one this node expected.
+    fn is_ours(&self, path: &RelPath, kind: &notify::EventKind) -> bool {
+        use notify::event::{ModifyKind, RenameMode};
+        let what = match kind {
+            notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => Ours::RenamedInto,
+            notify::EventKind::Remove(_) => Ours::Removed,
+            _ => return false,
+        };
+        let mut m = self.ours.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(path) == Some(&what) {
+            m.remove(path);
+            return true;
+        }
+        false
     }
 
     /// True once a watch was refused after the start (see the field).
@@ -184,7 +228,12 @@ impl ShareWatch {
             if !matters(&ev.kind) {
                 return;
             }
-            let rels: Vec<RelPath> = ev.paths.iter().filter_map(|p| relative(&base, p, &ignore)).collect();
+            let rels: Vec<RelPath> = ev
+                .paths
+                .iter()
+                .filter_map(|p| relative(&base, p, &ignore))
+                .filter(|r| !pending.is_ours(r, &ev.kind))
+                .collect();
             if rels.is_empty() {
                 return;
             }
@@ -232,6 +281,23 @@ fn relative(root: &Path, abs: &Path, ignore: &Ignore) -> Option<RelPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_nodes_own_change_is_dropped_once_and_other_events_are_kept() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        use notify::EventKind;
+        let p = Pending::default();
+        let f = RelPath::parse("f").unwrap();
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(!p.is_ours(&f, &rename), "nothing expected yet");
+        p.ours(f.clone(), Ours::RenamedInto);
+        assert!(!p.is_ours(&f, &EventKind::Create(CreateKind::File)), "a user's write is not ours");
+        assert!(!p.is_ours(&f, &EventKind::Remove(RemoveKind::File)), "not the change expected");
+        assert!(p.is_ours(&f, &rename));
+        assert!(!p.is_ours(&f, &rename), "only the one event");
+        p.ours(f.clone(), Ours::Removed);
+        assert!(p.is_ours(&f, &EventKind::Remove(RemoveKind::Any)));
+    }
 
     fn p(s: &str) -> RelPath {
         RelPath::parse(s).unwrap()

@@ -69,6 +69,7 @@ impl Share {
         let index = node.index.share(&cfg.name)?;
         let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
+        let watched: Arc<crate::watch::Pending> = Default::default();
         Ok(Self {
             ctx: ShareCtx {
                 name: cfg.name.clone(),
@@ -82,6 +83,7 @@ impl Share {
                 partial: Default::default(),
                 announced: Default::default(),
                 announce: node.announce.clone(),
+                watched: watched.clone(),
             },
             cfg,
             seq,
@@ -95,7 +97,7 @@ impl Share {
             scans_asked: AtomicU64::new(0),
             scans_covered: AtomicU64::new(0),
             scanning: AtomicBool::new(false),
-            watched: Default::default(),
+            watched,
             participants: Mutex::new(HashMap::new()),
             status_cache: Default::default(),
         })

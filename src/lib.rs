@@ -1,6 +1,16 @@
 //! meshsync: a peer-to-peer mesh sync daemon.
 //!
-//! The module tree is the architecture: see `../shared/DESIGN.md` and `README.md`.
+//! The module tree is the architecture (`../shared/DESIGN.md`, README "Layout"),
+//! top to bottom; a module imports only those below it (`tests/layers.rs` checks):
+//!
+//! - `ops`: control socket, status, metrics, bench view; reads the daemon's `Handle`.
+//! - `daemon`: the running node: sessions, share workers, dialer, join, service.
+//! - `transfer`, `gossip`: the engine around the pure cores: assembling, fetching and
+//!   serving chunks; the index exchange, peers' progress maps, wire/storage boundary.
+//! - `sync`: pure cores (planner, swarm scheduler, pieces, upload policy).
+//! - `scan`, `watch`: finding local changes (walker, chunker, marker; inotify).
+//! - `index`, `proto`, `identity`, `net`, `config`: storage, wire, trust, QUIC, config.
+//! - `ids`, `relpath`, `codec`, `stats`, `util`, `home`: the ground floor.
 
 pub mod codec;
 pub mod config;

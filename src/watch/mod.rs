@@ -7,7 +7,7 @@
 //! being written keeps moving its deadline, so it is not hashed (and replicated)
 //! half-written. The scanner checks size and mtime again after hashing as well, and
 //! partial-download names (`*.filepart`, ...) are ignored whatever the timing.
-//! [`schedule`] says when a share may transfer.
+//! `config::schedule` says when a share may transfer.
 
 use crate::relpath::RelPath;
 use crate::scan::Ignore;

@@ -105,6 +105,10 @@ enum Cmd {
         /// Give up after this long (s, m, h, d); default: wait as long as it takes.
         #[arg(long, value_parser = setup::parse_ttl)]
         timeout: Option<std::time::Duration>,
+        /// Wait for connected peers only; by default an unreachable member means
+        /// not caught up.
+        #[arg(long)]
+        connected_only: bool,
     },
     /// Put the mesh's versions back over a receive-only share's local changes
     /// (local additions are deleted).
@@ -226,8 +230,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let names = ops::control::rescan(&home(cli.home)?, share).await?;
             println!("rescanning {}", names.join(", "));
         }
-        Cmd::Wait { share, timeout } => {
-            ops::control::wait(&home(cli.home)?, share, timeout).await?;
+        Cmd::Wait { share, timeout, connected_only } => {
+            use ops::status::Waiting;
+            let waiting = if connected_only { Waiting::ForConnected } else { Waiting::ForEveryMember };
+            ops::control::wait(&home(cli.home)?, share, timeout, waiting).await?;
             println!("caught up: every peer has this node's versions");
         }
         Cmd::Demo { keep, size_mib } => demo::run(keep, size_mib).await?,

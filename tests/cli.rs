@@ -39,7 +39,7 @@ fn demo_runs_and_cleans_up() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("blake3 verified on both"), "{stdout}");
-    assert!(stdout.contains("in sync with every connected peer"), "{stdout}");
+    assert!(stdout.contains("demo (send-receive)") && stdout.contains("— in sync"), "{stdout}");
     let dir = stdout.lines().next().unwrap().trim_start_matches("demo mesh in ").to_string();
     assert!(!std::path::Path::new(&dir).exists(), "demo removed {dir}");
 }

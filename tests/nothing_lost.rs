@@ -37,7 +37,10 @@ async fn a_share_folder_missing_at_start_pauses_and_deletes_nothing() {
     assert_eq!(files(&nodes[0]), 20, "no file recorded deleted");
     let err = control::rescan(&nodes[0].home, None).await.unwrap_err().to_string();
     assert!(err.contains("paused"), "rescan says the share is paused: {err}");
-    let err = control::wait(&nodes[0].home, None, None).await.unwrap_err().to_string();
+    let err = control::wait(&nodes[0].home, None, None, meshsync::ops::status::Waiting::ForEveryMember)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("paused"), "wait says the share is paused: {err}");
     // The disk is back: the share resumes by itself, and is as it was.
     std::fs::rename(&away, &nodes[0].root).unwrap();

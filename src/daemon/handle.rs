@@ -10,6 +10,7 @@ use crate::config::ShareMode;
 use crate::home::Home;
 use crate::ids::NodeId;
 use crate::stats::{CounterSnapshot, Transfer};
+use crate::sync::dial::Reach;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +48,19 @@ pub struct PeerSnapshot {
     pub addrs: Vec<SocketAddr>,
     /// The address of the live connection, if connected.
     pub connected: Option<SocketAddr>,
+    /// Why it is not connected, once a dial failed.
+    pub unreachable: Option<Unreachable>,
+}
+
+/// A peer this node cannot reach now.
+#[derive(Clone, Debug)]
+pub struct Unreachable {
+    /// Since when (this time): how long it has been.
+    pub for_: std::time::Duration,
+    /// The addresses the last dial tried.
+    pub tried: Vec<SocketAddr>,
+    /// Why the last dial failed.
+    pub error: String,
 }
 
 /// One share.
@@ -121,7 +135,14 @@ impl Handle {
             .into_iter()
             .map(|p| {
                 let id = NodeId(p.id);
-                PeerSnapshot { id, name: p.name, addrs: p.addrs, connected: live.get(&id).copied() }
+                let connected = live.get(&id).copied();
+                let unreachable = match node.dialer().reach(&id) {
+                    Reach::Unreachable { since, tried, error } if connected.is_none() => {
+                        Some(Unreachable { for_: node.clock.elapsed().saturating_sub(since), tried, error })
+                    }
+                    _ => None,
+                };
+                PeerSnapshot { id, name: p.name, addrs: p.addrs, connected, unreachable }
             })
             .collect();
         let shares = node

@@ -2,6 +2,7 @@
 //! `meshsync run` and the tests start it through [`start`].
 
 pub mod bench;
+mod dialer;
 mod handle;
 mod join;
 mod service;
@@ -9,7 +10,7 @@ mod session;
 mod share;
 mod summary;
 
-pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot};
+pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
@@ -25,7 +26,7 @@ use crate::net::{Net, Peers};
 use crate::proto::PeerInfo;
 use crate::stats::{Counters, Progress};
 use anyhow::Context;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -66,7 +67,10 @@ pub(crate) struct Node {
     server: Arc<crate::transfer::serve::Server>,
     /// `meshsync bench` runs in flight.
     bench: Mutex<bench::BenchState>,
-    dial_state: Mutex<HashMap<NodeId, (Instant, u32)>>,
+    /// When to dial which known peer, and what is known of reaching each.
+    dialer: Mutex<crate::sync::dial::Dialer>,
+    /// The node's clock for its pure cores (they take time as an offset from it).
+    clock: Instant,
     /// The addresses this node tells peers (see [`crate::net::addrs`]); read again
     /// while running, for a wildcard listen.
     addrs: RwLock<Vec<SocketAddr>>,
@@ -74,27 +78,6 @@ pub(crate) struct Node {
     /// while a handshake waits out a lost Initial would open a second connection,
     /// and the newer one replaces the first with its requests in flight.
     dialing: Mutex<HashSet<NodeId>>,
-}
-
-/// Marks a peer as being dialed until dropped, whatever way the dial ends.
-struct Dialing<'a> {
-    set: &'a Mutex<HashSet<NodeId>>,
-    id: NodeId,
-}
-
-impl<'a> Dialing<'a> {
-    /// Claims the peer; `None` when a dial to it is already in progress.
-    fn claim(set: &'a Mutex<HashSet<NodeId>>, id: NodeId) -> Option<Self> {
-        // Not `then_some`: it would build (and drop, so unclaim) a guard on refusal.
-        let fresh = set.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
-        fresh.then(|| Self { set, id })
-    }
-}
-
-impl Drop for Dialing<'_> {
-    fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
-    }
 }
 
 /// A started node; drop or [`NodeHandle::shutdown`] to stop it.
@@ -143,6 +126,11 @@ impl Node {
         self.addrs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The dial schedule and what is known of reaching each peer.
+    fn dialer(&self) -> std::sync::MutexGuard<'_, crate::sync::dial::Dialer> {
+        self.dialer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// One share.
     pub fn share(&self, name: &str) -> Option<Arc<Share>> {
         self.shares.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
@@ -175,7 +163,10 @@ impl Node {
             return;
         }
         info!(peer = ?NodeId(p.id), name = %p.name, addrs = ?p.addrs, ?origin, "learned peer");
+        self.dialer().retry_now(&NodeId(p.id), self.clock.elapsed());
         self.dial_now.notify_one();
+        // A new member, or one that moved, is news for every connected peer too.
+        let _ = self.announce.send(crate::proto::Control::Peers(vec![p]));
     }
 
     fn add_share(self: &Arc<Self>, cfg: ShareConfig, tasks: &mut tokio::task::JoinSet<()>) -> anyhow::Result<()> {
@@ -217,7 +208,8 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         announce: tokio::sync::broadcast::channel(256).0,
         server: Arc::new(crate::transfer::serve::Server::new(config.node.upload_limit_mbit, counters.clone())),
         bench: Mutex::new(Default::default()),
-        dial_state: Mutex::new(HashMap::new()),
+        dialer: Mutex::new(Default::default()),
+        clock: Instant::now(),
         dialing: Mutex::new(HashSet::new()),
         addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
@@ -233,8 +225,8 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         warn!(parent: &span, "no address to tell peers: this host has no usable interface address; set `advertise`");
     }
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
-    tasks.spawn(dial_loop(node.clone()).instrument(span.clone()));
-    tasks.spawn(address_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(dialer::dial_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(dialer::address_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(config_reload_loop(node.clone()).instrument(span));
     Ok(NodeHandle { node, tasks })
 }
@@ -342,91 +334,6 @@ async fn accept_loop(node: Arc<Node>) {
     }
 }
 
-/// How often a wildcard listen's interface addresses are read again: a change
-/// reaches connected peers within about this long (one netlink dump each time).
-const ADDRESS_REFRESH: Duration = Duration::from_secs(1);
-
-/// Keeps the advertised addresses current (DHCP, an address added or removed) and
-/// tells every connected peer when they change.
-async fn address_loop(node: Arc<Node>) {
-    let listen = node.config.node.listen;
-    if !node.config.node.advertise.is_empty() || !listen.ip().is_unspecified() {
-        return;
-    }
-    loop {
-        tokio::select! {
-            _ = node.cancel.cancelled() => return,
-            _ = tokio::time::sleep(ADDRESS_REFRESH) => {}
-        }
-        let now = match tokio::task::spawn_blocking(move || crate::net::addrs::advertised(listen, &[])).await {
-            Ok(a) => a,
-            Err(_) => continue,
-        };
-        let changed = {
-            let mut addrs = node.addrs.write().unwrap_or_else(|e| e.into_inner());
-            let changed = *addrs != now;
-            *addrs = now.clone();
-            changed
-        };
-        if changed {
-            info!(advertised = ?now, "this host's addresses changed; telling peers");
-            let _ = node.announce.send(crate::proto::Control::Peers(vec![node.me()]));
-        }
-    }
-}
-
-/// Dials known peers that are not connected, with per-peer backoff.
-async fn dial_loop(node: Arc<Node>) {
-    loop {
-        let peers = node.index.peers().unwrap_or_default();
-        for p in peers {
-            let id = NodeId(p.id);
-            if id == node.ident.id || node.peers.is_connected(&id) {
-                continue;
-            }
-            if node.dialing.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
-                continue;
-            }
-            {
-                let mut st = node.dial_state.lock().unwrap_or_else(|e| e.into_inner());
-                let (next, fails) = st.get(&id).copied().unwrap_or((Instant::now(), 0));
-                if Instant::now() < next {
-                    continue;
-                }
-                let backoff = Duration::from_millis(500u64 << fails.min(7));
-                st.insert(id, (Instant::now() + backoff, fails + 1));
-            }
-            let node = node.clone();
-            tokio::spawn(async move {
-                let Some(_dialing) = Dialing::claim(&node.dialing, id) else { return };
-                for addr in &p.addrs {
-                    match tokio::time::timeout(Duration::from_secs(5), node.net.connect(*addr)).await {
-                        Ok(Ok(conn)) => {
-                            if crate::net::peer_node_id(&conn) != Some(id) {
-                                warn!(%addr, "a different node answered at this peer's address");
-                                conn.close(2u32.into(), b"unexpected node");
-                                continue;
-                            }
-                            node.dial_state.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                            session::run(node.clone(), conn, true).await;
-                            return;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed"),
-                        Err(_) => tracing::debug!(%addr, "dial timed out"),
-                    }
-                }
-            });
-        }
-        tokio::select! {
-            _ = node.cancel.cancelled() => return,
-            _ = node.dial_now.notified() => {
-                node.dial_state.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,18 +350,5 @@ mod tests {
             base.replace("listen = \"127.0.0.1:1\"", "listen = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:2\"");
         let edited = format!("{edited}schedule = \"0 1 * * *\"\n");
         assert_eq!(needs_restart(&running, &parse(&edited)), vec!["[node] metrics_listen", "share \"s\""]);
-    }
-
-    #[test]
-    fn a_peer_being_dialed_is_not_dialed_again_until_that_dial_ends() {
-        let set = Mutex::new(HashSet::new());
-        let a = NodeId([1; 32]);
-        let b = NodeId([2; 32]);
-        let first = Dialing::claim(&set, a);
-        assert!(first.is_some());
-        assert!(Dialing::claim(&set, a).is_none(), "a second dial to the same peer must wait");
-        assert!(Dialing::claim(&set, b).is_some(), "another peer is independent");
-        drop(first);
-        assert!(Dialing::claim(&set, a).is_some(), "the claim ends with the dial");
     }
 }

@@ -83,6 +83,9 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
             for share in node.share_list() {
                 share.ctx.announced.forget_peer(&peer);
             }
+            // Dialed again at once: it may be back already, or this was a duplicate.
+            node.dialer().disconnected(peer, node.clock.elapsed());
+            node.dial_now.notify_one();
         }
     }
     .instrument(span)
@@ -136,6 +139,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         return Ok(());
     }
     info!(name = %theirs.name, their_minor = theirs.minor, dialed, "connected");
+    if node.dialer().connected(peer) == Some(crate::sync::dial::Change::Back) {
+        info!(name = %theirs.name, "peer reachable again");
+    }
     let theirs_minor = theirs.minor;
 
     let (tx, mut rx) = mpsc::channel::<Control>(16);
@@ -153,7 +159,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     });
     let mut gossip: Vec<proto::PeerInfo> = node.index.peers().unwrap_or_default().into_iter().map(Into::into).collect();
     gossip.push(node.me());
-    let _ = tx.send(Control::Peers(gossip)).await;
+    for piece in gossip.chunks(proto::MAX_GOSSIP_PEERS) {
+        let _ = tx.send(Control::Peers(piece.to_vec())).await;
+    }
 
     let mut peer_shares: HashMap<String, ShareHello> = theirs.shares.into_iter().map(|s| (s.name.clone(), s)).collect();
     // Each Hello says afresh which shares the peer has (it may have removed one).
@@ -259,8 +267,17 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
                     }
+                    Control::Peers(list) if list.len() > proto::MAX_GOSSIP_PEERS => {
+                        Counters::add(&node.counters.refused, 1);
+                        warn!(peers = list.len(), "refused a peer list longer than {}", proto::MAX_GOSSIP_PEERS);
+                    }
                     Control::Peers(list) => {
-                        for p in list {
+                        for mut p in list {
+                            if p.name.len() > proto::MAX_NAME {
+                                Counters::add(&node.counters.refused, 1);
+                                continue;
+                            }
+                            p.addrs.truncate(proto::MAX_PEER_ADDRS);
                             let origin = if p.id == peer.0 { AddrOrigin::Itself } else { AddrOrigin::Gossip };
                             node.learn_peer(p, origin);
                         }

@@ -248,7 +248,12 @@ pub async fn status(home: &Home) -> anyhow::Result<super::status::Status> {
 
 /// Waits until every peer has this node's versions of `share` (all shares if None),
 /// polling the daemon of `home`; after `timeout`, fails saying what is still behind.
-pub async fn wait(home: &Home, share: Option<String>, timeout: Option<std::time::Duration>) -> anyhow::Result<()> {
+pub async fn wait(
+    home: &Home,
+    share: Option<String>,
+    timeout: Option<std::time::Duration>,
+    waiting: super::status::Waiting,
+) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     loop {
         let st = status(home).await?;
@@ -263,7 +268,7 @@ pub async fn wait(home: &Home, share: Option<String>, timeout: Option<std::time:
             .filter_map(|s| s.paused.as_ref().map(|p| format!("share {} is paused: {p}", s.name)))
             .collect();
         anyhow::ensure!(paused.is_empty(), "{}", paused.join("; "));
-        let why = st.behind(share.as_deref());
+        let why = st.behind_as(share.as_deref(), waiting);
         if why.is_empty() {
             return Ok(());
         }

@@ -180,6 +180,7 @@ mod tests {
 
     fn status() -> Status {
         let mut st = Status {
+            summary: String::new(),
             node: NodeStatus { id: "A".into(), name: "alpha".into(), listen: "127.0.0.1:1".into() },
             peers: vec![PeerStatus {
                 id: "B".into(),
@@ -187,6 +188,7 @@ mod tests {
                 addresses: vec![],
                 connected: true,
                 address: None,
+                ..Default::default()
             }],
             shares: vec![ShareStatus {
                 name: "www".into(),

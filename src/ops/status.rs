@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 /// The whole status document.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
+    /// One line: "in sync", or "not in sync: ..." (e.g. "2 peers unreachable").
+    #[serde(default)]
+    pub summary: String,
     /// This node.
     pub node: NodeStatus,
     /// Known peers.
@@ -36,7 +39,7 @@ pub struct NodeStatus {
 }
 
 /// One known peer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct PeerStatus {
     /// Node id.
     pub id: String,
@@ -48,6 +51,25 @@ pub struct PeerStatus {
     pub connected: bool,
     /// Address of the live connection.
     pub address: Option<String>,
+    /// "connected", "unreachable", or "not tried yet".
+    #[serde(default)]
+    pub state: String,
+    /// When unreachable: the addresses the last dial tried.
+    #[serde(default)]
+    pub tried: Vec<String>,
+    /// When unreachable: why the last dial failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When unreachable: for how many seconds.
+    #[serde(default)]
+    pub unreachable_secs: Option<u64>,
+}
+
+impl PeerStatus {
+    /// True when a dial of it failed and it is not connected.
+    pub fn unreachable(&self) -> bool {
+        !self.connected && self.last_error.is_some()
+    }
 }
 
 /// One share.
@@ -136,6 +158,15 @@ pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Statu
             addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
             connected: p.connected.is_some(),
             address: p.connected.map(|a| a.to_string()),
+            state: match (&p.connected, &p.unreachable) {
+                (Some(_), _) => "connected",
+                (None, Some(_)) => "unreachable",
+                (None, None) => "not tried yet",
+            }
+            .to_string(),
+            tried: p.unreachable.iter().flat_map(|u| u.tried.iter().map(|a| a.to_string())).collect(),
+            last_error: p.unreachable.as_ref().map(|u| u.error.clone()),
+            unreachable_secs: p.unreachable.as_ref().map(|u| u.for_.as_secs()),
         })
         .collect();
     let shares = snap
@@ -171,13 +202,16 @@ pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Statu
             }
         })
         .collect();
-    Status {
+    let mut st = Status {
+        summary: String::new(),
         node: NodeStatus { id: snap.id.to_string(), name: snap.name.clone(), listen: snap.listen.to_string() },
         peers,
         shares,
         transfers: snap.transfers.clone(),
         counters: snap.counters.clone(),
-    }
+    };
+    st.summary = st.summary_line();
+    st
 }
 
 impl Status {
@@ -186,6 +220,11 @@ impl Status {
     /// a transfer. Empty when every peer known in every such share has exactly this
     /// node's versions.
     pub fn behind(&self, share: Option<&str>) -> Vec<String> {
+        self.behind_as(share, Waiting::ForEveryMember)
+    }
+
+    /// [`Status::behind`], waiting for every member or only for connected peers.
+    pub fn behind_as(&self, share: Option<&str>, waiting: Waiting) -> Vec<String> {
         let name_of = |id: &str| self.peers.iter().find(|p| p.id == id).map_or(id.to_string(), |p| p.name.clone());
         let mut why = Vec::new();
         if !self.peers.iter().any(|p| p.connected) {
@@ -212,9 +251,18 @@ impl Status {
             for p in &sh.peers {
                 let peer = name_of(&p.id);
                 if !p.connected {
-                    why.push(format!("{}: {peer} is offline", sh.name));
+                    if waiting == Waiting::ForEveryMember {
+                        why.push(format!("{}: {peer} is unreachable", sh.name));
+                    }
                 } else if !p.in_sync {
                     why.push(format!("{}: {peer} behind (we need {}, they need {})", sh.name, p.we_need, p.they_need));
+                }
+            }
+            // A member that could not be reached since this daemon started may take
+            // part in the share too: nobody can tell it has caught up.
+            if waiting == Waiting::ForEveryMember {
+                for p in self.peers.iter().filter(|p| p.unreachable() && !sh.peers.iter().any(|sp| sp.id == p.id)) {
+                    why.push(format!("{}: {} is unreachable", sh.name, p.name));
                 }
             }
             for t in self.transfers.iter().filter(|t| t.share == sh.name) {
@@ -223,6 +271,28 @@ impl Status {
         }
         why
     }
+
+    /// "in sync", or "not in sync: " and the main reason: unreachable peers first,
+    /// as they are what a user must act on.
+    pub fn summary_line(&self) -> String {
+        let unreachable = self.peers.iter().filter(|p| p.unreachable()).count();
+        let behind = self.behind(None);
+        match (unreachable, behind.first()) {
+            (0, None) => "in sync".into(),
+            (1, _) => "not in sync: 1 peer unreachable".into(),
+            (n @ 2.., _) => format!("not in sync: {n} peers unreachable"),
+            (0, Some(why)) => format!("not in sync: {why}"),
+        }
+    }
+}
+
+/// Whom `meshsync wait` waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Every member of the share, reachable or not: success means they all have it.
+    ForEveryMember,
+    /// Connected peers only (`wait --connected-only`).
+    ForConnected,
 }
 
 /// ", 11.2 MiB/s, about 21 s left", ", stalled", or nothing before the first rate.
@@ -266,26 +336,33 @@ impl Status {
     pub fn human(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "node {} ({}) listening on {}", self.node.name, &self.node.id, self.node.listen);
+        let _ = writeln!(s, "{}", self.summary_line());
         let _ = writeln!(s, "\npeers:");
         if self.peers.is_empty() {
             let _ = writeln!(s, "  (none yet: `meshsync invite` on this node, `meshsync join` on another)");
         }
         let names: HashMap<&str, &str> = self.peers.iter().map(|p| (p.id.as_str(), p.name.as_str())).collect();
         for p in &self.peers {
-            let state = match &p.address {
-                Some(a) => format!("connected via {a}"),
-                None => format!("not connected (known at {})", p.addresses.join(", ")),
+            let state = match (&p.address, &p.last_error) {
+                (Some(a), _) => format!("connected via {a}"),
+                (None, Some(e)) => format!(
+                    "UNREACHABLE for {} (tried {}: {e})",
+                    human_secs(p.unreachable_secs.unwrap_or(0) as f64),
+                    if p.tried.is_empty() { "nothing".to_string() } else { p.tried.join(", ") }
+                ),
+                (None, None) => format!("not connected yet (known at {})", p.addresses.join(", ")),
             };
-            let _ = writeln!(s, "  {:<12} {}  {}", p.name, &p.id[..7], state);
+            let _ = writeln!(s, "  {:<12} {}  {}", p.name, p.id.get(..7).unwrap_or(&p.id), state);
         }
         let _ = writeln!(s, "\nshares:");
         for sh in &self.shares {
             let state = if let Some(p) = &sh.paused {
                 format!("PAUSED: {p}")
-            } else if sh.in_sync {
-                "in sync with every connected peer".to_string()
             } else {
-                "syncing".to_string()
+                match self.behind(Some(&sh.name)).first() {
+                    None => "in sync".to_string(),
+                    Some(why) => format!("not in sync: {}", why.strip_prefix(&format!("{}: ", sh.name)).unwrap_or(why)),
+                }
             };
             let _ = writeln!(
                 s,
@@ -317,7 +394,7 @@ impl Status {
                 let _ = writeln!(s, "    transfer window ({}): {state}", w.pattern);
             }
             for p in &sh.peers {
-                let name = names.get(p.id.as_str()).copied().unwrap_or(&p.id[..7]);
+                let name = names.get(p.id.as_str()).copied().unwrap_or(p.id.get(..7).unwrap_or(&p.id));
                 let _ = writeln!(
                     s,
                     "    {:<12} {} we need {} · they need {}{}",
@@ -377,6 +454,7 @@ mod tests {
     #[test]
     fn behind_names_everything_that_keeps_the_mesh_from_caught_up() {
         let mut st = Status {
+            summary: String::new(),
             node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into() },
             peers: vec![PeerStatus {
                 id: "B".into(),
@@ -384,13 +462,15 @@ mod tests {
                 addresses: vec![],
                 connected: true,
                 address: None,
+                ..Default::default()
             }],
             shares: vec![share("www", vec![peer("B", true, (0, 0))]), share("logs", vec![peer("C", false, (0, 0))])],
             transfers: vec![],
             counters: Default::default(),
         };
         assert!(st.behind(Some("www")).is_empty());
-        assert_eq!(st.behind(None), vec!["logs: C is offline"], "an offline peer cannot have caught up");
+        assert_eq!(st.behind(None), vec!["logs: C is unreachable"], "an offline peer cannot have caught up");
+        assert!(st.behind_as(None, Waiting::ForConnected).is_empty(), "unless asked to wait for connected peers only");
         st.shares[0].scanning = true;
         st.shares[0].peers[0] = peer("B", true, (0, 2));
         st.shares[0].paused = Some("disk full".into());
@@ -420,6 +500,41 @@ mod tests {
             Status { shares: vec![lone], ..st }.behind(Some("solo"))[1],
             "solo: no peer is known to take part in it yet"
         );
+    }
+
+    #[test]
+    fn an_unreachable_member_keeps_every_share_from_caught_up_and_the_summary_says_so() {
+        let unreachable = |id: &str, name: &str| PeerStatus {
+            id: id.into(),
+            name: name.into(),
+            state: "unreachable".into(),
+            tried: vec!["198.18.0.3:7700".into()],
+            last_error: Some("no answer within 5 s".into()),
+            unreachable_secs: Some(12),
+            ..Default::default()
+        };
+        let connected = PeerStatus { id: "B".into(), name: "web2".into(), connected: true, ..Default::default() };
+        let mut st = Status {
+            summary: String::new(),
+            node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into() },
+            peers: vec![connected, unreachable("C", "web3")],
+            shares: vec![share("www", vec![peer("B", true, (0, 0))])],
+            transfers: vec![],
+            counters: Default::default(),
+        };
+        // web3 never connected since this daemon started, so no share lists it.
+        assert_eq!(st.behind(Some("www")), vec!["www: web3 is unreachable"]);
+        assert!(st.behind_as(Some("www"), Waiting::ForConnected).is_empty());
+        assert_eq!(st.summary_line(), "not in sync: 1 peer unreachable");
+        st.peers.push(unreachable("D", "web4"));
+        assert_eq!(st.summary_line(), "not in sync: 2 peers unreachable");
+        let human = st.human();
+        assert!(
+            human.contains("web3         C  UNREACHABLE for 12 s (tried 198.18.0.3:7700: no answer within 5 s)"),
+            "{human}"
+        );
+        st.peers.truncate(1);
+        assert_eq!(st.summary_line(), "in sync");
     }
 
     #[test]

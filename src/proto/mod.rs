@@ -20,6 +20,14 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
 pub const PROTOCOL_MINOR: u32 = 1;
+/// Most peers in one [`Control::Peers`]; a longer list is sent in pieces, and a
+/// longer one received is refused.
+pub const MAX_GOSSIP_PEERS: usize = 256;
+/// Most addresses kept of one gossiped peer.
+pub const MAX_PEER_ADDRS: usize = 16;
+/// Longest node name accepted, in bytes.
+pub const MAX_NAME: usize = 128;
+
 /// Most entries in one [`Control::Index`] batch.
 pub const MAX_BATCH_ENTRIES: usize = 1000;
 

@@ -221,7 +221,7 @@ impl Config {
             }
             let mut ignore = Vec::new();
             for g in s.ignore {
-                globset::Glob::new(g.get_ref())
+                crate::scan::ignore::glob(g.get_ref())
                     .map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
                 ignore.push(g.into_inner());
             }

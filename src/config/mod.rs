@@ -153,7 +153,7 @@ struct RawNode {
     #[serde(default = "default_rescan")]
     rescan_interval_secs: Spanned<u64>,
     #[serde(default = "default_min_free")]
-    min_free_mib: u64,
+    min_free_mib: Spanned<u64>,
     #[serde(default)]
     upload_limit_mbit: Option<u64>,
     #[serde(default)]
@@ -168,8 +168,8 @@ fn default_rescan() -> Spanned<u64> {
 fn no_advertise() -> Spanned<Vec<SocketAddr>> {
     Spanned::new(0..0, Vec::new())
 }
-fn default_min_free() -> u64 {
-    256
+fn default_min_free() -> Spanned<u64> {
+    Spanned::new(0..0, 256)
 }
 
 #[derive(Deserialize)]
@@ -238,7 +238,7 @@ impl Config {
             }
             let mut ignore = Vec::new();
             for g in s.ignore {
-                globset::Glob::new(g.get_ref())
+                crate::scan::ignore::glob(g.get_ref())
                     .map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
                 ignore.push(g.into_inner());
             }
@@ -279,6 +279,10 @@ impl Config {
             })?),
             None => None,
         };
+        let min_free = &raw.node.min_free_mib;
+        let min_free_bytes = min_free.get_ref().checked_mul(1 << 20).ok_or_else(|| {
+            invalid(min_free.span().start, format!("min_free_mib {} is more than any disk holds", min_free.get_ref()))
+        })?;
         let listen = raw.node.listen;
         let advertise_at = raw.node.advertise.span().start;
         let advertise = raw.node.advertise.into_inner();
@@ -294,7 +298,7 @@ impl Config {
                 listen,
                 advertise,
                 rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
-                min_free_bytes: raw.node.min_free_mib << 20,
+                min_free_bytes,
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
                 metrics_listen,
                 log: raw.node.log,
@@ -423,6 +427,8 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:8: ") && e.contains("twice"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"0.0.0.0:1\"\nadvertise = [\"0.0.0.0:1\"]\n");
         assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmin_free_mib = 17592186044416\n");
+        assert!(e.starts_with("/h/config.toml:4: min_free_mib"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
         assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
     }

@@ -6,6 +6,19 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 /// Names of files still being written by common tools (SFTP clients, browsers, editors).
 pub const PARTIAL_PATTERNS: &[&str] = &["*.filepart", "*.part", "*.crdownload", "*.tmp", "~$*", ".*.swp", ".*.swx"];
 
+/// Compiles one ignore pattern; the config checks patterns with this too, so a
+/// pattern it accepts is one every share can use.
+///
+/// A trailing `/` (`build/`, a directory) is dropped: an ignored directory covers
+/// its contents anyway. An escaped one (`a\/`) stays: dropping it would leave a
+/// dangling `\`, and the config accepted patterns that then stopped the share
+/// from starting (seen while writing the config fuzz target's check).
+pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    let trimmed = pattern.trim_end_matches('/');
+    let escaped = trimmed.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1;
+    Glob::new(if escaped { pattern } else { trimmed })
+}
+
 /// A compiled set of ignore patterns.
 #[derive(Clone, Debug)]
 pub struct Ignore {
@@ -17,8 +30,7 @@ impl Ignore {
     pub fn new(extra: &[String]) -> Result<Self, globset::Error> {
         let mut b = GlobSetBuilder::new();
         for p in PARTIAL_PATTERNS.iter().copied().chain(extra.iter().map(|s| s.as_str())) {
-            let p = p.trim_end_matches('/');
-            b.add(Glob::new(p)?);
+            b.add(glob(p)?);
         }
         Ok(Self { set: b.build()? })
     }
@@ -63,5 +75,15 @@ mod tests {
         for p in ["report.pdf", "a/partial.txt", "d/cache.txt", "build/x"] {
             assert!(!i.is_ignored(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_trailing_slash_means_the_directory_unless_escaped() {
+        let i = Ignore::new(&["build/".into(), "odd\\\\/".into()]).unwrap();
+        assert!(i.covers("build/x") && i.covers("a/build"));
+        assert!(i.covers("odd\\/f"), "an escaped backslash before the slash stays a backslash");
+        // Was "dangling '\\'" after the slash was cut, for a pattern the config had accepted.
+        let escaped = Ignore::new(&["a\\/".into()]).unwrap();
+        assert!(!escaped.covers("a") && !escaped.covers("a/x"), "`a\\/` names a file `a/`, which cannot exist");
     }
 }

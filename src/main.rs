@@ -145,6 +145,12 @@ enum ShareCmd {
         /// Share name.
         name: String,
     },
+    /// Resume a share paused because a scan found more deletions than `max_delete`
+    /// allows: they are recorded and reach the peers.
+    ConfirmDeletes {
+        /// Share name.
+        name: String,
+    },
 }
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
@@ -221,6 +227,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Share { cmd: ShareCmd::Resume { name } } => {
             ops::control::resume(&home(cli.home)?, name.clone()).await?;
             println!("share {name} resumed: its folder is marked as the share's again, and scanned");
+        }
+        Cmd::Share { cmd: ShareCmd::ConfirmDeletes { name } } => {
+            ops::control::confirm_deletes(&home(cli.home)?, name.clone()).await?;
+            println!("share {name}: the deletions are confirmed and will reach the peers");
         }
         Cmd::Revert { share } => {
             let n = ops::control::revert(&home(cli.home)?, share.clone()).await?;

@@ -84,7 +84,14 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
     marker::write_marker(&path, &m).with_context(|| format!("writing the share marker into {}", path.display()))?;
     Config::append_share(
         &home.config(),
-        &ShareConfig { name: name.to_string(), path, mode, ignore: Vec::new(), schedule: None },
+        &ShareConfig {
+            name: name.to_string(),
+            path,
+            mode,
+            ignore: Vec::new(),
+            schedule: None,
+            max_delete: Default::default(),
+        },
     )?;
     Ok(())
 }

@@ -115,3 +115,31 @@ async fn a_receive_only_local_edit_survives_a_remote_delete_until_reverted() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_that_finds_most_files_gone_pauses_until_the_user_confirms() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    std::fs::create_dir(nodes[0].path("site")).unwrap();
+    for i in 0..150 {
+        std::fs::write(nodes[0].path(&format!("site/{i}.html")), format!("page {i}")).unwrap();
+    }
+    wait_content(&nodes, "site/149.html", b"page 149").await;
+    wait_in_sync(&nodes).await;
+    // A deploy script gone astray: most of the tree is gone at once.
+    std::fs::remove_dir_all(nodes[0].path("site")).unwrap();
+    wait("alpha pauses on the brake", || paused(&nodes[0]).is_some_and(|p| p.contains("confirm-deletes"))).await;
+    assert_eq!(files(&nodes[0]), 150, "nothing recorded deleted");
+    assert!(nodes[1].path("site/0.html").exists());
+    let err = control::rescan(&nodes[0].home, None).await.unwrap_err().to_string();
+    assert!(err.contains("paused"), "{err}");
+    // Meant: confirmed, the deletions reach the peer.
+    control::confirm_deletes(&nodes[0].home, SHARE.into()).await.unwrap();
+    wait("the deletions reach beta", || !nodes[1].path("site/0.html").exists()).await;
+    wait("alpha resumes", || paused(&nodes[0]).is_none()).await;
+    let again = control::confirm_deletes(&nodes[0].home, SHARE.into()).await.unwrap_err().to_string();
+    assert!(again.contains("not paused for deletions"), "{again}");
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

@@ -67,6 +67,51 @@ impl std::str::FromStr for ShareMode {
     }
 }
 
+/// How many deletions one scan may record before the share pauses for the user
+/// to confirm (`meshsync share confirm-deletes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeleteBrake {
+    /// More than half of the share's files and folders, and at least [`DeleteBrake::MIN`].
+    #[default]
+    Half,
+    /// More than this many.
+    AtMost(u64),
+    /// Never (`max_delete = 0`).
+    Off,
+}
+
+impl DeleteBrake {
+    /// Under the default rule, fewer deletions than this never stop a scan.
+    pub const MIN: usize = 100;
+
+    /// True if `would` deletions could be too many (then the live count is read).
+    pub fn may_stop(&self, would: usize) -> bool {
+        match *self {
+            DeleteBrake::Half => would >= Self::MIN,
+            DeleteBrake::AtMost(n) => would as u64 > n,
+            DeleteBrake::Off => false,
+        }
+    }
+
+    /// True if one scan may record `would` deletions among `live` entries.
+    pub fn allows(&self, would: usize, live: usize) -> bool {
+        match *self {
+            DeleteBrake::Half => would < Self::MIN || would * 2 <= live,
+            DeleteBrake::AtMost(n) => would as u64 <= n,
+            DeleteBrake::Off => true,
+        }
+    }
+
+    /// The rule in words, for the message that stops a scan.
+    pub fn describe(&self) -> String {
+        match *self {
+            DeleteBrake::Half => format!("more than half, and at least {}, stops a scan", Self::MIN),
+            DeleteBrake::AtMost(n) => format!("max_delete = {n}"),
+            DeleteBrake::Off => "max_delete = 0: no limit".into(),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -124,6 +169,8 @@ pub struct ShareConfig {
     pub ignore: Vec<String>,
     /// When downloads may start; `None`: at any time.
     pub schedule: Option<crate::config::schedule::Schedule>,
+    /// How many deletions one scan may record.
+    pub max_delete: DeleteBrake,
 }
 
 /// A node's whole config.
@@ -185,6 +232,8 @@ struct RawShare {
     schedule: Option<Spanned<String>>,
     #[serde(default)]
     schedule_window_mins: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_delete: Option<u64>,
 }
 
 /// How long a scheduled share's window stays open when `schedule_window_mins` is not set.
@@ -268,6 +317,11 @@ impl Config {
                 mode: s.mode,
                 ignore,
                 schedule,
+                max_delete: match s.max_delete {
+                    None => DeleteBrake::Half,
+                    Some(0) => DeleteBrake::Off,
+                    Some(n) => DeleteBrake::AtMost(n),
+                },
             });
         }
         let metrics_listen = match &raw.node.metrics_listen {
@@ -353,6 +407,11 @@ impl Config {
             let globs: Vec<String> = share.ignore.iter().map(|g| toml_string(g)).collect();
             add.push_str(&format!("ignore = [{}]\n", globs.join(", ")));
         }
+        match share.max_delete {
+            DeleteBrake::Half => {}
+            DeleteBrake::Off => add.push_str("max_delete = 0\n"),
+            DeleteBrake::AtMost(n) => add.push_str(&format!("max_delete = {n}\n")),
+        }
         if let Some(s) = &share.schedule {
             add.push_str(&format!(
                 "schedule = {}\nschedule_window_mins = {}\n",
@@ -407,6 +466,20 @@ mod tests {
         assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
         assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
+        assert_eq!(c.shares[0].max_delete, DeleteBrake::Half);
+    }
+
+    #[test]
+    fn the_delete_brake_stops_more_than_half_and_at_least_a_hundred() {
+        let half = DeleteBrake::Half;
+        assert!(half.allows(99, 100), "fewer than 100: always");
+        assert!(half.allows(100, 200), "exactly half");
+        assert!(!half.allows(101, 200));
+        assert!(!half.allows(100, 100), "all of them");
+        assert!(!half.may_stop(99) && half.may_stop(100));
+        assert!(DeleteBrake::Off.allows(1_000_000, 1));
+        assert!(!DeleteBrake::AtMost(10).allows(11, 1_000_000));
+        assert!(DeleteBrake::AtMost(10).allows(10, 10));
     }
 
     #[test]
@@ -444,11 +517,13 @@ mod tests {
             mode: ShareMode::SendOnly,
             ignore: vec!["*.log".into()],
             schedule: Some(crate::config::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
+            max_delete: DeleteBrake::AtMost(500),
         };
         let c = Config::append_share(&p, &share).unwrap();
         assert_eq!(c.node.name, "n \"q\"");
         assert_eq!(c.shares[0].path, PathBuf::from("/tmp/some dir/ü"));
         assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("0 1 * * 1-5 for 120 min".into()));
+        assert_eq!(c.shares[0].max_delete, DeleteBrake::AtMost(500));
         assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
         assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
     }

@@ -121,7 +121,14 @@ fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
     // scans a bench share, so it needs no marker.
     std::fs::create_dir_all(path.join(crate::relpath::PRIVATE_DIR))
         .with_context(|| format!("creating {}", path.display()))?;
-    let cfg = ShareConfig { name: name.clone(), path, mode: ShareMode::SendReceive, ignore: vec![], schedule: None };
+    let cfg = ShareConfig {
+        name: name.clone(),
+        path,
+        mode: ShareMode::SendReceive,
+        ignore: vec![],
+        schedule: None,
+        max_delete: Default::default(),
+    };
     let share = Arc::new(Share::open(node, cfg)?);
     node.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name, share.clone());
     Ok(share)

@@ -193,6 +193,11 @@ impl Handle {
         Ok(self.share(share)?.resume()?)
     }
 
+    /// The user confirms the deletions that paused a share (`share confirm-deletes`).
+    pub fn confirm_deletes(&self, share: &str) -> Result<(), ShareOpError> {
+        Ok(self.share(share)?.confirm_deletes()?)
+    }
+
     /// Puts the mesh's versions back over a receive-only share's local changes;
     /// returns how many there are.
     pub fn revert(&self, share: &str) -> Result<usize, ShareOpError> {

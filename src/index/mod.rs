@@ -353,6 +353,16 @@ impl ShareIndex {
         Ok(out)
     }
 
+    /// How many live (not deleted) entries this node records.
+    pub fn live_count(&self) -> Result<usize, IndexError> {
+        let mut n = 0;
+        for v in self.inner.local.iter().values() {
+            let rec: LocalRecord = codec::decode(&v?)?;
+            n += usize::from(!rec.entry.deleted);
+        }
+        Ok(n)
+    }
+
     /// Every local record.
     pub fn all(&self) -> Result<Vec<LocalRecord>, IndexError> {
         self.inner.local.iter().values().map(|v| Ok(codec::decode(&v?)?)).collect()

@@ -37,6 +37,11 @@ pub enum Request {
         /// The share.
         share: String,
     },
+    /// Confirm the deletions that paused a share; answers `{"resumed": name}`.
+    ConfirmDeletes {
+        /// The share.
+        share: String,
+    },
     /// Put the mesh's versions back over a receive-only share's local changes;
     /// answers `{"reverting": count}`.
     Revert {
@@ -212,6 +217,9 @@ async fn handle(node: Handle, stream: UnixStream) {
             json_line(&answer(node.rescan(share.as_deref()).map(|r| Rescanning { rescanning: r })))
         }
         Ok(Request::Resume { share }) => json_line(&answer(node.resume(&share).map(|()| Resumed { resumed: share }))),
+        Ok(Request::ConfirmDeletes { share }) => {
+            json_line(&answer(node.confirm_deletes(&share).map(|()| Resumed { resumed: share })))
+        }
         Ok(Request::Revert { share }) => {
             json_line(&answer(node.revert(&share).map(|n| Reverting { reverting: n as u64 })))
         }
@@ -296,6 +304,11 @@ pub async fn rescan(home: &Home, share: Option<String>) -> anyhow::Result<Vec<St
 /// Confirms a paused share's folder to the daemon of `home` (`meshsync share resume`).
 pub async fn resume(home: &Home, share: String) -> anyhow::Result<()> {
     ask::<Resumed>(home, &Request::Resume { share }).await.map(drop)
+}
+
+/// Confirms the deletions that paused a share (`meshsync share confirm-deletes`).
+pub async fn confirm_deletes(home: &Home, share: String) -> anyhow::Result<()> {
+    ask::<Resumed>(home, &Request::ConfirmDeletes { share }).await.map(drop)
 }
 
 /// Asks the daemon of `home` to revert a receive-only share's local changes; returns how many.

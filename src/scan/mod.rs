@@ -26,6 +26,19 @@ pub enum ScanError {
     /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The scan would record more deletions than the share's brake allows.
+    #[error("a scan found {would} of the share's {live} files and folders gone ({brake}); nothing is recorded \
+             deleted and the share is paused. If they were deleted on purpose, run `meshsync share confirm-deletes {share}`")]
+    MassDelete {
+        /// The share.
+        share: String,
+        /// Deletions the scan found.
+        would: usize,
+        /// Live entries before it.
+        live: usize,
+        /// The brake, in words.
+        brake: String,
+    },
 }
 
 /// What one scan found.
@@ -44,6 +57,9 @@ pub struct ScanStats {
 struct Walk {
     stats: ScanStats,
     seen: HashSet<String>,
+    /// Entries found gone, to record as deleted once the brake allows it.
+    gone: Vec<Entry>,
+    gone_paths: HashSet<RelPath>,
     /// Directories that could not be read: what the index says below them stays.
     unreadable: Vec<String>,
 }
@@ -62,6 +78,19 @@ pub struct Scanner<'a> {
     pub mode: ShareMode,
     /// Ignore rules.
     pub ignore: &'a Ignore,
+    /// How many deletions one scan may record; `None`: the user confirmed them.
+    pub brake: Option<crate::config::DeleteBrake>,
+    /// Deletions recorded by scans a moment ago: the watcher hands a large delete
+    /// over in several batches, and the brake judges them together.
+    pub recent_deletes: usize,
+}
+
+impl Walk {
+    fn gone(&mut self, e: Entry) {
+        if self.gone_paths.insert(e.path.clone()) {
+            self.gone.push(e);
+        }
+    }
 }
 
 impl Scanner<'_> {
@@ -72,8 +101,10 @@ impl Scanner<'_> {
         self.walk(self.root.to_path_buf(), String::new(), &mut walk)?;
         // A disk unmounted during the walk left files unseen: not deleted.
         self.check_root()?;
-        walk.stats.deleted += self.tombstone_unseen(&walk, self.index.all()?)?;
-        Ok(walk.stats)
+        let all = self.index.all()?;
+        let live = all.iter().filter(|r| !r.entry.deleted).count();
+        self.collect_unseen(&mut walk, all);
+        self.record_gone(walk, || Ok(live))
     }
 
     /// Looks at these paths only (the watcher's changes): each is scanned if present
@@ -124,20 +155,21 @@ impl Scanner<'_> {
                 if let Some((_, abs)) = meta {
                     self.walk(abs, r.to_string(), &mut walk)?;
                 }
-                walk.stats.deleted += self.tombstone_unseen(&walk, self.index.under(rel)?)?;
+                let under = self.index.under(rel)?;
+                self.collect_unseen(&mut walk, under);
                 walked.push(format!("{r}/"));
                 continue;
             }
             // Not a directory (any more): nothing recorded below it stays.
             if old.as_ref().is_some_and(|o| o.entry.kind == EntryKind::Dir) {
-                walk.stats.deleted += self.tombstone_unseen(&walk, self.index.under(rel)?)?;
+                let under = self.index.under(rel)?;
+                self.collect_unseen(&mut walk, under);
             }
-            if let (false, Some(o)) = (kept, &old) {
-                self.tombstone(&o.entry)?;
-                walk.stats.deleted += 1;
+            if let (false, Some(o)) = (kept, old) {
+                walk.gone(o.entry);
             }
         }
-        Ok(walk.stats)
+        self.record_gone(walk, || self.index.live_count())
     }
 
     /// Fails the scan if the share root cannot be read or lost its marker: an
@@ -223,11 +255,10 @@ impl Scanner<'_> {
         }
     }
 
-    /// Records as deleted every live entry of `records` (the whole index, or what
-    /// lies below one directory) that the walk did not see, except ignored ones and
-    /// those below a directory it could not read; returns how many.
-    fn tombstone_unseen(&self, walk: &Walk, records: Vec<LocalRecord>) -> Result<usize, ScanError> {
-        let mut n = 0;
+    /// Notes as gone every live entry of `records` (the whole index, or what lies
+    /// below one directory) that the walk did not see, except ignored ones and those
+    /// below a directory it could not read.
+    fn collect_unseen(&self, walk: &mut Walk, records: Vec<LocalRecord>) {
         for rec in records {
             let p = rec.entry.path.as_str();
             if rec.entry.deleted || walk.seen.contains(p) || self.ignore.is_ignored(p) {
@@ -236,13 +267,40 @@ impl Scanner<'_> {
             if walk.unreadable.iter().any(|d| d.is_empty() || p == d || p.starts_with(&format!("{d}/"))) {
                 continue;
             }
-            match self.tombstone(&rec.entry) {
-                Ok(()) => n += 1,
-                Err(IndexError::Counter(e)) => warn!(path = %p, error = %e, "delete not recorded"),
-                Err(e) => return Err(e.into()),
+            walk.gone(rec.entry);
+        }
+    }
+
+    /// Records what the walk found gone as deleted, unless that is more than the
+    /// brake allows of `live` entries (read only when the count could matter): an
+    /// emptied folder, a wrong mount or a script gone astray is stopped here, before
+    /// one deletion reaches a peer.
+    fn record_gone(
+        &self,
+        mut walk: Walk,
+        live: impl FnOnce() -> Result<usize, IndexError>,
+    ) -> Result<ScanStats, ScanError> {
+        let would = walk.gone.len();
+        let (recent, total) = (self.recent_deletes, self.recent_deletes + would);
+        if let Some(brake) = self.brake.filter(|b| would > 0 && b.may_stop(total)) {
+            let live = live()? + recent;
+            if !brake.allows(total, live) {
+                return Err(ScanError::MassDelete {
+                    share: self.name.into(),
+                    would: total,
+                    live,
+                    brake: brake.describe(),
+                });
             }
         }
-        Ok(n)
+        for e in std::mem::take(&mut walk.gone) {
+            match self.tombstone(&e) {
+                Ok(()) => walk.stats.deleted += 1,
+                Err(IndexError::Counter(c)) => warn!(path = %e.path, error = %c, "delete not recorded"),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(walk.stats)
     }
 
     fn tombstone(&self, entry: &Entry) -> Result<(), IndexError> {
@@ -366,174 +424,4 @@ impl From<IndexError> for ScanFileError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::index::Index;
-
-    /// A share root and its index in temporary directories.
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        root: std::path::PathBuf,
-        index: ShareIndex,
-        ignore: Ignore,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            Self::ignoring(&[])
-        }
-
-        fn ignoring(patterns: &[&str]) -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().join("share");
-            std::fs::create_dir(&root).unwrap();
-            marker::write_marker(&root, &marker::new_marker("m", "s")).unwrap();
-            let index = Index::open(&dir.path().join("index")).unwrap().share("s").unwrap();
-            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-            Self { _dir: dir, root, index, ignore: Ignore::new(&patterns).unwrap() }
-        }
-
-        fn scanner(&self) -> Scanner<'_> {
-            Scanner {
-                name: "s",
-                root: &self.root,
-                index: &self.index,
-                me: ShortId(1),
-                mode: ShareMode::SendReceive,
-                ignore: &self.ignore,
-            }
-        }
-
-        fn write(&self, rel: &str, body: &[u8]) {
-            let p = self.root.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, body).unwrap();
-        }
-
-        /// Live paths in the index.
-        fn live(&self) -> Vec<String> {
-            let mut v: Vec<String> = self
-                .index
-                .all()
-                .unwrap()
-                .into_iter()
-                .filter(|r| !r.entry.deleted)
-                .map(|r| r.entry.path.as_str().to_string())
-                .collect();
-            v.sort();
-            v
-        }
-
-        fn paths(&self, rels: &[&str]) -> ScanStats {
-            let rels: Vec<RelPath> = rels.iter().map(|r| RelPath::parse(r).unwrap()).collect();
-            self.scanner().scan_paths(&rels).unwrap()
-        }
-    }
-
-    #[test]
-    fn a_root_that_lost_its_marker_is_not_scanned_and_nothing_is_deleted() {
-        let f = Fixture::new();
-        f.write("a", b"one");
-        f.scanner().scan().unwrap();
-        // What an unmounted disk looks like: the mount point, empty.
-        std::fs::remove_dir_all(&f.root).unwrap();
-        std::fs::create_dir(&f.root).unwrap();
-        assert!(matches!(f.scanner().scan(), Err(ScanError::Root(marker::RootProblem::NoMarker(..)))));
-        let a = RelPath::parse("a").unwrap();
-        assert!(matches!(f.scanner().scan_paths(&[a]), Err(ScanError::Root(_))));
-        std::fs::remove_dir(&f.root).unwrap();
-        assert!(matches!(f.scanner().scan(), Err(ScanError::Root(marker::RootProblem::Missing(..)))));
-        assert_eq!(f.live(), vec!["a"]);
-    }
-
-    #[test]
-    fn named_paths_are_scanned_and_nothing_else() {
-        let f = Fixture::new();
-        f.write("a", b"one");
-        f.write("b", b"two");
-        let st = f.paths(&["a"]);
-        assert_eq!((st.changed, st.deleted, st.hashed_bytes), (1, 0, 3));
-        assert_eq!(f.live(), vec!["a"], "b raised no event: the full scan finds it");
-        assert_eq!(f.paths(&["a"]).changed, 0, "unchanged: not recorded again");
-        assert_eq!(f.scanner().scan().unwrap().changed, 1);
-        assert_eq!(f.live(), vec!["a", "b"]);
-    }
-
-    #[test]
-    fn a_new_directory_is_scanned_with_everything_in_it() {
-        let f = Fixture::new();
-        // Created before any watch could be put on "d": only "d" raises an event.
-        f.write("d/e/f", b"deep");
-        f.write("d/g", b"flat");
-        let st = f.paths(&["d"]);
-        assert_eq!(st.changed, 4);
-        assert_eq!(f.live(), vec!["d", "d/e", "d/e/f", "d/g"]);
-    }
-
-    #[test]
-    fn a_vanished_path_is_recorded_deleted_with_everything_under_it() {
-        let f = Fixture::new();
-        f.write("d/e/f", b"deep");
-        f.write("d2/x", b"kept");
-        f.write("top", b"file");
-        f.scanner().scan().unwrap();
-        std::fs::remove_dir_all(f.root.join("d")).unwrap();
-        std::fs::remove_file(f.root.join("top")).unwrap();
-        let st = f.paths(&["d", "top", "never-existed"]);
-        assert_eq!((st.changed, st.deleted), (0, 4));
-        assert_eq!(f.live(), vec!["d2", "d2/x"], "d2 only shares a prefix with d");
-        assert_eq!(f.paths(&["top"]).deleted, 0, "already a tombstone");
-    }
-
-    #[test]
-    fn a_rename_moves_the_entry() {
-        let f = Fixture::new();
-        f.write("old", b"body");
-        f.scanner().scan().unwrap();
-        std::fs::rename(f.root.join("old"), f.root.join("new")).unwrap();
-        let st = f.paths(&["new", "old"]);
-        assert_eq!((st.changed, st.deleted), (1, 1));
-        assert_eq!(f.live(), vec!["new"]);
-    }
-
-    #[test]
-    fn ignored_and_partial_paths_are_left_alone() {
-        let f = Fixture::new();
-        f.write("up.pdf.filepart", b"half");
-        f.write("notes.tmp", b"scratch");
-        let st = f.paths(&["up.pdf.filepart", "notes.tmp"]);
-        assert_eq!(st, ScanStats::default());
-        assert!(f.live().is_empty());
-    }
-
-    #[test]
-    fn nothing_is_picked_up_inside_an_ignored_directory_or_through_a_symlink() {
-        let f = Fixture::ignoring(&["node_modules"]);
-        f.write("app/node_modules/x.js", b"dep");
-        f.write("real/f", b"body");
-        std::os::unix::fs::symlink("real", f.root.join("link")).unwrap();
-        std::os::unix::fs::symlink("/etc", f.root.join("etc")).unwrap();
-        f.paths(&["app/node_modules/x.js", "link/f", "etc/hostname"]);
-        assert!(f.live().is_empty(), "{:?}", f.live());
-        f.paths(&["link", "etc"]);
-        assert_eq!(f.live(), vec!["link"], "a link inside the share is kept as a link, one leaving it is not");
-    }
-
-    #[test]
-    fn a_path_that_changed_kind_leaves_nothing_stale() {
-        let f = Fixture::new();
-        f.write("d/x", b"in a dir");
-        f.write("plain", b"file");
-        f.scanner().scan().unwrap();
-        // The directory becomes a file, the file a link out of the share.
-        std::fs::remove_dir_all(f.root.join("d")).unwrap();
-        f.write("d", b"now a file");
-        std::fs::remove_file(f.root.join("plain")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", f.root.join("plain")).unwrap();
-        let st = f.paths(&["d", "d/x", "plain"]);
-        assert_eq!((st.changed, st.deleted), (1, 2));
-        assert_eq!(f.live(), vec!["d"]);
-        let d = f.index.get(&RelPath::parse("d").unwrap()).unwrap().unwrap();
-        assert_eq!(d.entry.kind, EntryKind::File);
-    }
-}
+mod tests;

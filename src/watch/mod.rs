@@ -82,10 +82,15 @@ impl Settle {
     }
 
     /// Removes and returns, in path order, the paths quiet for `quiet` at `now` or
-    /// waiting since [`MAX_SETTLE`].
+    /// waiting since [`MAX_SETTLE`]; and, once one is due, with it every path quiet
+    /// for half as long: a burst of events (an `rm -rf`, an untar) comes out as one
+    /// batch, so the delete brake judges a large delete whole.
     pub fn take_due(&mut self, now: Duration, quiet: Duration) -> Vec<RelPath> {
+        if !self.events.values().any(|e| Self::due_at(*e, quiet) <= now) {
+            return Vec::new();
+        }
         let mut due: Vec<RelPath> =
-            self.events.iter().filter(|(_, e)| Self::due_at(**e, quiet) <= now).map(|(p, _)| p.clone()).collect();
+            self.events.iter().filter(|(_, e)| Self::due_at(**e, quiet / 2) <= now).map(|(p, _)| p.clone()).collect();
         due.sort();
         for p in &due {
             self.events.remove(p);
@@ -332,6 +337,18 @@ mod tests {
         assert_eq!(s.next_due(Q), Some(t + 2 * Q));
         s.clear();
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_burst_comes_out_as_one_batch() {
+        let mut s = Settle::default();
+        let t = Duration::from_secs(1);
+        s.record(p("a"), t);
+        s.record(p("b"), t + Q * 3 / 10);
+        s.record(p("c"), t + Q * 8 / 10);
+        assert!(s.take_due(t + Q / 2, Q).is_empty(), "nothing due yet");
+        assert_eq!(s.take_due(t + Q, Q), vec![p("a"), p("b")], "b is quiet for 0.7 s: taken with a");
+        assert_eq!(s.next_due(Q), Some(t + Q * 18 / 10), "c, written 0.2 s ago, waits");
     }
 
     #[test]

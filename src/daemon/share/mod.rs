@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
+use tracing::info;
 
 mod pass;
 mod root;
@@ -22,6 +23,10 @@ mod worker;
 use root::Pauses;
 use worker::downloads_open;
 pub use worker::run;
+
+/// How long deletions count against the delete brake: a large delete the watcher
+/// reports in several batches is judged as one.
+const RECENT_DELETES: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Default)]
 struct Dirty {
@@ -50,6 +55,11 @@ pub struct Share {
     /// the scan has even looked.
     scans_asked: AtomicU64,
     scans_covered: AtomicU64,
+    /// The user confirmed the deletions a scan found (`share confirm-deletes`): the
+    /// next scan records them whatever their number.
+    deletes_confirmed: AtomicBool,
+    /// Deletions recorded by recent scans, with when (see `Scanner::recent_deletes`).
+    recent_deletes: Mutex<std::collections::VecDeque<(std::time::Instant, usize)>>,
     scanning: AtomicBool,
     /// Local changes the file watcher saw that are not scanned yet.
     pub watched: Arc<crate::watch::Pending>,
@@ -96,6 +106,8 @@ impl Share {
             revert_now: Notify::new(),
             scans_asked: AtomicU64::new(0),
             scans_covered: AtomicU64::new(0),
+            deletes_confirmed: AtomicBool::new(false),
+            recent_deletes: Mutex::default(),
             scanning: AtomicBool::new(false),
             watched,
             participants: Mutex::new(HashMap::new()),
@@ -110,6 +122,35 @@ impl Share {
         }
         self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths.extend(paths);
         self.wake.notify_one();
+    }
+
+    /// Starts a scan now instead of at the next interval (`meshsync rescan`).
+    /// The user confirms the deletions that paused the share: the next scan records
+    /// them, and the share resumes. An error if it was not paused for that.
+    pub fn confirm_deletes(&self) -> anyhow::Result<()> {
+        if self.pauses.lock().unwrap_or_else(|e| e.into_inner()).mass_delete.is_none() {
+            anyhow::bail!("share {} is not paused for deletions; nothing to confirm", self.cfg.name);
+        }
+        self.deletes_confirmed.store(true, Ordering::SeqCst);
+        info!("deletions confirmed by the user; scanning");
+        self.rescan();
+        Ok(())
+    }
+
+    /// Deletions recorded within the last [`RECENT_DELETES`].
+    fn recent_deletes(&self) -> usize {
+        let mut r = self.recent_deletes.lock().unwrap_or_else(|e| e.into_inner());
+        while r.front().is_some_and(|(t, _)| t.elapsed() > RECENT_DELETES) {
+            r.pop_front();
+        }
+        r.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Notes deletions a scan recorded.
+    fn deleted(&self, n: usize) {
+        if n > 0 {
+            self.recent_deletes.lock().unwrap_or_else(|e| e.into_inner()).push_back((std::time::Instant::now(), n));
+        }
     }
 
     /// Starts a scan now instead of at the next interval (`meshsync rescan`).
@@ -174,6 +215,8 @@ impl Share {
             me,
             mode: self.cfg.mode,
             ignore: &self.ignore,
+            brake: (!self.deletes_confirmed.load(Ordering::SeqCst)).then_some(self.cfg.max_delete),
+            recent_deletes: self.recent_deletes(),
         }
     }
 

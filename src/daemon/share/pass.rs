@@ -52,7 +52,9 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
     }
     // Nothing is written into a folder that is not known to be the share's (an
     // empty mount point would take the files and hide them under the disk).
-    if !share.root_ready() {
+    // Nor while a scan found more deletions than it may record: whatever caused
+    // them (a half-mounted disk, a script gone astray) is the user's to judge first.
+    if !share.root_ready() || share.brake_paused() {
         return paths;
     }
     let s2 = share.clone();

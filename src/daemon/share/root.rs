@@ -18,11 +18,13 @@ pub(super) struct Pauses {
     pub(super) root: Option<String>,
     /// Not enough free space for the next download.
     pub(super) disk_full: Option<String>,
+    /// A scan found more deletions than the share's brake allows.
+    pub(super) mass_delete: Option<String>,
 }
 
 impl Pauses {
     fn reason(&self) -> Option<String> {
-        self.root.clone().or_else(|| self.disk_full.clone())
+        self.root.clone().or_else(|| self.mass_delete.clone()).or_else(|| self.disk_full.clone())
     }
 }
 
@@ -30,6 +32,26 @@ impl Share {
     /// Why the share is paused, if it is: the first cause that holds.
     pub fn paused(&self) -> Option<String> {
         self.pauses.lock().unwrap_or_else(|e| e.into_inner()).reason()
+    }
+
+    /// True while a scan found more deletions than the brake allows.
+    pub(super) fn brake_paused(&self) -> bool {
+        self.pauses.lock().unwrap_or_else(|e| e.into_inner()).mass_delete.is_some()
+    }
+
+    /// Notes what the last scan said of deletions: held back by the brake (pause,
+    /// saying why once), or recorded (resume; a confirmation is used up).
+    pub(super) fn brake(&self, held_back: Option<String>) {
+        let mut p = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        match (&held_back, p.mass_delete.is_some()) {
+            (Some(why), false) => warn!(reason = %why, "share paused"),
+            (None, true) => info!("no more deletions than the brake allows, or confirmed; share resumed"),
+            _ => {}
+        }
+        if held_back.is_none() {
+            self.deletes_confirmed.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        p.mass_delete = held_back;
     }
 
     /// True while the share's folder is not known to be the share's (see [`marker`]).

@@ -31,6 +31,18 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
             }
             continue;
         }
+        // A scan that found too many deletions waits for the user (or for the files
+        // to come back) before walking again.
+        // (Unless the user just confirmed, or asked for a scan: that asking may have
+        // been the wake-up that brought the worker here.)
+        let asked = share.scans_asked.load(Ordering::SeqCst) > share.scans_covered.load(Ordering::SeqCst);
+        if share.brake_paused() && !asked && !share.deletes_confirmed.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = node.cancel.cancelled() => return,
+                _ = tokio::time::sleep(BRAKE_RECHECK) => {}
+                _ = share.rescan_now.notified() => {}
+            }
+        }
         if !watch_started {
             watch = start_watch(&share).await;
             watch_started = true;
@@ -60,7 +72,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan()).await;
         // A failed walk (root unmounted, index error) is tried again soon, not at the
         // next full scan an hour away.
-        let interval = if report_scan(scanned, scan_start) { interval } else { interval.min(UNWATCHED_RESCAN) };
+        let interval = if report_scan(&share, scanned, scan_start) { interval } else { interval.min(UNWATCHED_RESCAN) };
         share.publish_seq();
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
@@ -125,7 +137,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                     let scan_start = std::time::Instant::now();
                     share.scanning.store(true, Ordering::SeqCst);
                     let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan_paths(&paths)).await;
-                    let ok = report_scan(scanned, scan_start);
+                    let ok = report_scan(&share, scanned, scan_start);
                     share.publish_seq();
                     share.scanning.store(false, Ordering::SeqCst);
                     if !ok {
@@ -134,8 +146,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                     }
                 }
             }
-            // The folder went (unmounted, removed) while following changes.
-            if share.root_paused() {
+            // The folder went (unmounted, removed), or a scan found too many deletions.
+            if share.root_paused() || share.brake_paused() {
                 break;
             }
         }
@@ -225,6 +237,9 @@ impl Retry {
     }
 }
 
+/// How often a share paused by the delete brake is scanned again (the files may be back).
+const BRAKE_RECHECK: Duration = Duration::from_secs(60);
+
 /// How often a share without a file watch is scanned, at most.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(10);
 
@@ -238,6 +253,7 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 
 /// Logs what a scan found or why it failed; returns whether it succeeded.
 fn report_scan(
+    share: &Share,
     scanned: Result<Result<crate::scan::ScanStats, crate::scan::ScanError>, tokio::task::JoinError>,
     start: std::time::Instant,
 ) -> bool {
@@ -247,7 +263,13 @@ fn report_scan(
                 let secs = format!("{:.2}", start.elapsed().as_secs_f64());
                 info!(changed = st.changed, deleted = st.deleted, hashed = st.hashed_bytes, secs, "local changes");
             }
+            share.deleted(st.deleted);
+            share.brake(None);
             true
+        }
+        Ok(Err(e @ crate::scan::ScanError::MassDelete { .. })) => {
+            share.brake(Some(e.to_string()));
+            false
         }
         // The worker's root check says why, once.
         Ok(Err(e @ crate::scan::ScanError::Root(_))) => {

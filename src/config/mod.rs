@@ -1,5 +1,6 @@
 //! The node's TOML config: parsing, defaults, validation with file:line errors.
 
+mod edit;
 pub mod schedule;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The file names no share of that name.
+    #[error("{path}: no share named {name:?} (`meshsync share list` shows them)")]
+    NoShare {
+        /// The file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
     },
     /// A value is wrong.
     #[error("{path}:{line}: {message}")]

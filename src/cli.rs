@@ -203,7 +203,26 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut Cli::command(), "meshsync", out);
 }
 
-/// Writes the man page (roff).
+/// Writes the man page (roff): the command, then each subcommand's synopsis and
+/// options, so one page covers them all.
 pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(out)
+    let mut root = Cli::command().disable_help_subcommand(true);
+    root.build();
+    clap_mangen::Man::new(root.clone()).render(out)?;
+    man_commands(&root, out)
+}
+
+fn man_commands(cmd: &clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands() {
+        let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name());
+        writeln!(out, ".SH \"{}\"", name.to_uppercase().replace('-', "\\-"))?;
+        let page = clap_mangen::Man::new(sub.clone());
+        page.render_synopsis_section(out)?;
+        page.render_description_section(out)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            page.render_options_section(out)?;
+        }
+        man_commands(sub, out)?;
+    }
+    Ok(())
 }

@@ -93,11 +93,14 @@ async fn a_reload_applies_ignore_rules_and_limits_live_and_names_what_needs_a_re
     let edited = text
         .replace("min_free_mib = 256", "min_free_mib = 1\nupload_limit_mbit = 500")
         .replace(&format!("listen = \"{}\"", nodes[1].listen), "listen = \"127.0.0.1:1\"")
-        + "ignore = [\"*.log\"]\n";
+        + "ignore = [\"*.log\"]\nschedule = \"0 1 * * *\"\n";
     std::fs::write(&cfg, edited).unwrap();
     let (ok, out, err) = cli(&nodes[1].home, &["reload"]).await;
     assert!(ok, "{err}");
-    assert!(out.contains("applied: [node] min_free_mib, [node] upload_limit_mbit, share \"s\" ignore"), "{out}");
+    let applied = "applied: [node] min_free_mib, [node] upload_limit_mbit, share \"s\" ignore, share \"s\" schedule";
+    assert!(out.contains(applied), "{out}");
+    let window = nodes[1].status().shares[0].schedule.clone().map(|w| w.pattern);
+    assert_eq!(window.as_deref(), Some("0 1 * * * for 60 min"), "the new schedule runs");
     assert!(out.contains("takes effect at the next restart: [node] listen"), "{out}");
     // The rules apply at once: beta does not announce its new .log file.
     std::fs::write(nodes[1].path("debug.log"), b"noise").unwrap();

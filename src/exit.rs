@@ -3,6 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::daemon::JoinError;
+use crate::ops::control::ControlError;
 
 /// Why a command failed, as its exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +29,9 @@ impl Exit {
         for cause in e.chain() {
             if cause.downcast_ref::<ConfigError>().is_some() {
                 return Exit::Config;
+            }
+            if cause.downcast_ref::<ControlError>().is_some() {
+                return Exit::Unreachable;
             }
             if let Some(j) = cause.downcast_ref::<JoinError>() {
                 return match j {

@@ -3,7 +3,9 @@
 //! The module tree is the architecture (`../shared/DESIGN.md`, README "Layout"),
 //! top to bottom; a module imports only those below it (`tests/layers.rs` checks):
 //!
-//! - `ops`: control socket, status, metrics, bench view; reads the daemon's `Handle`.
+//! - `cli`: the command line's grammar (main.rs dispatches it; completions, man page).
+//! - `ops`: control socket, status, metrics, bench view, day-to-day commands; reads
+//!   the daemon's `Handle`.
 //! - `daemon`: the running node: sessions, share workers, dialer, join, service.
 //! - `transfer`, `gossip`: the engine around the pure cores: assembling, fetching and
 //!   serving chunks; the index exchange, peers' progress maps, wire/storage boundary.
@@ -12,6 +14,7 @@
 //! - `index`, `proto`, `identity`, `net`, `config`: storage, wire, trust, QUIC, config.
 //! - `ids`, `relpath`, `codec`, `stats`, `util`, `home`: the ground floor.
 
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod daemon;

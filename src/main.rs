@@ -1,157 +1,14 @@
 //! The `meshsync` command line: parse, call the library, print.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use meshsync::config::{Config, LogFormat, ShareMode};
+use clap::Parser;
+use meshsync::cli::{Cli, Cmd, PeersCmd, ShareCmd};
+use meshsync::config::Config;
 use meshsync::home::Home;
 use meshsync::identity::token::InviteRight;
 use meshsync::{daemon, demo, logging, ops, setup};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Parser)]
-#[command(name = "meshsync", version, about = "Peer-to-peer mesh sync: every host feeds every other host")]
-struct Cli {
-    /// Node home directory (keys, config, index). Defaults to ~/.meshsync.
-    #[arg(long, global = true, env = "MESHSYNC_HOME")]
-    home: Option<PathBuf>,
-    /// Log format: human or json (overrides the config's `log`).
-    #[arg(long, global = true, value_name = "FORMAT")]
-    log_format: Option<LogFormat>,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Create a new mesh with this node as its first member.
-    Init {
-        /// This node's name.
-        #[arg(long)]
-        name: String,
-        /// UDP address to listen on, e.g. 0.0.0.0:7700 (all interfaces).
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Addresses peers reach this node at, comma-separated (default: the listen
-        /// address, or every interface address for a 0.0.0.0 / [::] listen).
-        #[arg(long, value_delimiter = ',')]
-        advertise: Vec<SocketAddr>,
-    },
-    /// Print a one-time join token for another host.
-    Invite {
-        /// How long the token is valid (s, m, h, d).
-        #[arg(long, default_value = "1h", value_parser = setup::parse_ttl)]
-        ttl: std::time::Duration,
-        /// The joining node gets no CA key, so it cannot invite others.
-        #[arg(long)]
-        no_invite: bool,
-    },
-    /// Join a mesh with a token from `meshsync invite`, read from stdin or --token-file.
-    Join {
-        /// The token; `-` or none (with stdin not a terminal): read it from stdin.
-        /// Given here, it shows in `ps` and shell history.
-        token: Option<String>,
-        /// Read the token from this file.
-        #[arg(long, conflicts_with = "token")]
-        token_file: Option<PathBuf>,
-        /// This node's name.
-        #[arg(long)]
-        name: String,
-        /// UDP address to listen on, e.g. 0.0.0.0:7700 (all interfaces).
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Addresses peers reach this node at, comma-separated (default: the listen
-        /// address, or every interface address for a 0.0.0.0 / [::] listen).
-        #[arg(long, value_delimiter = ',')]
-        advertise: Vec<SocketAddr>,
-    },
-    /// Manage shares.
-    Share {
-        #[command(subcommand)]
-        cmd: ShareCmd,
-    },
-    /// Run the daemon in the foreground (SIGINT/SIGTERM stop it cleanly).
-    Run,
-    /// Show peers, shares and transfers of the running daemon.
-    Status {
-        /// Machine-readable output (shape documented in README.md).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Measure the running mesh: per-peer RTT and throughput, then swarm a synthetic
-    /// blob (kept outside every share, deleted afterwards) to all peers.
-    Bench {
-        /// Blob size in MiB.
-        #[arg(long, default_value_t = 256)]
-        size_mib: u64,
-        /// Bytes downloaded from each peer for its throughput figure, in MiB.
-        #[arg(long, default_value_t = 32)]
-        probe_mib: u64,
-        /// Print the report as JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Scan shares now instead of at the next interval (e.g. at the end of an upload job).
-    Rescan {
-        /// Only this share (default: all).
-        share: Option<String>,
-    },
-    /// Wait until every peer has this node's versions (e.g. after an upload job's
-    /// `meshsync rescan`); exit status 1, with what is still behind, after --timeout.
-    Wait {
-        /// Only this share (default: all).
-        share: Option<String>,
-        /// Give up after this long (s, m, h, d); default: wait as long as it takes.
-        #[arg(long, value_parser = setup::parse_ttl)]
-        timeout: Option<std::time::Duration>,
-        /// Wait for connected peers only; by default an unreachable member means
-        /// not caught up.
-        #[arg(long)]
-        connected_only: bool,
-    },
-    /// Put the mesh's versions back over a receive-only share's local changes
-    /// (local additions are deleted).
-    Revert {
-        /// Share name.
-        share: String,
-    },
-    /// Run a local 3-node demo mesh on 127.0.0.1.
-    Demo {
-        /// Leave the mesh running and print how to look at it.
-        #[arg(long)]
-        keep: bool,
-        /// Size of the demo file in MiB.
-        #[arg(long, default_value_t = 64)]
-        size_mib: u64,
-    },
-}
-
-#[derive(Subcommand)]
-enum ShareCmd {
-    /// Take part in share NAME with the local folder PATH (created if missing).
-    Add {
-        /// Share name, the same on every node.
-        name: String,
-        /// Local folder.
-        path: PathBuf,
-        /// send-receive, send-only or receive-only.
-        #[arg(long, default_value = "send-receive")]
-        mode: ShareMode,
-    },
-    /// Resume a share paused because its folder looked wrong (missing marker, other
-    /// filesystem), confirming the folder as it is now.
-    Resume {
-        /// Share name.
-        name: String,
-    },
-    /// Resume a share paused because a scan found more deletions than `max_delete`
-    /// allows: they are recorded and reach the peers.
-    ConfirmDeletes {
-        /// Share name.
-        name: String,
-    },
-}
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
     match cli_home {
@@ -246,6 +103,56 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             ops::control::wait(&home(cli.home)?, share, timeout, waiting).await?;
             println!("caught up: every peer has this node's versions");
         }
+        Cmd::Share { cmd: ShareCmd::List } => print!("{}", ops::shares::list(&home(cli.home)?).await?),
+        Cmd::Share { cmd: ShareCmd::Remove { name } } => {
+            let h = own_home(cli.home)?;
+            let (gone, by) = ops::shares::remove(&h, &name).await?;
+            let how = match by {
+                ops::shares::RemovedBy::Daemon => "the daemon stopped syncing it",
+                ops::shares::RemovedBy::NoDaemon => "no daemon runs; its index is dropped",
+            };
+            println!("share {name} removed ({how}) and taken out of {}", h.config().display());
+            println!(
+                "its files in {0} stay, with the marker {0}/.meshsync/share.toml;                  `meshsync share add {name} {0}` takes the folder back",
+                gone.path.display()
+            );
+        }
+        Cmd::Peers { cmd: Some(PeersCmd::Forget { peer }), .. } => {
+            let name = ops::control::forget_peer(&home(cli.home)?, peer).await?;
+            println!("forgot {name}: it is no longer dialed, listed or waited for");
+        }
+        Cmd::Peers { cmd: None, json } => {
+            let raw = ops::control::request(&home(cli.home)?, &ops::control::Request::Status).await?;
+            if json {
+                print!("{}", ops::peers::json(&raw)?);
+            } else {
+                let st: ops::status::Status =
+                    serde_json::from_str(&raw).with_context(|| format!("daemon answered: {raw}"))?;
+                print!("{}", ops::peers::table(&st));
+            }
+        }
+        Cmd::Leave { yes, offline } => {
+            anyhow::ensure!(
+                yes,
+                "`meshsync leave` takes this node out of the mesh for good: its peers forget it and its keys and                  index leave its home (the shares' files stay); run `meshsync leave --yes` to do it"
+            );
+            print!("{}", ops::leave::describe(&ops::leave::leave(&own_home(cli.home)?, offline).await?));
+        }
+        Cmd::Reload => {
+            let h = home(cli.home)?;
+            // A broken file is named here, with its line, and exits with the config status.
+            Config::load(&h.config())?;
+            print!("{}", ops::check::reload_text(&ops::control::reload(&h).await?));
+        }
+        Cmd::CheckConfig { file } => {
+            let path = match file {
+                Some(f) => f,
+                None => home(cli.home)?.config(),
+            };
+            print!("{}", ops::check::check(&path)?);
+        }
+        Cmd::Completions { shell } => meshsync::cli::completions(shell, &mut std::io::stdout()),
+        Cmd::Man => meshsync::cli::man(&mut std::io::stdout())?,
         Cmd::Demo { keep, size_mib } => demo::run(keep, size_mib).await?,
     }
     Ok(())

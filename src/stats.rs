@@ -178,6 +178,11 @@ impl Progress {
         m.remove(&(share.to_string(), path.to_string()));
     }
 
+    /// Ends every transfer of a share (removed while they ran).
+    pub fn finish_share(&self, share: &str) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).retain(|(s, _), _| s != share);
+    }
+
     /// All transfers now, with their rate and time left.
     pub fn list(&self) -> Vec<Transfer> {
         self.list_at(Instant::now())

@@ -73,6 +73,7 @@ fn the_floors_import_only_downwards() {
         ("transfer", &["crate::daemon", "crate::ops"]),
         ("gossip", &["crate::daemon", "crate::ops", "crate::transfer"]),
         ("daemon", &["crate::ops"]),
+        ("config", &["crate::scan", "crate::watch", "crate::daemon", "crate::ops", "crate::sync", "crate::transfer"]),
     ];
     let mut bad = Vec::new();
     for (module, forbidden) in rules {

@@ -32,9 +32,12 @@ async fn a_scrape_shows_bytes_sent_peers_and_share_state() {
     let reply = tokio::task::spawn_blocking(move || get(&a2, "/metrics")).await.unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert!(reply.contains("Content-Type: application/openmetrics-text"), "{reply}");
-    let sent = value(&reply, "meshsync_chunk_bytes_sent_total").unwrap();
+    let sent = value(&reply, "meshsync_chunk_sent_bytes_total").unwrap();
     assert!(sent >= body.len() as u64, "alpha sent the file: {sent}");
     assert_eq!(value(&reply, "meshsync_share_files{share=\"s\"}"), Some(1), "{reply}");
+    assert_eq!(value(&reply, "meshsync_share_size_bytes{share=\"s\"}"), Some(body.len() as u64), "{reply}");
+    let build = format!("meshsync_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(value(&reply, &build), Some(1), "{reply}");
     assert!(
         reply.lines().any(|l| l.starts_with("meshsync_peer_connected{peer=\"beta\"") && l.ends_with(" 1")),
         "{reply}"

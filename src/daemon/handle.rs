@@ -3,6 +3,8 @@
 //! snapshot types, and a few commands. Nothing outside the daemon holds its state.
 
 use super::bench::{self, BenchEvent};
+use super::membership::{ForgetError, LeaveReport};
+use super::reload::{ReloadError, ReloadReport};
 use super::summary::ShareSummary;
 use super::Node;
 use crate::config::schedule::Schedule;
@@ -155,7 +157,7 @@ impl Handle {
                 summary: share.status_cache.get_or_compute(&share),
                 paused: share.paused(),
                 scanning: share.scanning(),
-                schedule: share.cfg.schedule.clone(),
+                schedule: share.schedule(),
             })
             .collect();
         NodeSnapshot {
@@ -211,9 +213,28 @@ impl Handle {
         rx
     }
 
-    /// Re-reads the config now (SIGHUP, `meshsync reload`).
-    pub fn reload(&self) {
-        self.node.reload_now.notify_one();
+    /// Re-reads the config now and applies what can change while it runs (as
+    /// SIGHUP does); returns what it did.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.node.reload_asks.send(tx).await.map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Tells the connected peers that this node leaves the mesh; returns who heard.
+    /// The node keeps running: [`Handle::stop`] it next.
+    pub async fn leave(&self) -> LeaveReport {
+        self.node.leave().await
+    }
+
+    /// Forgets a member that is gone (`meshsync peers forget`); returns its name.
+    pub async fn forget_peer(&self, who: &str) -> Result<String, ForgetError> {
+        self.node.forget_by_name(who).await
+    }
+
+    /// Stops the node (`meshsync run` then shuts it down and exits).
+    pub fn stop(&self) {
+        self.node.cancel.cancel();
     }
 
     /// Resolves when the node stops.

@@ -5,6 +5,8 @@ pub mod bench;
 mod dialer;
 mod handle;
 mod join;
+mod membership;
+mod reload;
 mod service;
 mod session;
 mod share;
@@ -12,6 +14,8 @@ mod summary;
 
 pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
+pub use membership::{ForgetError, LeaveReport};
+pub use reload::{ReloadError, ReloadReport};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
 
@@ -59,8 +63,13 @@ pub(crate) struct Node {
     dial_now: tokio::sync::Notify,
     /// Re-reads the config now (SIGHUP) instead of at its next change on disk.
     reload_now: tokio::sync::Notify,
-    /// Tells sessions about shares added while running.
-    share_added: tokio::sync::broadcast::Sender<String>,
+    /// Reloads asked for by a caller that wants the report (`meshsync reload`).
+    reload_asks: tokio::sync::mpsc::Sender<reload::Ask>,
+    /// The node settings a reload changes while it runs.
+    live: reload::LiveSettings,
+    /// Tells sessions about shares added and removed while running, and that this
+    /// node leaves the mesh.
+    events: tokio::sync::broadcast::Sender<NodeEvent>,
     /// Download progress maps to send to every peer.
     announce: tokio::sync::broadcast::Sender<crate::proto::Control>,
     /// Serves peers' chunk requests under the upload policy and cap.
@@ -78,6 +87,17 @@ pub(crate) struct Node {
     /// while a handshake waits out a lost Initial would open a second connection,
     /// and the newer one replaces the first with its requests in flight.
     dialing: Mutex<HashSet<NodeId>>,
+}
+
+/// What sessions are told of this node while it runs.
+#[derive(Clone, Debug)]
+enum NodeEvent {
+    /// This node started taking part in a share.
+    ShareAdded(String),
+    /// This node stopped taking part in a share.
+    ShareRemoved(String),
+    /// This node leaves the mesh: tell the peer, and report whether it heard.
+    Leaving(tokio::sync::mpsc::Sender<membership::LeaveAck>),
 }
 
 /// A started node; drop or [`NodeHandle::shutdown`] to stop it.
@@ -146,7 +166,7 @@ impl Node {
     /// another member's word (which could redirect this node's dials).
     pub fn learn_peer(&self, mut p: PeerInfo, origin: AddrOrigin) {
         p.addrs.retain(crate::net::addrs::dialable);
-        if p.id == self.ident.id.0 || p.addrs.is_empty() {
+        if p.id == self.ident.id.0 || p.addrs.is_empty() || self.index.has_left(&p.id).unwrap_or(false) {
             return;
         }
         let known_origin = self.index.peer_origin(&p.id).unwrap_or(None);
@@ -176,7 +196,7 @@ impl Node {
         let node = self.clone();
         let span = tracing::info_span!("share", share = %name);
         tasks.spawn(share::run(node, share).instrument(span));
-        let _ = self.share_added.send(name);
+        let _ = self.events.send(NodeEvent::ShareAdded(name));
         Ok(())
     }
 }
@@ -192,6 +212,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     })?;
     let net = Net::bind(&ident, config.node.listen).with_context(|| format!("listening on {}", config.node.listen))?;
     let counters = Arc::new(Counters::default());
+    let (reload_asks, asks) = tokio::sync::mpsc::channel(4);
     let node = Arc::new(Node {
         home: home.clone(),
         peers: Arc::new(Peers::new(ident.id)),
@@ -204,7 +225,9 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         cancel: CancellationToken::new(),
         dial_now: tokio::sync::Notify::new(),
         reload_now: tokio::sync::Notify::new(),
-        share_added: tokio::sync::broadcast::channel(16).0,
+        reload_asks,
+        live: reload::LiveSettings::of(&config.node),
+        events: tokio::sync::broadcast::channel(16).0,
         announce: tokio::sync::broadcast::channel(256).0,
         server: Arc::new(crate::transfer::serve::Server::new(config.node.upload_limit_mbit, counters.clone())),
         bench: Mutex::new(Default::default()),
@@ -227,86 +250,8 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dialer::dial_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dialer::address_loop(node.clone()).instrument(span.clone()));
-    tasks.spawn(config_reload_loop(node.clone()).instrument(span));
+    tasks.spawn(reload::config_reload_loop(node.clone(), asks).instrument(span));
     Ok(NodeHandle { node, tasks })
-}
-
-/// Picks up shares added to the config while running (`meshsync share add`): when
-/// the file's mtime changes, and at once when asked ([`Node::reload_now`], SIGHUP),
-/// whatever the mtime says (an edit within the file system's mtime granularity, or
-/// a file put back with its old mtime, is still read).
-async fn config_reload_loop(node: Arc<Node>) {
-    let path = node.home.config();
-    let mut last = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let mut workers = tokio::task::JoinSet::new();
-    // Named once per edit, not again at every later save.
-    let mut ignored: Vec<String> = Vec::new();
-    loop {
-        let asked = tokio::select! {
-            _ = node.cancel.cancelled() => break,
-            _ = node.reload_now.notified() => true,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-        };
-        let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        if now == last && !asked {
-            continue;
-        }
-        last = now;
-        match Config::load(&path) {
-            Ok(cfg) => {
-                let now_ignored = needs_restart(&node.config, &cfg);
-                // Asked for a reload, the operator hears again what it did not apply.
-                for what in now_ignored.iter().filter(|w| asked || !ignored.contains(w)) {
-                    warn!("{what} changed in the config; it takes effect when the daemon restarts");
-                }
-                ignored = now_ignored;
-                let mut added = 0;
-                for s in cfg.shares {
-                    if node.share(&s.name).is_none() {
-                        info!(share = %s.name, path = %s.path.display(), "share added");
-                        match node.add_share(s, &mut workers) {
-                            Ok(()) => added += 1,
-                            Err(e) => warn!(error = %e, "cannot start share"),
-                        }
-                    }
-                }
-                if asked {
-                    info!(shares_added = added, "config reloaded");
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "config changed but does not load; keeping the running config")
-            }
-        }
-    }
-    while workers.join_next().await.is_some() {}
-}
-
-/// Settings a running daemon does not pick up (it adds shares, nothing else), named
-/// so an edit is not silently without effect.
-fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
-    let (a, b) = (&running.node, &new.node);
-    let mut out = Vec::new();
-    let node_keys = [
-        ("name", a.name != b.name),
-        ("log", a.log != b.log),
-        ("listen", a.listen != b.listen),
-        ("advertise", a.advertise != b.advertise),
-        ("rescan_interval_secs", a.rescan_interval != b.rescan_interval),
-        ("min_free_mib", a.min_free_bytes != b.min_free_bytes),
-        ("upload_limit_mbit", a.upload_limit_mbit != b.upload_limit_mbit),
-        ("metrics_listen", a.metrics_listen != b.metrics_listen),
-    ];
-    out.extend(node_keys.iter().filter(|(_, changed)| *changed).map(|(k, _)| format!("[node] {k}")));
-    for s in &new.shares {
-        if let Some(old) = running.shares.iter().find(|o| o.name == s.name) {
-            let describe = |c: &crate::config::ShareConfig| c.schedule.as_ref().map(|x| x.describe());
-            if old.path != s.path || old.mode != s.mode || old.ignore != s.ignore || describe(old) != describe(s) {
-                out.push(format!("share {:?}", s.name));
-            }
-        }
-    }
-    out
 }
 
 async fn accept_loop(node: Arc<Node>) {
@@ -331,24 +276,5 @@ async fn accept_loop(node: Arc<Node>) {
                 _ => conn.close(1u32.into(), b"unknown protocol"),
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn edits_a_running_daemon_ignores_are_named() {
-        let base = "[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"s\"\npath = \"/s\"\n";
-        let parse = |t: &str| Config::parse(t, std::path::Path::new("c")).unwrap();
-        let running = parse(base);
-        assert!(needs_restart(&running, &parse(base)).is_empty());
-        let more = format!("{base}[[share]]\nname = \"t\"\npath = \"/t\"\n");
-        assert!(needs_restart(&running, &parse(&more)).is_empty(), "a new share is picked up");
-        let edited =
-            base.replace("listen = \"127.0.0.1:1\"", "listen = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:2\"");
-        let edited = format!("{edited}schedule = \"0 1 * * *\"\n");
-        assert_eq!(needs_restart(&running, &parse(&edited)), vec!["[node] metrics_listen", "share \"s\""]);
     }
 }

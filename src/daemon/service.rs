@@ -48,6 +48,8 @@ pub async fn run(handle: NodeHandle, signals: Signals, status_line: fn(&NodeSnap
         tokio::select! {
             _ = int.recv() => { info!("SIGINT: shutting down"); break }
             _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+            // `meshsync leave`.
+            _ = node.cancel.cancelled() => { info!("asked to stop: shutting down"); break }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading config");
                 node.reload_now.notify_one();

@@ -1,14 +1,16 @@
 //! One authenticated connection to a peer: Hello, index exchange both ways,
 //! gossip, and serving chunk requests.
 
-use super::{bench, Node, Share};
+use super::{bench, membership, Node, NodeEvent, Share};
 use crate::gossip;
 use crate::ids::NodeId;
 use crate::index::AddrOrigin;
 use crate::net::{NetError, PeerConn};
-use crate::proto::{self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, PROTOCOL_MINOR};
+use crate::proto::{
+    self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, MINOR_MEMBERSHIP, PROTOCOL_MINOR,
+};
 use crate::stats::Counters;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -46,6 +48,10 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     };
     if peer == node.ident.id {
         conn.close(4u32.into(), b"connected to self");
+        return;
+    }
+    if node.index.has_left(&peer.0).unwrap_or(false) {
+        conn.close(proto::CLOSE_LEFT.into(), b"this node left the mesh");
         return;
     }
     let span = tracing::info_span!("peer", peer = ?peer, addr = %conn.remote_address());
@@ -112,7 +118,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     };
     // Announcements and index updates must not queue behind chunk data.
     let _ = send.set_priority(crate::net::URGENT);
-    let mut share_added = node.share_added.subscribe();
+    let mut events = node.events.subscribe();
     let mut announcements = node.announce.subscribe();
     let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
     let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
@@ -168,15 +174,16 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     for share in node.share_list() {
         share.set_participant(peer, peer_shares.contains_key(&share.cfg.name));
     }
-    let mut sending: HashSet<String> = HashSet::new();
+    // The index sender of each share, stopped when either side removes the share.
+    let mut sending: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let start_senders = |peer_shares: &HashMap<String, ShareHello>,
-                         sending: &mut HashSet<String>,
+                         sending: &mut HashMap<String, tokio::task::AbortHandle>,
                          tasks: &mut tokio::task::JoinSet<()>| {
         for (name, sh) in peer_shares {
             let Some(share) = node.share(name) else {
                 continue;
             };
-            if !sending.insert(name.clone()) {
+            if sending.contains_key(name) {
                 continue;
             }
             let our_id = share.ctx.index.index_id().unwrap_or(0);
@@ -187,12 +194,13 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             let send = gossip::index::send(
                 name.clone(),
                 share.ctx.index.clone(),
-                (peer, theirs_minor),
+                (peer, theirs_minor, sh.index_id),
                 share.seq.subscribe(),
                 tx.clone(),
                 start,
             );
-            tasks.spawn(send.instrument(tracing::info_span!("share", share = %name)));
+            let sender = tasks.spawn(send.instrument(tracing::info_span!("share", share = %name)));
+            sending.insert(name.clone(), sender);
         }
     };
     start_senders(&peer_shares, &mut sending, &mut tasks);
@@ -219,15 +227,26 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let result = loop {
         tokio::select! {
             _ = node.cancel.cancelled() => break Ok(()),
-            added = share_added.recv() => {
-                let Ok(name) = added else { continue };
-                if let Some(share) = node.share(&name) {
-                    // The peer named it in its Hello already, or will send ShareAdded.
-                    share.set_participant(peer, peer_shares.contains_key(&name));
-                    let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
+            event = events.recv() => match event {
+                Ok(NodeEvent::ShareAdded(name)) => {
+                    if let Some(share) = node.share(&name) {
+                        // The peer named it in its Hello already, or will send ShareAdded.
+                        share.set_participant(peer, peer_shares.contains_key(&name));
+                        let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
+                    }
+                    start_senders(&peer_shares, &mut sending, &mut tasks);
                 }
-                start_senders(&peer_shares, &mut sending, &mut tasks);
-            }
+                Ok(NodeEvent::ShareRemoved(name)) => {
+                    if let Some(sender) = sending.remove(&name) {
+                        sender.abort();
+                    }
+                    if theirs_minor >= MINOR_MEMBERSHIP {
+                        let _ = tx.send(Control::ShareRemoved { share: name }).await;
+                    }
+                }
+                Ok(NodeEvent::Leaving(ack)) => membership::tell_leaving(conn, peer, theirs_minor, &tx, ack).await,
+                Err(_) => {}
+            },
             ann = announcements.recv() => {
                 match ann {
                     Ok(Control::Have(m))
@@ -288,6 +307,19 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         }
                         peer_shares.insert(sh.name.clone(), sh);
                         start_senders(&peer_shares, &mut sending, &mut tasks);
+                    }
+                    Control::ShareRemoved { share } => {
+                        if let Some(share) = node.share(&share) {
+                            share.set_participant(peer, false);
+                        }
+                        peer_shares.remove(&share);
+                        if let Some(sender) = sending.remove(&share) {
+                            sender.abort();
+                        }
+                    }
+                    Control::Leaving => {
+                        membership::on_leaving(node, conn, peer, &theirs.name).await;
+                        break Ok(());
                     }
                     Control::BenchOffer { id, entry } => bench::on_offer(node, peer, id, entry, tx.clone()),
                     Control::BenchDone { id, ok } => bench::on_done(node, peer, id, ok),

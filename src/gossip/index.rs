@@ -15,10 +15,11 @@ use tracing::warn;
 /// Streams this node's changes of share `name` to `peer`, from sequence `sent` on,
 /// whenever `seq` (the share's newest sequence) moves. `their_minor` is the peer's
 /// protocol minor: from 1 on, a version applied from the peer goes back as a name.
+/// `their_index` is the peer's index id for the share, as it announced it.
 pub async fn send(
     name: String,
     index: ShareIndex,
-    (peer, their_minor): (NodeId, u32),
+    (peer, their_minor, their_index): (NodeId, u32, u64),
     mut seq: watch::Receiver<u64>,
     tx: mpsc::Sender<Control>,
     mut sent: u64,
@@ -33,7 +34,7 @@ pub async fn send(
             let upto = recs.last().map(|r| r.seq);
             let (mut entries, mut same) = (Vec::with_capacity(recs.len()), Vec::new());
             for r in recs.iter().filter(|r| !r.local_change) {
-                if names_back && is_theirs(&idx, r, &peer)? {
+                if names_back && is_theirs(&idx, r, &peer, their_index)? {
                     let version = r.entry.version.pairs().iter().map(|(id, c)| (id.0, *c)).collect();
                     same.push(SameVersion { path: r.entry.path.clone(), version });
                 } else {
@@ -72,8 +73,13 @@ pub async fn send(
 
 /// True when a record is the very version `peer` announced (a file this node just
 /// applied from it): the peer needs only to hear that this node has it now, not
-/// the entry with every block again.
-fn is_theirs(index: &ShareIndex, r: &LocalRecord, peer: &NodeId) -> Result<bool, IndexError> {
+/// the entry with every block again. Only what the peer announced under its index
+/// id of now counts: a peer whose index was reset (its share removed and added
+/// again) no longer holds what it announced before, and takes a name for nothing.
+fn is_theirs(index: &ShareIndex, r: &LocalRecord, peer: &NodeId, their_index: u64) -> Result<bool, IndexError> {
+    if index.remote_state(peer)?.is_none_or(|(id, _)| id != their_index) {
+        return Ok(false);
+    }
     let theirs = index.remote_entry(&r.entry.path, peer)?;
     Ok(theirs.is_some_and(|t| t.version == r.entry.version && t.same_content(&r.entry)))
 }
@@ -161,8 +167,9 @@ mod tests {
         here.put(entry(3), 1, false).unwrap();
         let f = RelPath::parse("f").unwrap();
         let rec = here.get(&f).unwrap().unwrap();
-        assert!(is_theirs(&here, &rec, &from).unwrap(), "the peer it came from has it");
-        assert!(!is_theirs(&here, &rec, &other).unwrap(), "everyone else gets the entry");
+        assert!(is_theirs(&here, &rec, &from, 7).unwrap(), "the peer it came from has it");
+        assert!(!is_theirs(&here, &rec, &other, 7).unwrap(), "everyone else gets the entry");
+        assert!(!is_theirs(&here, &rec, &from, 8).unwrap(), "the peer's index was reset since");
         // The source takes the name as this node holding its own entry.
         source.put(entry(3), 1, false).unwrap();
         let v = entry(3).version;
@@ -175,6 +182,6 @@ mod tests {
         // A newer local version goes to the peer whole.
         here.put(entry(4), 1, false).unwrap();
         let rec = here.get(&f).unwrap().unwrap();
-        assert!(!is_theirs(&here, &rec, &from).unwrap());
+        assert!(!is_theirs(&here, &rec, &from, 7).unwrap());
     }
 }

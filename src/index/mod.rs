@@ -2,6 +2,7 @@
 //! known peers, in sled. Nothing outside this module touches sled.
 
 mod entry;
+mod forget;
 mod vv;
 
 pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
@@ -118,6 +119,7 @@ impl Index {
         };
         if s.inner.meta.get("index_id")?.is_none() {
             s.inner.meta.insert("index_id", &rand::random::<u64>().to_be_bytes())?;
+            self.carry_counter_floor(name, &s)?;
         }
         Ok(s)
     }

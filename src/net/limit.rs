@@ -8,26 +8,41 @@ use tokio::time::Instant;
 /// Bytes the bucket may send at once after an idle spell.
 const BURST: f64 = 256.0 * 1024.0;
 
-/// A shared upload budget; `None` rate means unlimited.
+/// A shared upload budget.
 #[derive(Debug)]
 pub struct RateLimit {
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// `None`: unlimited.
     bytes_per_sec: Option<f64>,
     /// The instant at which everything reserved so far has been sent.
-    next_free: Mutex<Instant>,
+    next_free: Instant,
+}
+
+fn bytes_per_sec(mbit: Option<u64>) -> Option<f64> {
+    mbit.filter(|m| *m > 0).map(|m| m as f64 * 1_000_000.0 / 8.0)
 }
 
 impl RateLimit {
     /// A limit of `mbit` megabits per second (0 or `None`: unlimited).
     pub fn new(mbit: Option<u64>) -> Self {
-        let bytes_per_sec = mbit.filter(|m| *m > 0).map(|m| m as f64 * 1_000_000.0 / 8.0);
-        Self { bytes_per_sec, next_free: Mutex::new(Instant::now()) }
+        Self { bucket: Mutex::new(Bucket { bytes_per_sec: bytes_per_sec(mbit), next_free: Instant::now() }) }
+    }
+
+    /// Changes the limit (a reload); sends already paced keep their place.
+    pub fn set(&self, mbit: Option<u64>) {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner()).bytes_per_sec = bytes_per_sec(mbit);
     }
 
     /// Waits until `bytes` may be sent.
     pub async fn acquire(&self, bytes: u64) {
-        let Some(rate) = self.bytes_per_sec else { return };
         let wait_until = {
-            let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+            let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(rate) = b.bytes_per_sec else { return };
+            let next = &mut b.next_free;
             let now = Instant::now();
             // An idle bucket refills up to BURST, no further.
             let floor = now - Duration::from_secs_f64(BURST / rate);
@@ -59,5 +74,16 @@ mod tests {
         let s2 = Instant::now();
         u.acquire(u64::MAX).await;
         assert_eq!(s2.elapsed(), Duration::ZERO);
+        // Capped later (a reload): paced from then on; uncapped again: at once.
+        u.set(Some(8));
+        let s3 = Instant::now();
+        for _ in 0..20 {
+            u.acquire(100_000).await;
+        }
+        assert!(s3.elapsed() > Duration::from_secs(1), "paced after the cap was set");
+        u.set(None);
+        let s4 = Instant::now();
+        u.acquire(u64::MAX).await;
+        assert_eq!(s4.elapsed(), Duration::ZERO);
     }
 }

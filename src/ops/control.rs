@@ -2,7 +2,7 @@
 //! request line in, one JSON answer out.
 
 use crate::daemon::bench::BenchEvent;
-use crate::daemon::Handle;
+use crate::daemon::{Handle, LeaveReport, ReloadReport};
 use crate::home::Home;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,30 @@ pub enum Request {
         /// The share.
         share: String,
     },
+    /// Re-read the config and apply what can change while the node runs; answers
+    /// a [`ReloadReport`].
+    Reload,
+    /// This node leaves the mesh: it tells its peers, answers a [`LeaveReport`],
+    /// then stops.
+    Leave,
+    /// Forget a member that is gone; answers `{"forgotten": name}`.
+    ForgetPeer {
+        /// Its name, id, or the start of its id.
+        peer: String,
+    },
+}
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing listens on the control socket: no daemon runs with this home.
+    #[error("no daemon answers on {path} (start it with `meshsync run`): {source}")]
+    NotRunning {
+        /// The socket.
+        path: String,
+        /// Why the connection failed.
+        source: std::io::Error,
+    },
 }
 
 /// Longest request line the daemon reads (the newline not counted); a longer one is refused.
@@ -55,6 +79,11 @@ pub const MAX_REQUEST: usize = 64 << 10;
 /// How long a client has to send its request line, and the daemon to write a
 /// one-line answer: a client that connects and goes quiet must not hold a task.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// True when `e` says that no daemon runs with the home (its control socket does not answer).
+pub fn not_running(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<ControlError>(), Some(ControlError::NotRunning { .. })))
+}
 
 /// The answer to a request that failed: `{"error": "..."}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -85,6 +114,13 @@ pub struct Rescanning {
 pub struct Resumed {
     /// The share.
     pub resumed: String,
+}
+
+/// `{"forgotten": name}`: the member is forgotten.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Its name.
+    pub forgotten: String,
 }
 
 /// `{"reverting": count}`: local changes being put back to the mesh's versions.
@@ -223,6 +259,18 @@ async fn handle(node: Handle, stream: UnixStream) {
         Ok(Request::Revert { share }) => {
             json_line(&answer(node.revert(&share).map(|n| Reverting { reverting: n as u64 })))
         }
+        Ok(Request::Reload) => json_line(&answer(node.reload().await)),
+        Ok(Request::ForgetPeer { peer }) => {
+            json_line(&answer(node.forget_peer(&peer).await.map(|n| Forgotten { forgotten: n })))
+        }
+        Ok(Request::Leave) => {
+            let report = node.leave().await;
+            // Answered before the node stops, which ends this task with the runtime.
+            let _ = tokio::time::timeout(DEADLINE, w.write_all(json_line(&report).as_bytes())).await;
+            let _ = w.shutdown().await;
+            node.stop();
+            return;
+        }
         Err(RequestError::Io(_)) => return,
         Err(e) => json_line(&ErrorAnswer { error: e.to_string() }),
     };
@@ -230,21 +278,27 @@ async fn handle(node: Handle, stream: UnixStream) {
     let _ = tokio::time::timeout(DEADLINE, w.write_all(answer.as_bytes())).await;
 }
 
-fn answer<T>(r: Result<T, crate::daemon::ShareOpError>) -> Answer<T> {
+fn answer<T, E: std::fmt::Display>(r: Result<T, E>) -> Answer<T> {
     r.map_or_else(|e| Answer::Error(ErrorAnswer { error: format!("{e:#}") }), Answer::Ok)
+}
+
+/// Connects to the control socket of the daemon of `home`.
+async fn connect(home: &Home) -> Result<UnixStream, ControlError> {
+    let path = home.control_socket();
+    UnixStream::connect(&path)
+        .await
+        .map_err(|source| ControlError::NotRunning { path: path.display().to_string(), source })
 }
 
 /// Sends a request to the daemon of `home` and returns the raw JSON answer.
 pub async fn request(home: &Home, req: &Request) -> anyhow::Result<String> {
-    let path = home.control_socket();
-    let stream = UnixStream::connect(&path)
-        .await
-        .with_context(|| format!("no daemon answers on {} (start it with `meshsync run`)", path.display()))?;
+    let stream = connect(home).await?;
     let (r, mut w) = stream.into_split();
     w.write_all(serde_json::to_string(req)?.as_bytes()).await?;
     w.write_all(b"\n").await?;
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
+    anyhow::ensure!(!line.is_empty(), "the daemon closed the control socket without an answer");
     Ok(line)
 }
 
@@ -316,6 +370,21 @@ pub async fn revert(home: &Home, share: String) -> anyhow::Result<u64> {
     Ok(ask::<Reverting>(home, &Request::Revert { share }).await?.reverting)
 }
 
+/// Asks the daemon of `home` to apply its config file now.
+pub async fn reload(home: &Home) -> anyhow::Result<ReloadReport> {
+    ask(home, &Request::Reload).await
+}
+
+/// Asks the daemon of `home` to leave the mesh (it stops afterwards); returns who heard.
+pub async fn leave(home: &Home) -> anyhow::Result<LeaveReport> {
+    ask(home, &Request::Leave).await
+}
+
+/// Asks the daemon of `home` to forget a member that is gone; returns its name.
+pub async fn forget_peer(home: &Home, peer: String) -> anyhow::Result<String> {
+    Ok(ask::<Forgotten>(home, &Request::ForgetPeer { peer }).await?.forgotten)
+}
+
 /// Runs `meshsync bench` on the daemon of `home`, calling `on_event` for each event.
 pub async fn bench(
     home: &Home,
@@ -323,10 +392,7 @@ pub async fn bench(
     probe_bytes: u64,
     mut on_event: impl FnMut(&BenchEvent),
 ) -> anyhow::Result<crate::daemon::bench::BenchReport> {
-    let path = home.control_socket();
-    let stream = UnixStream::connect(&path)
-        .await
-        .with_context(|| format!("no daemon answers on {} (start it with `meshsync run`)", path.display()))?;
+    let stream = connect(home).await?;
     let (r, mut w) = stream.into_split();
     w.write_all(serde_json::to_string(&Request::Bench { bytes, probe_bytes })?.as_bytes()).await?;
     w.write_all(b"\n").await?;

@@ -1,6 +1,7 @@
 //! Prometheus metrics at `http://<metrics_listen>/metrics`: the node's counters and
 //! the state of its peers and shares, read from the same snapshot as `meshsync
-//! status`, so a dashboard and the CLI never disagree.
+//! status`, so a dashboard and the CLI never disagree. Named by Prometheus's
+//! conventions: the unit last (`_bytes`), `_total` on counters only.
 
 use super::status::Status;
 use crate::daemon::Handle;
@@ -8,7 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,13 +33,19 @@ type ShareGauge = (&'static str, &'static str, fn(&super::status::ShareStatus) -
 /// The metrics text for one status snapshot.
 pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("meshsync");
+    let build = Family::<Labels, Gauge>::default();
+    build.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
+    reg.register("build_info", "the running meshsync's version, in the label", build);
     // Every counter of `status --json`, by its name there: a new counter is exported
     // without being listed twice.
     if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&st.counters) {
-        for (name, v) in counters {
+        for (key, v) in counters {
             if let Some(v) = v.as_u64() {
-                let help = format!("{} since the daemon started", name.replace('_', " "));
-                reg.register(name, help, ConstCounter::new(v));
+                let help = format!("{} since the daemon started", key.replace('_', " "));
+                match counter_name(&key) {
+                    (name, Some(unit)) => reg.register_with_unit(name, help, unit, ConstCounter::new(v)),
+                    (name, None) => reg.register(name, help, ConstCounter::new(v)),
+                }
             }
         }
     }
@@ -52,7 +59,7 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
     let gauges: [ShareGauge; 8] = [
         ("share_files", "files in the share", |s| s.files as i64),
         ("share_dirs", "directories in the share", |s| s.dirs as i64),
-        ("share_bytes", "bytes of the share's files", |s| s.bytes as i64),
+        ("share_size_bytes", "bytes of the share's files", |s| s.bytes as i64),
         ("share_local_changes", "local changes a receive-only share keeps to itself", |s| s.local_changes as i64),
         ("share_in_sync", "1 if every connected peer and this node have the same versions", |s| s.in_sync.into()),
         ("share_paused", "1 if the share is paused (disk full)", |s| s.paused.is_some().into()),
@@ -85,11 +92,24 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
         left.get_or_create(&l).inc_by(t.total.saturating_sub(t.done) as i64);
         rate.get_or_create(&l).inc_by(t.bytes_per_sec.unwrap_or(0.0) as i64);
     }
-    reg.register("download_bytes_left", "bytes of running downloads not here yet", left);
-    reg.register("download_bytes_per_second", "current download rate", rate);
+    reg.register_with_unit("download_remaining", "bytes of running downloads not here yet", Unit::Bytes, left);
+    let per_second = Unit::Other("bytes_per_second".into());
+    reg.register_with_unit("download_rate", "current download rate", per_second, rate);
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
+}
+
+/// A `status --json` counter's metric name and unit: the unit goes last, as
+/// Prometheus names it (`chunk_bytes_sent` is `chunk_sent` in bytes, exported as
+/// `meshsync_chunk_sent_bytes_total`).
+fn counter_name(key: &str) -> (String, Option<Unit>) {
+    let words: Vec<&str> = key.split('_').collect();
+    if words.contains(&"bytes") {
+        (words.into_iter().filter(|w| *w != "bytes").collect::<Vec<_>>().join("_"), Some(Unit::Bytes))
+    } else {
+        (key.to_string(), None)
+    }
 }
 
 /// Answers scrapes until the node stops.
@@ -222,8 +242,13 @@ mod tests {
     fn counters_peers_and_shares_are_exported() {
         let text = render(&status()).unwrap();
         for line in [
-            "meshsync_chunk_bytes_sent_total 1234",
+            &format!("meshsync_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+            "# TYPE meshsync_build_info gauge",
+            "meshsync_chunk_sent_bytes_total 1234",
+            "# UNIT meshsync_chunk_sent_bytes bytes",
+            "meshsync_chunk_received_bytes_total 0",
             "meshsync_chunks_corrupt_total 0",
+            "meshsync_share_size_bytes{share=\"www\"} 300",
             "meshsync_peer_connected{peer=\"beta\",id=\"B\"} 1",
             "meshsync_share_files{share=\"www\"} 3",
             "meshsync_share_paused{share=\"www\"} 1",
@@ -233,7 +258,24 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
+        // Counters end in _total, gauges do not; nothing is named in bytes but at its end.
+        for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let (name, kind) = l["# TYPE ".len()..].split_once(' ').unwrap();
+            assert!(!name.contains("_bytes_"), "{name}: the unit goes last");
+            if kind == "gauge" {
+                assert!(!name.ends_with("_total"), "{name}: a gauge without _total");
+            }
+        }
         assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    }
+
+    #[test]
+    fn counter_names_put_the_unit_last() {
+        let name = |k| counter_name(k).0;
+        assert_eq!(name("chunk_bytes_received"), "chunk_received");
+        assert_eq!(counter_name("chunk_bytes_reused").1.map(|u| u.as_str().to_string()), Some("bytes".into()));
+        assert_eq!(name("files_applied"), "files_applied");
+        assert!(counter_name("conflicts").1.is_none());
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Operating a node: the control socket, status, counters, bench.
+//! Operating a node: the control socket, status, counters, bench, and the
+//! day-to-day commands (shares, peers, leave, check-config).
 
 pub mod bench_view;
+pub mod check;
 pub mod control;
+pub mod leave;
 pub mod metrics;
+pub mod peers;
+pub mod shares;
 pub mod status;
 pub mod status_line;
 

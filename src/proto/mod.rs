@@ -19,7 +19,7 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
-pub const PROTOCOL_MINOR: u32 = 1;
+pub const PROTOCOL_MINOR: u32 = 2;
 /// Most peers in one [`Control::Peers`]; a longer list is sent in pieces, and a
 /// longer one received is refused.
 pub const MAX_GOSSIP_PEERS: usize = 256;
@@ -122,7 +122,23 @@ pub enum Control {
         /// Highest sequence included.
         upto_seq: u64,
     },
+    /// Minor 2: the sender leaves the mesh (`meshsync leave`): forget it, its
+    /// entries and its addresses, and do not dial it again. The receiver closes the
+    /// connection once it has (the sender waits for that close).
+    Leaving,
+    /// Minor 2: the sender stopped taking part in a share (`meshsync share remove`).
+    ShareRemoved {
+        /// Share name.
+        share: String,
+    },
 }
+
+/// The first minor protocol version with [`Control::Leaving`] and [`Control::ShareRemoved`].
+pub const MINOR_MEMBERSHIP: u32 = 2;
+
+/// The application close code of a connection closed because its peer left the
+/// mesh: the leaving node takes it as "heard".
+pub const CLOSE_LEFT: u32 = 6;
 
 /// "My entry for this path is yours, at this version."
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,5 +440,7 @@ mod golden {
             )),
         );
         check("join_refused", &JoinReply::Refused("expired".into()));
+        check("control_leaving", &Control::Leaving);
+        check("control_share_removed", &Control::ShareRemoved { share: "www".into() });
     }
 }

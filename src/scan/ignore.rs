@@ -1,23 +1,10 @@
 //! Which paths are never replicated: partial downloads, editor swap files, the
 //! private `.meshsync/` folder, and the share's configured patterns.
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 
 /// Names of files still being written by common tools (SFTP clients, browsers, editors).
 pub const PARTIAL_PATTERNS: &[&str] = &["*.filepart", "*.part", "*.crdownload", "*.tmp", "~$*", ".*.swp", ".*.swx"];
-
-/// Compiles one ignore pattern; the config checks patterns with this too, so a
-/// pattern it accepts is one every share can use.
-///
-/// A trailing `/` (`build/`, a directory) is dropped: an ignored directory covers
-/// its contents anyway. An escaped one (`a\/`) stays: dropping it would leave a
-/// dangling `\`, and the config accepted patterns that then stopped the share
-/// from starting (seen while writing the config fuzz target's check).
-pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
-    let trimmed = pattern.trim_end_matches('/');
-    let escaped = trimmed.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1;
-    Glob::new(if escaped { pattern } else { trimmed })
-}
 
 /// A compiled set of ignore patterns.
 #[derive(Clone, Debug)]
@@ -30,7 +17,7 @@ impl Ignore {
     pub fn new(extra: &[String]) -> Result<Self, globset::Error> {
         let mut b = GlobSetBuilder::new();
         for p in PARTIAL_PATTERNS.iter().copied().chain(extra.iter().map(|s| s.as_str())) {
-            b.add(glob(p)?);
+            b.add(crate::config::ignore_glob(p)?);
         }
         Ok(Self { set: b.build()? })
     }

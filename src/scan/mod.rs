@@ -398,8 +398,14 @@ impl Scanner<'_> {
             deleted: false,
             blocks,
         };
-        // A resurrected tombstone bumps the tombstone's version, so it dominates it.
-        let base = old.map(|o| o.entry.version).unwrap_or_default();
+        // A resurrected tombstone bumps the tombstone's version, so it dominates it. A
+        // new path of a share added again starts above its old counters; a receive-only
+        // change keeps the version it found (none).
+        let base = match old {
+            Some(o) => o.entry.version,
+            None if self.mode == ShareMode::ReceiveOnly => Default::default(),
+            None => self.index.new_path_base(self.me)?,
+        };
         self.record(&base, e, ino)?;
         stats.changed += 1;
         Ok(true)

@@ -188,7 +188,7 @@ impl ShareCtx {
         let tmp = self.temp_path(&target);
         let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
         let need = target.size.saturating_sub(have_tmp);
-        if free < need.saturating_add(self.min_free) {
+        if free < need.saturating_add(self.min_free.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(ApplyError::DiskFull { need, free });
         }
         self.create_below_root(&self.private_dir())?;

@@ -67,8 +67,8 @@ pub struct ShareCtx {
     pub index: ShareIndex,
     /// Mode.
     pub mode: ShareMode,
-    /// Free bytes to keep.
-    pub min_free: u64,
+    /// Free bytes to keep (the node's, which a reload changes).
+    pub min_free: Arc<std::sync::atomic::AtomicU64>,
     /// Live connections.
     pub peers: Arc<Peers>,
     /// Counters.

@@ -45,6 +45,11 @@ impl Server {
         }
     }
 
+    /// Changes the upload cap (a reload).
+    pub fn set_upload_limit(&self, upload_limit_mbit: Option<u64>) {
+        self.upload_limit.set(upload_limit_mbit);
+    }
+
     /// Answers a peer's requests on `conn`, each on its own stream, until it closes.
     pub async fn serve_requests(self: Arc<Self>, conn: quinn::Connection, peer: NodeId, shares: ShareLookup) {
         while let Ok((send, recv)) = conn.accept_bi().await {

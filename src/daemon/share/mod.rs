@@ -3,7 +3,7 @@
 //! keeps it from touching a folder that is not the share's.
 
 use super::Node;
-use crate::config::schedule::Window;
+use crate::config::schedule::{Schedule, Window};
 use crate::config::ShareConfig;
 use crate::ids::NodeId;
 use crate::relpath::RelPath;
@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 mod pass;
@@ -33,9 +34,21 @@ struct Dirty {
     paths: BTreeSet<RelPath>,
 }
 
+/// What a reload changes in a running share.
+struct Settings {
+    /// The configured ignore patterns.
+    patterns: Vec<String>,
+    /// Them compiled, with the built-in ones.
+    ignore: Arc<Ignore>,
+    /// When downloads may start.
+    schedule: Option<Schedule>,
+}
+
 /// A share taken part in by this node.
 pub struct Share {
-    /// Its config.
+    /// Its config as started. Name, path and mode never change while it runs;
+    /// ignore rules and schedule do (a reload): read [`Share::ignore`] and
+    /// [`Share::schedule`].
     pub cfg: ShareConfig,
     /// What the executor needs (index, root, peers...).
     pub ctx: ShareCtx,
@@ -45,7 +58,15 @@ pub struct Share {
     pauses: Mutex<Pauses>,
     /// The mesh, as share markers name it.
     mesh: String,
-    ignore: Ignore,
+    settings: Mutex<Settings>,
+    /// The ignore rules changed: the file watch must start again with them.
+    ignore_changed: AtomicBool,
+    /// Settings changed (or the node's rescan interval): the worker scans again.
+    pub(super) reconfigured: Notify,
+    /// Stops the worker: the share was removed (or the node stops).
+    pub(super) stop: CancellationToken,
+    /// Cancelled when the worker has stopped.
+    pub(super) worker_done: CancellationToken,
     dirty: Mutex<Dirty>,
     wake: Notify,
     rescan_now: Notify,
@@ -80,13 +101,18 @@ impl Share {
         let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
         let watched: Arc<crate::watch::Pending> = Default::default();
+        let settings = Mutex::new(Settings {
+            patterns: cfg.ignore.clone(),
+            ignore: Arc::new(ignore),
+            schedule: cfg.schedule.clone(),
+        });
         Ok(Self {
             ctx: ShareCtx {
                 name: cfg.name.clone(),
                 root: cfg.path.clone(),
                 index,
                 mode: cfg.mode,
-                min_free: node.config.node.min_free_bytes,
+                min_free: node.live.min_free.clone(),
                 peers: node.peers.clone(),
                 counters: node.counters.clone(),
                 progress: node.progress.clone(),
@@ -99,7 +125,11 @@ impl Share {
             seq,
             pauses: Mutex::new(Pauses::default()),
             mesh: data_encoding::HEXLOWER.encode(&node.ident.ca_fingerprint()),
-            ignore,
+            settings,
+            ignore_changed: AtomicBool::new(false),
+            reconfigured: Notify::new(),
+            stop: node.cancel.child_token(),
+            worker_done: CancellationToken::new(),
             dirty: Mutex::new(Dirty::default()),
             wake: Notify::new(),
             rescan_now: Notify::new(),
@@ -184,7 +214,37 @@ impl Share {
 
     /// The share's transfer window now; `None` without a schedule.
     pub fn window(&self) -> Option<Window<chrono::Local>> {
-        self.cfg.schedule.as_ref().map(|s| s.at(&chrono::Local::now()))
+        self.schedule().map(|s| s.at(&chrono::Local::now()))
+    }
+
+    /// Its transfer schedule now.
+    pub fn schedule(&self) -> Option<Schedule> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner()).schedule.clone()
+    }
+
+    /// Its ignore rules now.
+    pub fn ignore(&self) -> Arc<Ignore> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner()).ignore.clone()
+    }
+
+    /// Its config as it runs now.
+    pub fn live_config(&self) -> ShareConfig {
+        let st = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        ShareConfig { ignore: st.patterns.clone(), schedule: st.schedule.clone(), ..self.cfg.clone() }
+    }
+
+    /// Takes new ignore rules and schedule (a reload); the worker then watches the
+    /// folder with them and scans it again.
+    pub fn reconfigure(&self, cfg: &ShareConfig) -> anyhow::Result<()> {
+        let mut st = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        if st.patterns != cfg.ignore {
+            let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
+            (st.patterns, st.ignore) = (cfg.ignore.clone(), Arc::new(ignore));
+            self.ignore_changed.store(true, Ordering::SeqCst);
+        }
+        st.schedule = cfg.schedule.clone();
+        self.reconfigured.notify_one();
+        Ok(())
     }
 
     /// True if downloads may start now (no schedule, or inside a window).
@@ -197,6 +257,11 @@ impl Share {
         self.participants.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, takes_part);
     }
 
+    /// Forgets what `peer` said of this share (it left the mesh).
+    pub fn forget_participant(&self, peer: &NodeId) {
+        self.participants.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
+    }
+
     /// What each peer said, when it last connected since this daemon started, of
     /// taking part in this share.
     pub fn participation(&self) -> HashMap<NodeId, bool> {
@@ -207,14 +272,14 @@ impl Share {
         std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths).into_iter().collect()
     }
 
-    fn scanner(&self, me: crate::ids::ShortId) -> Scanner<'_> {
+    fn scanner<'a>(&'a self, me: crate::ids::ShortId, ignore: &'a Ignore) -> Scanner<'a> {
         Scanner {
             name: &self.cfg.name,
             root: &self.ctx.root,
             index: &self.ctx.index,
             me,
             mode: self.cfg.mode,
-            ignore: &self.ignore,
+            ignore,
             brake: (!self.deletes_confirmed.load(Ordering::SeqCst)).then_some(self.cfg.max_delete),
             recent_deletes: self.recent_deletes(),
         }

@@ -13,8 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
-/// The worker loop of one share.
+/// Runs the share until it is removed or the node stops.
 pub async fn run(node: Arc<Node>, share: Arc<Share>) {
+    let _done = share.worker_done.clone().drop_guard();
+    tokio::select! {
+        _ = share.stop.cancelled() => {}
+        _ = work(node, share.clone()) => {}
+    }
+}
+
+/// The worker loop of one share.
+async fn work(node: Arc<Node>, share: Arc<Share>) {
     let me = node.ident.id.short();
     let mut watch = None;
     let mut watch_started = false;
@@ -43,7 +52,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                 _ = share.rescan_now.notified() => {}
             }
         }
-        if !watch_started {
+        if !watch_started || share.ignore_changed.swap(false, Ordering::SeqCst) {
             watch = start_watch(&share).await;
             watch_started = true;
         }
@@ -54,11 +63,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         }
         // Without a working watch, changes are found by full scans only: often, as
         // before watching existed, rather than hourly.
-        let interval = if watch.is_some() && !share.watched.degraded() {
-            node.config.node.rescan_interval
-        } else {
-            node.config.node.rescan_interval.min(UNWATCHED_RESCAN)
-        };
+        let every = node.live.rescan_interval();
+        let interval = if watch.is_some() && !share.watched.degraded() { every } else { every.min(UNWATCHED_RESCAN) };
         // Scan.
         let asked = share.scans_asked.load(Ordering::SeqCst);
         share.scanning.store(true, Ordering::SeqCst);
@@ -69,7 +75,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
         });
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
-        let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan()).await;
+        let scanned = tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan()).await;
         // A failed walk (root unmounted, index error) is tried again soon, not at the
         // next full scan an hour away.
         let interval = if report_scan(&share, scanned, scan_start) { interval } else { interval.min(UNWATCHED_RESCAN) };
@@ -104,6 +110,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                 _ = node.cancel.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => break,
                 _ = share.rescan_now.notified() => break,
+                // New settings (a reload): a scan with them, then the new window.
+                _ = share.reconfigured.notified() => break,
                 // Outside the transfer window peers' changes wait (still marked
                 // dirty); the window's opening plans everything.
                 _ = share.wake.notified(), if open => {
@@ -136,7 +144,8 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
                     let s2 = share.clone();
                     let scan_start = std::time::Instant::now();
                     share.scanning.store(true, Ordering::SeqCst);
-                    let scanned = tokio::task::spawn_blocking(move || s2.scanner(me).scan_paths(&paths)).await;
+                    let scanned =
+                        tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan_paths(&paths)).await;
                     let ok = report_scan(&share, scanned, scan_start);
                     share.publish_seq();
                     share.scanning.store(false, Ordering::SeqCst);
@@ -159,7 +168,7 @@ pub async fn run(node: Arc<Node>, share: Arc<Share>) {
 async fn start_watch(share: &Arc<Share>) -> Option<(crate::watch::ShareWatch, (u64, u64))> {
     // Putting a watch on every directory of a large share takes a while: not on a
     // runtime thread.
-    let (root, ignore, pending) = (share.ctx.root.clone(), share.ignore.clone(), share.watched.clone());
+    let (root, ignore, pending) = (share.ctx.root.clone(), (*share.ignore()).clone(), share.watched.clone());
     let started = tokio::task::spawn_blocking(move || {
         let id = root_id(&root);
         crate::watch::ShareWatch::start(&root, ignore, pending).map(|w| (w, id))

@@ -108,6 +108,24 @@ pub enum Cmd {
         #[arg(long)]
         connected_only: bool,
     },
+    /// List the versions a share keeps of files peers' changes replaced or deleted.
+    Versions {
+        /// Share name.
+        share: String,
+        /// Only versions of this path (relative to the share).
+        path: Option<String>,
+    },
+    /// Put a kept version back at its path (it then replicates like any edit).
+    Restore {
+        /// Share name.
+        share: String,
+        /// The path, relative to the share.
+        path: String,
+        /// The newest version kept at or before this time (2026-12-04T18:00:00Z or
+        /// 20261204-180000, UTC); default: the newest.
+        #[arg(long, value_parser = crate::ops::versions::parse_at)]
+        at: Option<std::time::SystemTime>,
+    },
     /// Put the mesh's versions back over a receive-only share's local changes
     /// (local additions are deleted).
     Revert {

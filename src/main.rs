@@ -89,6 +89,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             ops::control::confirm_deletes(&home(cli.home)?, name.clone()).await?;
             println!("share {name}: the deletions are confirmed and will reach the peers");
         }
+        Cmd::Versions { share, path } => {
+            print!("{}", ops::versions::table(&ops::versions::list(&home(cli.home)?, &share, path.as_deref())?));
+        }
+        Cmd::Restore { share, path, at } => {
+            println!("{}", ops::versions::restore(&home(cli.home)?, &share, &path, at)?)
+        }
         Cmd::Revert { share } => {
             let n = ops::control::revert(&home(cli.home)?, share.clone()).await?;
             println!("reverting {n} local change(s) of share {share} to the mesh's versions");

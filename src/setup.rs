@@ -91,6 +91,7 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
             ignore: Vec::new(),
             schedule: None,
             max_delete: Default::default(),
+            versioning: Default::default(),
         },
     )?;
     Ok(())

@@ -143,3 +143,30 @@ async fn a_scan_that_finds_most_files_gone_pauses_until_the_user_confirms() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_peer_replaces_or_deletes_is_kept_and_can_be_restored() {
+    use meshsync::ops::versions;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    std::fs::write(nodes[0].path("f.txt"), b"first").unwrap();
+    wait_content(&nodes, "f.txt", b"first").await;
+    std::fs::write(nodes[0].path("f.txt"), b"second").unwrap();
+    wait_content(&nodes, "f.txt", b"second").await;
+    let kept = versions::list(&nodes[1].home, SHARE, Some("f.txt")).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0].file).unwrap(), b"first");
+    std::fs::remove_file(nodes[0].path("f.txt")).unwrap();
+    wait("the delete reaches beta", || !nodes[1].path("f.txt").exists()).await;
+    let kept = versions::list(&nodes[1].home, SHARE, None).unwrap();
+    assert_eq!(kept.iter().map(|v| std::fs::read(&v.file).unwrap()).collect::<Vec<_>>(), [&b"first"[..], b"second"]);
+    assert!(versions::table(&kept).contains("f.txt"));
+    // Restored on beta: a local edit there, which comes back to alpha.
+    versions::restore(&nodes[1].home, SHARE, "f.txt", None).unwrap();
+    wait_content(&nodes, "f.txt", b"second").await;
+    let err = versions::restore(&nodes[1].home, SHARE, "never.txt", None).unwrap_err().to_string();
+    assert!(err.contains("no kept version of never.txt"), "{err}");
+    for mut n in nodes {
+        n.stop().await;
+    }
+}

@@ -121,6 +121,24 @@ impl DeleteBrake {
     }
 }
 
+/// What happens to a file a peer's change replaces or deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versioning {
+    /// Kept in the share's `.meshsync/versions/` for this many days.
+    Trash {
+        /// Days a version is kept.
+        keep_days: u32,
+    },
+    /// Gone.
+    Off,
+}
+
+impl Default for Versioning {
+    fn default() -> Self {
+        Versioning::Trash { keep_days: 7 }
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -180,6 +198,8 @@ pub struct ShareConfig {
     pub schedule: Option<crate::config::schedule::Schedule>,
     /// How many deletions one scan may record.
     pub max_delete: DeleteBrake,
+    /// What happens to a file a peer's change replaces or deletes.
+    pub versioning: Versioning,
 }
 
 /// A node's whole config.
@@ -243,6 +263,10 @@ struct RawShare {
     schedule_window_mins: Option<Spanned<u64>>,
     #[serde(default)]
     max_delete: Option<u64>,
+    #[serde(default)]
+    versioning: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_days: Option<Spanned<u32>>,
 }
 
 /// How long a scheduled share's window stays open when `schedule_window_mins` is not set.
@@ -338,6 +362,19 @@ impl Config {
                 mode: s.mode,
                 ignore,
                 schedule,
+                versioning: match (s.versioning.as_ref().map(|v| v.get_ref().as_str()), &s.keep_days) {
+                    (Some("off"), Some(k)) => {
+                        return Err(invalid(k.span().start, "keep_days needs versioning = \"trash\"".into()))
+                    }
+                    (Some("off"), None) => Versioning::Off,
+                    (None | Some("trash"), k) => {
+                        Versioning::Trash { keep_days: k.as_ref().map_or(7, |k| *k.get_ref()) }
+                    }
+                    (Some(other), _) => {
+                        let at = s.versioning.as_ref().map_or(0, |v| v.span().start);
+                        return Err(invalid(at, format!("versioning {other:?}: expected \"trash\" or \"off\"")));
+                    }
+                },
                 max_delete: match s.max_delete {
                     None => DeleteBrake::Half,
                     Some(0) => DeleteBrake::Off,
@@ -428,6 +465,11 @@ impl Config {
             let globs: Vec<String> = share.ignore.iter().map(|g| toml_string(g)).collect();
             add.push_str(&format!("ignore = [{}]\n", globs.join(", ")));
         }
+        match share.versioning {
+            Versioning::Trash { keep_days: 7 } => {}
+            Versioning::Trash { keep_days } => add.push_str(&format!("keep_days = {keep_days}\n")),
+            Versioning::Off => add.push_str("versioning = \"off\"\n"),
+        }
         match share.max_delete {
             DeleteBrake::Half => {}
             DeleteBrake::Off => add.push_str("max_delete = 0\n"),
@@ -488,6 +530,11 @@ mod tests {
         assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
         assert_eq!(c.shares[0].max_delete, DeleteBrake::Half);
+        assert_eq!(c.shares[0].versioning, Versioning::Trash { keep_days: 7 });
+        let e = err(&format!("{NODE}versioning = \"simple\"\n"));
+        assert!(e.starts_with("/h/config.toml:7: versioning \"simple\": expected"), "{e}");
+        let e = err(&format!("{NODE}versioning = \"off\"\nkeep_days = 3\n"));
+        assert!(e.starts_with("/h/config.toml:8: keep_days needs"), "{e}");
     }
 
     #[test]
@@ -539,12 +586,14 @@ mod tests {
             ignore: vec!["*.log".into()],
             schedule: Some(crate::config::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
             max_delete: DeleteBrake::AtMost(500),
+            versioning: Versioning::Trash { keep_days: 30 },
         };
         let c = Config::append_share(&p, &share).unwrap();
         assert_eq!(c.node.name, "n \"q\"");
         assert_eq!(c.shares[0].path, PathBuf::from("/tmp/some dir/ü"));
         assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("0 1 * * 1-5 for 120 min".into()));
         assert_eq!(c.shares[0].max_delete, DeleteBrake::AtMost(500));
+        assert_eq!(c.shares[0].versioning, Versioning::Trash { keep_days: 30 });
         assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
         assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
     }

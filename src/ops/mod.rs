@@ -10,6 +10,7 @@ pub mod peers;
 pub mod shares;
 pub mod status;
 pub mod status_line;
+pub mod versions;
 
 use crate::daemon::{self, NodeHandle};
 use crate::home::Home;

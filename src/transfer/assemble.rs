@@ -4,7 +4,9 @@
 //! since the scan.
 
 use super::local::Verify;
+use super::versions;
 use super::{io_err, ApplyError, ShareCtx};
+use crate::config::Versioning;
 use crate::ids::ChunkHash;
 use crate::index::{Entry, EntryKind, FileStamp, LocalRecord};
 use crate::relpath::RelPath;
@@ -93,7 +95,13 @@ impl ShareCtx {
                     }
                     Ok(_) => {
                         self.watched.ours(target.path.clone(), Ours::Removed);
-                        std::fs::remove_file(&abs).map_err(io_err(&abs))?
+                        match self.versioning {
+                            Versioning::Trash { .. } => {
+                                versions::keep_instead_of_delete(&self.root, &target.path, &abs)
+                                    .map_err(io_err(&abs))?
+                            }
+                            Versioning::Off => std::fs::remove_file(&abs).map_err(io_err(&abs))?,
+                        }
                     }
                     Err(_) => {}
                 }
@@ -305,7 +313,7 @@ impl ShareCtx {
         self.ensure_parent(abs)?;
         if std::fs::symlink_metadata(abs).is_ok() {
             // Only a live local version is worth a conflict copy; else replace.
-            self.set_aside_or_replace(abs, conflict.as_ref())?;
+            self.set_aside_or_replace(&target.path, abs, conflict.as_ref())?;
         }
         self.watched.ours(target.path.clone(), Ours::RenamedInto);
         std::fs::rename(tmp, abs).map_err(io_err(abs))?;
@@ -320,10 +328,14 @@ impl ShareCtx {
         Ok(())
     }
 
-    fn set_aside_or_replace(&self, abs: &Path, conflict: Option<&RelPath>) -> Result<(), ApplyError> {
+    fn set_aside_or_replace(&self, rel: &RelPath, abs: &Path, conflict: Option<&RelPath>) -> Result<(), ApplyError> {
         let m = std::fs::symlink_metadata(abs).map_err(io_err(abs))?;
         if conflict.is_none() && m.is_file() {
-            // rename(2) replaces a file atomically; nothing to do first.
+            // rename(2) replaces a file atomically; the old content is kept first (a
+            // hard link into the versions) when the share keeps versions.
+            if let Versioning::Trash { .. } = self.versioning {
+                versions::keep_before_replace(&self.root, rel, abs).map_err(io_err(abs))?;
+            }
             return Ok(());
         }
         self.set_aside(abs, conflict)

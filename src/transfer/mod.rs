@@ -7,6 +7,7 @@ mod fetch;
 pub mod local;
 pub mod partial;
 pub mod serve;
+pub mod versions;
 
 pub use fetch::{announce_every, FAST_ANNOUNCE_PEERS, REFRESH_EVERY};
 pub use local::{LocalChunks, Verify};
@@ -84,6 +85,8 @@ pub struct ShareCtx {
     /// The share's file watch, told of this node's own changes so it does not
     /// scan them again.
     pub watched: Arc<crate::watch::Pending>,
+    /// Whether what a peer's change replaces or deletes is kept.
+    pub versioning: crate::config::Versioning,
 }
 
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + '_ {

@@ -167,17 +167,22 @@ impl Pending {
     /// True (once) when `path`'s event of kind `kind` is the one this node expected.
     fn is_ours(&self, path: &RelPath, kind: &notify::EventKind) -> bool {
         use notify::event::{ModifyKind, RenameMode};
-        let what = match kind {
-            notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => Ours::RenamedInto,
-            notify::EventKind::Remove(_) => Ours::Removed,
-            _ => return false,
-        };
         let mut m = self.ours.lock().unwrap_or_else(|e| e.into_inner());
-        if m.get(path) == Some(&what) {
+        let fits = match (m.get(path), kind) {
+            (Some(Ours::RenamedInto), notify::EventKind::Modify(ModifyKind::Name(mode))) => {
+                matches!(mode, RenameMode::To | RenameMode::Both | RenameMode::Any)
+            }
+            // A deleted file kept as a version is renamed away, not removed.
+            (Some(Ours::Removed), notify::EventKind::Remove(_)) => true,
+            (Some(Ours::Removed), notify::EventKind::Modify(ModifyKind::Name(mode))) => {
+                matches!(mode, RenameMode::From | RenameMode::Both | RenameMode::Any)
+            }
+            _ => false,
+        };
+        if fits {
             m.remove(path);
-            return true;
         }
-        false
+        fits
     }
 
     /// True once a watch was refused after the start (see the field).

@@ -120,6 +120,7 @@ impl Share {
                 announced: Default::default(),
                 announce: node.announce.clone(),
                 watched: watched.clone(),
+                versioning: cfg.versioning,
             },
             cfg,
             seq,

@@ -82,6 +82,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         share.publish_seq();
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
+        clean_versions(&share).await;
         // A full plan after every scan retries what failed before (no source, disk full).
         let mut retry = Retry::default();
         let mut was_open = share.may_download();
@@ -293,6 +294,22 @@ fn report_scan(
             warn!(error = %e, "scan task failed");
             false
         }
+    }
+}
+
+/// Removes kept versions past the share's `keep_days`, at each full scan.
+async fn clean_versions(share: &Share) {
+    let crate::config::Versioning::Trash { keep_days } = share.cfg.versioning else { return };
+    let root = share.ctx.root.clone();
+    let keep = Duration::from_secs(u64::from(keep_days) * 86_400);
+    let cleaned = tokio::task::spawn_blocking(move || {
+        crate::transfer::versions::clean(&root, keep, std::time::SystemTime::now())
+    })
+    .await;
+    match cleaned {
+        Ok(Ok(0)) | Err(_) => {}
+        Ok(Ok(n)) => info!(removed = n, keep_days, "old versions removed"),
+        Ok(Err(e)) => warn!(error = %e, "cannot clean old versions"),
     }
 }
 

@@ -24,7 +24,8 @@ pub struct PeerConn {
 #[derive(Debug)]
 pub struct Peers {
     me: NodeId,
-    inner: RwLock<HashMap<NodeId, PeerConn>>,
+    /// Each session, and whether a duplicate of it was refused already.
+    inner: RwLock<HashMap<NodeId, (PeerConn, bool)>>,
 }
 
 impl Peers {
@@ -43,34 +44,38 @@ impl Peers {
 
     /// Registers a session. When two connections to one peer exist (both dialed at
     /// once), both sides keep the one dialed by the smaller node id; returns false
-    /// if the new one lost and should be closed.
+    /// if the new one lost and should be closed. Only once per kept connection: a
+    /// peer that has it does not dial again, so a second one means the peer lost it
+    /// (killed and restarted, or its side timed out) while ours lingers until QUIC's
+    /// idle timeout, and the new one replaces it.
     pub fn register(&self, p: PeerConn) -> bool {
         let mut m = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = m.get(&p.id) {
+        if let Some((old, refused_one)) = m.get_mut(&p.id) {
             let old_alive = old.conn.close_reason().is_none();
             let preferred = std::cmp::min(self.me, p.id);
-            if old_alive && self.dialer(old) == preferred && self.dialer(&p) != preferred {
+            if old_alive && !*refused_one && self.dialer(old) == preferred && self.dialer(&p) != preferred {
+                *refused_one = true;
                 return false;
             }
             if old.conn.stable_id() != p.conn.stable_id() {
                 old.conn.close(0u32.into(), b"replaced by another connection");
             }
         }
-        m.insert(p.id, p);
+        m.insert(p.id, (p, false));
         true
     }
 
     /// Removes a session if it is still the registered one.
     pub fn unregister(&self, id: &NodeId, conn: &quinn::Connection) {
         let mut m = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if m.get(id).is_some_and(|p| p.conn.stable_id() == conn.stable_id()) {
+        if m.get(id).is_some_and(|(p, _)| p.conn.stable_id() == conn.stable_id()) {
             m.remove(id);
         }
     }
 
     /// The connection to a peer, if any.
     pub fn get(&self, id: &NodeId) -> Option<quinn::Connection> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|p| p.conn.clone())
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(id).map(|(p, _)| p.conn.clone())
     }
 
     /// True when connected.
@@ -85,6 +90,6 @@ impl Peers {
 
     /// Every session.
     pub fn list(&self) -> Vec<PeerConn> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).values().map(|(p, _)| p.clone()).collect()
     }
 }

@@ -260,6 +260,12 @@ impl ShareIndex {
         }
     }
 
+    /// Writes everything to disk (the whole database: its trees share one log).
+    pub fn flush(&self) -> Result<(), IndexError> {
+        self.inner.meta.flush()?;
+        Ok(())
+    }
+
     /// Notes the share's root as right.
     pub fn set_root_record(&self, r: &RootRecord) -> Result<(), IndexError> {
         self.inner.meta.insert("root", codec::encode(r)?)?;

@@ -105,7 +105,16 @@ impl ShareCtx {
     /// Carries out one action.
     pub async fn execute(&self, action: Action) -> Result<(), ApplyError> {
         match action {
-            Action::Fetch { target, sources, conflict } => self.fetch(target, sources, conflict).await,
+            Action::Fetch { target, sources, conflict } => {
+                let path = target.path.clone();
+                let res = self.fetch(target, sources, conflict).await;
+                if res.is_err() {
+                    // Retried later, or never if the plan changes: not a transfer now
+                    // (it stayed in `status` for good when no peer had the chunks).
+                    self.progress.finish(&self.name, path.as_str());
+                }
+                res
+            }
             other => {
                 let ctx = self.clone();
                 tokio::task::spawn_blocking(move || ctx.execute_local(other)).await.map_err(ApplyError::Task)?

@@ -145,14 +145,24 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                     let s2 = share.clone();
                     let scan_start = std::time::Instant::now();
                     share.scanning.store(true, Ordering::SeqCst);
-                    let scanned =
-                        tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan_paths(&paths)).await;
+                    let scanned_paths = paths.clone();
+                    let scanned = tokio::task::spawn_blocking(move || {
+                        s2.scanner(me, &s2.ignore()).scan_paths(&scanned_paths)
+                    })
+                    .await;
                     let ok = report_scan(&share, scanned, scan_start);
                     share.publish_seq();
                     share.scanning.store(false, Ordering::SeqCst);
                     if !ok {
                         // What these paths hold is unknown now: the whole share is.
                         break;
+                    }
+                    // A local change can turn a conflict this node won (and left to the
+                    // loser to resolve) into one it lost, e.g. its winning version
+                    // deleted: nothing from the peers changes, so look again here
+                    // (found by the convergence suite, seed 45).
+                    if open {
+                        retry.failed(plan_and_apply(&share, paths).await);
                     }
                 }
             }

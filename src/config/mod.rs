@@ -109,6 +109,10 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     pub log: LogFormat,
+    /// Join connections (strangers with a token, or without) served at once.
+    pub max_join_connections: usize,
+    /// Join connections served at once from one source address (an IPv6 /64).
+    pub max_join_per_address: usize,
 }
 
 /// `[[share]]`: one replicated folder.
@@ -160,8 +164,18 @@ struct RawNode {
     metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     log: LogFormat,
+    #[serde(default = "default_max_joins")]
+    max_join_connections: Spanned<usize>,
+    #[serde(default = "default_max_joins_per_address")]
+    max_join_per_address: Spanned<usize>,
 }
 
+fn default_max_joins() -> Spanned<usize> {
+    Spanned::new(0..0, 16)
+}
+fn default_max_joins_per_address() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
 fn default_rescan() -> Spanned<u64> {
     Spanned::new(0..0, 3600)
 }
@@ -283,6 +297,14 @@ impl Config {
         let min_free_bytes = min_free.get_ref().checked_mul(1 << 20).ok_or_else(|| {
             invalid(min_free.span().start, format!("min_free_mib {} is more than any disk holds", min_free.get_ref()))
         })?;
+        for (key, n) in [
+            ("max_join_connections", &raw.node.max_join_connections),
+            ("max_join_per_address", &raw.node.max_join_per_address),
+        ] {
+            if !(1..=1024).contains(n.get_ref()) {
+                return Err(invalid(n.span().start, format!("{key} must be a whole number from 1 to 1024")));
+            }
+        }
         let listen = raw.node.listen;
         let advertise_at = raw.node.advertise.span().start;
         let advertise = raw.node.advertise.into_inner();
@@ -302,6 +324,8 @@ impl Config {
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
                 metrics_listen,
                 log: raw.node.log,
+                max_join_connections: raw.node.max_join_connections.into_inner(),
+                max_join_per_address: raw.node.max_join_per_address.into_inner(),
             },
             shares,
         })
@@ -334,6 +358,8 @@ impl Config {
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
+             # max_join_connections = 16            # join connections served at once (default 16)\n\
+             # max_join_per_address = 4             # ... from one address (default 4)\n\
              log = \"human\"\n",
             toml_string(name)
         )
@@ -405,6 +431,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
+        assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
         assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
     }
@@ -429,6 +456,8 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmin_free_mib = 17592186044416\n");
         assert!(e.starts_with("/h/config.toml:4: min_free_mib"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_join_connections = 0\n");
+        assert!(e.starts_with("/h/config.toml:4: max_join_connections must be a whole number from 1"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
         assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
     }

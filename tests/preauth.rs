@@ -8,14 +8,11 @@ use common::*;
 use meshsync::config::ShareMode::*;
 use meshsync::identity::token::InviteRight;
 use meshsync::identity::Identity;
-use meshsync::net::gate::CLOSE_BUSY;
+use meshsync::net::gate::{CLOSE_BAD_JOIN_REQUEST, CLOSE_BUSY, CLOSE_LATE_JOIN_REQUEST};
 use meshsync::proto::{self, Control, Hello, JoinReply, JoinRequest, PeerInfo};
 use meshsync::{net, setup};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// QUIC close code of a join connection whose request was malformed or late.
-const CLOSE_JOIN_FAILED: u64 = 7;
 
 /// A certificate-less join connection to `node` from the loopback address `from`.
 async fn stranger(node: &TestNode, from: &str) -> Result<quinn::Connection, net::NetError> {
@@ -65,12 +62,12 @@ async fn an_oversize_join_request_is_refused_at_its_length_prefix() {
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     // 4 bytes claiming 32 MiB: refused on their own, nothing read or allocated after them.
     send.write_all(&(32u32 << 20).to_be_bytes()).await.unwrap();
-    assert_eq!(closed_by(&conn).await, (CLOSE_JOIN_FAILED, "bad join request".into()));
+    assert_eq!(closed_by(&conn).await, (CLOSE_BAD_JOIN_REQUEST as u64, "bad join request".into()));
     // One byte over the join request limit, likewise.
     let conn = stranger(&a, "127.0.0.1").await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&(proto::MAX_JOIN_REQUEST as u32 + 1).to_be_bytes()).await.unwrap();
-    assert_eq!(closed_by(&conn).await, (CLOSE_JOIN_FAILED, "bad join request".into()));
+    assert_eq!(closed_by(&conn).await, (CLOSE_BAD_JOIN_REQUEST as u64, "bad join request".into()));
     assert_eq!(a.status().counters.connections_refused, 2);
     a.stop().await;
 }
@@ -89,7 +86,7 @@ async fn a_slow_join_request_is_cut_off_at_its_deadline() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    assert_eq!(closed_by(&conn).await, (CLOSE_JOIN_FAILED, "no join request in time".into()));
+    assert_eq!(closed_by(&conn).await, (CLOSE_LATE_JOIN_REQUEST as u64, "no join request in time".into()));
     trickle.abort();
     assert_eq!(a.status().counters.connections_refused, 1);
     a.stop().await;

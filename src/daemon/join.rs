@@ -9,6 +9,7 @@ use crate::ids::NodeId;
 use crate::index::{AddrOrigin, Index};
 use crate::net;
 use crate::net::admit::Place;
+use crate::net::gate::{CLOSE_BAD_JOIN_REQUEST, CLOSE_LATE_JOIN_REQUEST};
 use crate::proto::{self, JoinReply, JoinRequest, PeerInfo};
 use crate::stats::Counters;
 use anyhow::{anyhow, Context};
@@ -33,13 +34,13 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection, deadline: Instant, 
         Ok(Err(e)) => {
             Counters::add(&node.counters.connections_refused, 1);
             warn!(%remote, error = %e, "join connection failed");
-            conn.close(CLOSE_JOIN_FAILED.into(), b"bad join request");
+            conn.close(CLOSE_BAD_JOIN_REQUEST.into(), b"bad join request");
             return;
         }
         Err(_) => {
             Counters::add(&node.counters.connections_refused, 1);
             debug!(%remote, "join request not received in time");
-            conn.close(CLOSE_JOIN_FAILED.into(), b"no join request in time");
+            conn.close(CLOSE_LATE_JOIN_REQUEST.into(), b"no join request in time");
             return;
         }
     };
@@ -67,8 +68,6 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection, deadline: Instant, 
 
 /// How long a joiner has to take its reply.
 const REPLY_TIME: Duration = Duration::from_secs(5);
-/// QUIC close code: the join request was malformed or late.
-const CLOSE_JOIN_FAILED: u32 = 7;
 
 fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinReply, String> {
     let ca = node.ident.ca().ok_or("this node has no CA key (it joined with --no-invite) and cannot invite")?;

@@ -33,6 +33,10 @@ const HANDSHAKES_PER_JOIN: usize = 4;
 pub const CLOSE_BUSY: u32 = 6;
 /// QUIC close code: an application protocol this node does not speak.
 pub const CLOSE_UNKNOWN_PROTOCOL: u32 = 1;
+/// QUIC close code: a join request that was malformed or over its limit.
+pub const CLOSE_BAD_JOIN_REQUEST: u32 = 7;
+/// QUIC close code: a join request that was not all there by [`JOIN_DEADLINE`].
+pub const CLOSE_LATE_JOIN_REQUEST: u32 = 8;
 
 /// The places for connections that have proved nothing yet.
 #[derive(Debug)]

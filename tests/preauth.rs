@@ -76,10 +76,11 @@ async fn an_oversize_join_request_is_refused_at_its_length_prefix() {
 async fn a_slow_join_request_is_cut_off_at_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = first(dir.path(), "alpha", SendReceive);
+    node_option(&a.home, "join_deadline_secs = 2");
     a.start().await;
     let conn = stranger(&a, "127.0.0.1").await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
-    // Slowloris: a legal length, then a byte every 300 ms, for ever.
+    // Slowloris: a legal length, then a byte every 300 ms, for ever (cut at 2 s here).
     send.write_all(&1000u32.to_be_bytes()).await.unwrap();
     let trickle = tokio::spawn(async move {
         while send.write_all(&[0]).await.is_ok() {
@@ -95,7 +96,8 @@ async fn a_slow_join_request_is_cut_off_at_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn strangers_get_four_places_per_address_and_sixteen_in_all() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    // The places are held, however long this takes on a loaded machine.
+    let mut nodes = mesh_with(dir.path(), &[SendReceive, SendReceive], "join_deadline_secs = 300").await;
     let a = &nodes[0];
     let mut held = Vec::new();
     for _ in 0..4 {

@@ -113,6 +113,9 @@ pub struct NodeConfig {
     pub max_join_connections: usize,
     /// Join connections served at once from one source address (an IPv6 /64).
     pub max_join_per_address: usize,
+    /// How long after its first packet a connection must have finished its
+    /// handshake, and a join connection sent its whole request.
+    pub join_deadline: Duration,
 }
 
 /// `[[share]]`: one replicated folder.
@@ -168,6 +171,8 @@ struct RawNode {
     max_join_connections: Spanned<usize>,
     #[serde(default = "default_max_joins_per_address")]
     max_join_per_address: Spanned<usize>,
+    #[serde(default = "default_join_deadline")]
+    join_deadline_secs: Spanned<usize>,
 }
 
 fn default_max_joins() -> Spanned<usize> {
@@ -175,6 +180,9 @@ fn default_max_joins() -> Spanned<usize> {
 }
 fn default_max_joins_per_address() -> Spanned<usize> {
     Spanned::new(0..0, 4)
+}
+fn default_join_deadline() -> Spanned<usize> {
+    Spanned::new(0..0, 10)
 }
 fn default_rescan() -> Spanned<u64> {
     Spanned::new(0..0, 3600)
@@ -297,12 +305,13 @@ impl Config {
         let min_free_bytes = min_free.get_ref().checked_mul(1 << 20).ok_or_else(|| {
             invalid(min_free.span().start, format!("min_free_mib {} is more than any disk holds", min_free.get_ref()))
         })?;
-        for (key, n) in [
-            ("max_join_connections", &raw.node.max_join_connections),
-            ("max_join_per_address", &raw.node.max_join_per_address),
+        for (key, n, most) in [
+            ("max_join_connections", &raw.node.max_join_connections, 1024),
+            ("max_join_per_address", &raw.node.max_join_per_address, 1024),
+            ("join_deadline_secs", &raw.node.join_deadline_secs, 300),
         ] {
-            if !(1..=1024).contains(n.get_ref()) {
-                return Err(invalid(n.span().start, format!("{key} must be a whole number from 1 to 1024")));
+            if !(1..=most).contains(n.get_ref()) {
+                return Err(invalid(n.span().start, format!("{key} must be a whole number from 1 to {most}")));
             }
         }
         let listen = raw.node.listen;
@@ -326,6 +335,7 @@ impl Config {
                 log: raw.node.log,
                 max_join_connections: raw.node.max_join_connections.into_inner(),
                 max_join_per_address: raw.node.max_join_per_address.into_inner(),
+                join_deadline: Duration::from_secs(*raw.node.join_deadline_secs.get_ref() as u64),
             },
             shares,
         })
@@ -360,6 +370,7 @@ impl Config {
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
              # max_join_connections = 16            # join connections served at once (default 16)\n\
              # max_join_per_address = 4             # ... from one address (default 4)\n\
+             # join_deadline_secs = 10              # a joiner's handshake and request, from its first packet\n\
              log = \"human\"\n",
             toml_string(name)
         )
@@ -432,6 +443,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
         assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
+        assert_eq!(c.node.join_deadline, Duration::from_secs(10));
         assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
     }

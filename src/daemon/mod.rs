@@ -221,10 +221,13 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         dialer: Mutex::new(Default::default()),
         clock: Instant::now(),
         dialing: Mutex::new(HashSet::new()),
-        gate: crate::net::gate::Gate::new(crate::net::admit::Caps {
-            total: config.node.max_join_connections,
-            per_source: config.node.max_join_per_address,
-        }),
+        gate: crate::net::gate::Gate::new(
+            crate::net::admit::Caps {
+                total: config.node.max_join_connections,
+                per_source: config.node.max_join_per_address,
+            },
+            config.node.join_deadline,
+        ),
         control_memory: crate::net::budget::pool(crate::net::budget::CONTROL_MEMORY_KIB),
         addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
@@ -313,6 +316,7 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
         ("metrics_listen", a.metrics_listen != b.metrics_listen),
         ("max_join_connections", a.max_join_connections != b.max_join_connections),
         ("max_join_per_address", a.max_join_per_address != b.max_join_per_address),
+        ("join_deadline_secs", a.join_deadline != b.join_deadline),
     ];
     out.extend(node_keys.iter().filter(|(_, changed)| *changed).map(|(k, _)| format!("[node] {k}")));
     for s in &new.shares {

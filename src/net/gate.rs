@@ -2,13 +2,14 @@
 //! has proved nothing until its handshake shows a mesh certificate, so until then
 //! it holds one of a few places (PROTOCOL.md §10):
 //!
-//! - a handshake in progress holds a handshake place, at most [`HANDSHAKE_DEADLINE`];
+//! - a handshake in progress holds a handshake place, until the deadline at most
+//!   (`join_deadline_secs`, 10 s by default, from the connection's first packet);
 //!   past as many handshakes as join places, a source whose address is not validated
 //!   is answered with a QUIC Retry first (it costs this node no state, and a forged
 //!   source address never comes back);
 //! - a join connection then holds a join place (`max_join_connections`, 4 per source
-//!   by default) until it is answered, and must have sent its request by
-//!   [`JOIN_DEADLINE`] after its first packet;
+//!   by default) until it is answered, and must have sent its request by the
+//!   same deadline;
 //! - a mesh connection needs no place: its certificate is checked by the session.
 //!
 //! Without a place a connection is refused at once: before the handshake with a
@@ -20,11 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A handshake must be done within this long of the connection's first packet.
-pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// A join connection must have completed its handshake and sent its request within
-/// this long of its first packet.
-pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Handshake places per join place: handshakes are short, and a mesh peer's
 /// handshake must find a place while strangers hold every join place.
 const HANDSHAKES_PER_JOIN: usize = 4;
@@ -43,6 +39,9 @@ pub const CLOSE_LATE_JOIN_REQUEST: u32 = 8;
 pub struct Gate {
     handshakes: Arc<Admission>,
     joins: Arc<Admission>,
+    /// How long after its first packet a handshake must be done, and a join
+    /// connection's request be all there.
+    deadline: Duration,
 }
 
 /// A connection attempt let in at first look, holding a handshake place.
@@ -79,7 +78,7 @@ pub enum Refusal {
     #[error("no place for another join connection: {0}")]
     Joins(Full),
     /// It did not finish its handshake in time.
-    #[error("handshake not done within {} s", HANDSHAKE_DEADLINE.as_secs())]
+    #[error("handshake not done in time")]
     Slow,
     /// The handshake failed.
     #[error("handshake failed: {0}")]
@@ -102,10 +101,11 @@ pub enum Screened {
 
 impl Gate {
     /// A door with `joins` join places and four times as many handshake places (as
-    /// many per source as there are join places in all).
-    pub fn new(joins: Caps) -> Self {
+    /// many per source as there are join places in all), and `deadline` for a
+    /// handshake and a join request.
+    pub fn new(joins: Caps, deadline: Duration) -> Self {
         let handshakes = Caps { total: joins.total * HANDSHAKES_PER_JOIN, per_source: joins.total };
-        Self { handshakes: Admission::new(handshakes), joins: Admission::new(joins) }
+        Self { handshakes: Admission::new(handshakes), joins: Admission::new(joins), deadline }
     }
 
     /// Join places taken now.
@@ -138,13 +138,12 @@ impl Gate {
     pub async fn admit(&self, arriving: Box<Arriving>) -> Result<Admitted, Refusal> {
         let Arriving { incoming, place, since } = *arriving;
         let connecting = incoming.accept()?;
-        let conn =
-            tokio::time::timeout_at(since + HANDSHAKE_DEADLINE, connecting).await.map_err(|_| Refusal::Slow)??;
+        let conn = tokio::time::timeout_at(since + self.deadline, connecting).await.map_err(|_| Refusal::Slow)??;
         drop(place);
         match super::alpn(&conn).as_deref() {
             Some(a) if a == ALPN_MESH => Ok(Admitted::Mesh(conn)),
             Some(a) if a == ALPN_JOIN => match self.joins.admit(conn.remote_address().ip()) {
-                Ok(place) => Ok(Admitted::Join { conn, place, deadline: since + JOIN_DEADLINE }),
+                Ok(place) => Ok(Admitted::Join { conn, place, deadline: since + self.deadline }),
                 Err(full) => {
                     conn.close(CLOSE_BUSY.into(), b"too many join connections; try again later");
                     Err(Refusal::Joins(full))

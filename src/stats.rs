@@ -33,6 +33,9 @@ pub struct Counters {
     pub conflicts: AtomicU64,
     /// Entries or paths refused from peers (bad paths, escaping symlinks).
     pub refused: AtomicU64,
+    /// Connections refused before they proved anything: no place left for a
+    /// stranger, a handshake or join request past its deadline, an unknown protocol.
+    pub connections_refused: AtomicU64,
 }
 
 /// A snapshot of [`Counters`], as shown by `status --json`.
@@ -64,6 +67,9 @@ pub struct CounterSnapshot {
     pub conflicts: u64,
     /// See [`Counters::refused`].
     pub refused: u64,
+    /// See [`Counters::connections_refused`].
+    #[serde(default)]
+    pub connections_refused: u64,
 }
 
 impl Counters {
@@ -88,6 +94,7 @@ impl Counters {
             files_applied: g(&self.files_applied),
             conflicts: g(&self.conflicts),
             refused: g(&self.refused),
+            connections_refused: g(&self.connections_refused),
         }
     }
 }

@@ -151,7 +151,7 @@ async fn hostile_paths_are_refused_and_never_written() {
         entries: vec![evil("innocent-link", EvilKind::Symlink { target: "../../../etc".into() })],
         upto_seq: 1,
     };
-    meshsync::proto::write_frame(&mut send, &batch).await.unwrap();
+    meshsync::codec::write_frame(&mut send, &batch).await.unwrap();
     wait("symlink refused", || nodes[0].status().counters.refused >= 1).await;
 
     // Paths that leave the share do not even decode: refused, session closed.
@@ -166,7 +166,7 @@ async fn hostile_paths_are_refused_and_never_written() {
             entries: vec![evil(bad, EvilKind::Dir)],
             upto_seq: 1,
         };
-        meshsync::proto::write_frame(&mut send, &batch).await.unwrap();
+        meshsync::codec::write_frame(&mut send, &batch).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -13,7 +13,6 @@ use meshsync::identity::token::JoinToken;
 use meshsync::index::{conflict_name, pick_winner, Entry};
 use meshsync::proto::{self, ChunkReply, Control, HaveMap, Hello, JoinReply, JoinRequest, StreamRequest, WireEntry};
 use meshsync::scan::ignore::Ignore;
-use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
@@ -33,9 +32,9 @@ fn ready<F: Future>(f: F) -> F::Output {
 }
 
 /// Reads frames of one message type from `stream` with the daemon's `read_frame`
-/// (its length prefix and frame limit) until the stream ends or a frame is refused;
+/// (its length prefix and that message's frame limit) until the stream ends or a frame is refused;
 /// each decoded message must encode back to exactly the bytes it came from.
-fn frames<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(mut stream: &[u8], mut each: impl FnMut(&T)) {
+fn frames<T: proto::Framed + PartialEq + std::fmt::Debug>(mut stream: &[u8], mut each: impl FnMut(&T)) {
     loop {
         let before = stream;
         let msg = match ready(proto::read_frame::<_, T>(&mut stream)) {

@@ -1,9 +1,12 @@
 //! The node's TOML config: parsing, defaults, validation with file:line errors.
 
 mod edit;
+mod modes;
 pub mod schedule;
 
-use serde::{Deserialize, Serialize};
+pub use modes::{DeleteBrake, LogFormat, ShareMode, Versioning};
+
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,127 +43,6 @@ pub enum ConfigError {
     },
 }
 
-/// What a node does with a share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ShareMode {
-    /// Announce local changes and apply remote ones.
-    #[default]
-    SendReceive,
-    /// Announce local changes; never apply remote ones.
-    SendOnly,
-    /// Apply remote changes; never announce local ones.
-    ReceiveOnly,
-}
-
-impl ShareMode {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShareMode::SendReceive => "send-receive",
-            ShareMode::SendOnly => "send-only",
-            ShareMode::ReceiveOnly => "receive-only",
-        }
-    }
-}
-
-impl std::str::FromStr for ShareMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "send-receive" => Ok(Self::SendReceive),
-            "send-only" => Ok(Self::SendOnly),
-            "receive-only" => Ok(Self::ReceiveOnly),
-            _ => Err(format!("unknown mode {s:?}: expected send-receive, send-only or receive-only")),
-        }
-    }
-}
-
-/// How many deletions one scan may record before the share pauses for the user
-/// to confirm (`meshsync share confirm-deletes`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum DeleteBrake {
-    /// More than half of the share's files and folders, and at least [`DeleteBrake::MIN`].
-    #[default]
-    Half,
-    /// More than this many.
-    AtMost(u64),
-    /// Never (`max_delete = 0`).
-    Off,
-}
-
-impl DeleteBrake {
-    /// Under the default rule, fewer deletions than this never stop a scan.
-    pub const MIN: usize = 100;
-
-    /// True if `would` deletions could be too many (then the live count is read).
-    pub fn may_stop(&self, would: usize) -> bool {
-        match *self {
-            DeleteBrake::Half => would >= Self::MIN,
-            DeleteBrake::AtMost(n) => would as u64 > n,
-            DeleteBrake::Off => false,
-        }
-    }
-
-    /// True if one scan may record `would` deletions among `live` entries.
-    pub fn allows(&self, would: usize, live: usize) -> bool {
-        match *self {
-            DeleteBrake::Half => would < Self::MIN || would * 2 <= live,
-            DeleteBrake::AtMost(n) => would as u64 <= n,
-            DeleteBrake::Off => true,
-        }
-    }
-
-    /// The rule in words, for the message that stops a scan.
-    pub fn describe(&self) -> String {
-        match *self {
-            DeleteBrake::Half => format!("more than half, and at least {}, stops a scan", Self::MIN),
-            DeleteBrake::AtMost(n) => format!("max_delete = {n}"),
-            DeleteBrake::Off => "max_delete = 0: no limit".into(),
-        }
-    }
-}
-
-/// What happens to a file a peer's change replaces or deletes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Versioning {
-    /// Kept in the share's `.meshsync/versions/` for this many days.
-    Trash {
-        /// Days a version is kept.
-        keep_days: u32,
-    },
-    /// Gone.
-    Off,
-}
-
-impl Default for Versioning {
-    fn default() -> Self {
-        Versioning::Trash { keep_days: 7 }
-    }
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "human" => Ok(Self::Human),
-            "json" => Ok(Self::Json),
-            _ => Err(format!("unknown log format {s:?}: expected human or json")),
-        }
-    }
-}
-
 /// `[node]`: this node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -181,6 +63,13 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     pub log: LogFormat,
+    /// Join connections (strangers with a token, or without) served at once.
+    pub max_join_connections: usize,
+    /// Join connections served at once from one source address (an IPv6 /64).
+    pub max_join_per_address: usize,
+    /// How long after its first packet a connection must have finished its
+    /// handshake, and a join connection sent its whole request.
+    pub join_deadline: Duration,
 }
 
 /// `[[share]]`: one replicated folder.
@@ -236,8 +125,23 @@ struct RawNode {
     metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     log: LogFormat,
+    #[serde(default = "default_max_joins")]
+    max_join_connections: Spanned<usize>,
+    #[serde(default = "default_max_joins_per_address")]
+    max_join_per_address: Spanned<usize>,
+    #[serde(default = "default_join_deadline")]
+    join_deadline_secs: Spanned<usize>,
 }
 
+fn default_max_joins() -> Spanned<usize> {
+    Spanned::new(0..0, 16)
+}
+fn default_max_joins_per_address() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
+fn default_join_deadline() -> Spanned<usize> {
+    Spanned::new(0..0, 10)
+}
 fn default_rescan() -> Spanned<u64> {
     Spanned::new(0..0, 3600)
 }
@@ -395,6 +299,15 @@ impl Config {
         let min_free_bytes = min_free.get_ref().checked_mul(1 << 20).ok_or_else(|| {
             invalid(min_free.span().start, format!("min_free_mib {} is more than any disk holds", min_free.get_ref()))
         })?;
+        for (key, n, most) in [
+            ("max_join_connections", &raw.node.max_join_connections, 1024),
+            ("max_join_per_address", &raw.node.max_join_per_address, 1024),
+            ("join_deadline_secs", &raw.node.join_deadline_secs, 300),
+        ] {
+            if !(1..=most).contains(n.get_ref()) {
+                return Err(invalid(n.span().start, format!("{key} must be a whole number from 1 to {most}")));
+            }
+        }
         let listen = raw.node.listen;
         let advertise_at = raw.node.advertise.span().start;
         let advertise = raw.node.advertise.into_inner();
@@ -414,6 +327,9 @@ impl Config {
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
                 metrics_listen,
                 log: raw.node.log,
+                max_join_connections: raw.node.max_join_connections.into_inner(),
+                max_join_per_address: raw.node.max_join_per_address.into_inner(),
+                join_deadline: Duration::from_secs(*raw.node.join_deadline_secs.get_ref() as u64),
             },
             shares,
         })
@@ -446,6 +362,9 @@ impl Config {
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
+             # max_join_connections = 16            # join connections served at once (default 16)\n\
+             # max_join_per_address = 4             # ... from one address (default 4)\n\
+             # join_deadline_secs = 10              # a joiner's handshake and request, from its first packet\n\
              log = \"human\"\n",
             toml_string(name)
         )
@@ -527,6 +446,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
+        assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
+        assert_eq!(c.node.join_deadline, Duration::from_secs(10));
         assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
         assert_eq!(c.shares[0].max_delete, DeleteBrake::Half);
@@ -570,6 +491,8 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmin_free_mib = 17592186044416\n");
         assert!(e.starts_with("/h/config.toml:4: min_free_mib"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_join_connections = 0\n");
+        assert!(e.starts_with("/h/config.toml:4: max_join_connections must be a whole number from 1"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
         assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
     }

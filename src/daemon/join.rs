@@ -8,50 +8,76 @@ use crate::identity::{make_csr, sign_csr, Identity};
 use crate::ids::NodeId;
 use crate::index::{AddrOrigin, Index};
 use crate::net;
+use crate::net::admit::Place;
+use crate::net::gate::{CLOSE_BAD_JOIN_REQUEST, CLOSE_LATE_JOIN_REQUEST};
 use crate::proto::{self, JoinReply, JoinRequest, PeerInfo};
+use crate::stats::Counters;
 use anyhow::{anyhow, Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
-/// Answers one join connection.
-pub async fn serve(node: Arc<Node>, conn: quinn::Connection) {
+/// Answers one join connection, which holds `_place` (one of the few a stranger may
+/// take) until answered: its request must have arrived by `deadline`.
+pub async fn serve(node: Arc<Node>, conn: quinn::Connection, deadline: Instant, _place: Place) {
     let remote = conn.remote_address();
-    let r = async {
-        let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await??;
+    let request = async {
+        let (send, mut recv) = conn.accept_bi().await?;
         let req: JoinRequest =
             proto::read_frame(&mut recv).await?.ok_or_else(|| anyhow!("closed before the join request"))?;
-        let reply = match accept(&node, &req, remote) {
-            Ok(r) => {
-                info!(%remote, name = %req.name, "join accepted");
-                r
-            }
-            Err(reason) => {
-                warn!(%remote, name = %req.name, %reason, "join refused");
-                JoinReply::Refused(reason)
-            }
-        };
+        anyhow::Ok((send, req))
+    };
+    let (mut send, req) = match tokio::time::timeout_at(deadline, request).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            Counters::add(&node.counters.connections_refused, 1);
+            warn!(%remote, error = %e, "join connection failed");
+            conn.close(CLOSE_BAD_JOIN_REQUEST.into(), b"bad join request");
+            return;
+        }
+        Err(_) => {
+            Counters::add(&node.counters.connections_refused, 1);
+            debug!(%remote, "join request not received in time");
+            conn.close(CLOSE_LATE_JOIN_REQUEST.into(), b"no join request in time");
+            return;
+        }
+    };
+    let reply = match accept(&node, &req, remote) {
+        Ok(r) => {
+            info!(%remote, name = %req.name, "join accepted");
+            r
+        }
+        Err(reason) => {
+            warn!(%remote, name = %req.name, %reason, "join refused");
+            JoinReply::Refused(reason)
+        }
+    };
+    let answer = async {
         proto::write_frame(&mut send, &reply).await?;
         let _ = send.finish();
         // Let the joiner read the reply before the connection goes.
-        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        let _ = conn.closed().await;
         anyhow::Ok(())
     };
-    if let Err(e) = r.await {
-        warn!(%remote, error = %e, "join connection failed");
+    if let Ok(Err(e)) = tokio::time::timeout(REPLY_TIME, answer).await {
+        warn!(%remote, error = %e, "join reply failed");
     }
 }
+
+/// How long a joiner has to take its reply.
+const REPLY_TIME: Duration = Duration::from_secs(5);
 
 fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinReply, String> {
     let ca = node.ident.ca().ok_or("this node has no CA key (it joined with --no-invite) and cannot invite")?;
     if req.name.trim().is_empty() || req.name.len() > 128 {
         return Err("node name must be 1 to 128 characters".into());
     }
-    // Check the request before spending the token.
+    // The token first: without it, nothing of the request is parsed or signed.
+    let right = token::redeem(&node.home, &req.token_id, &req.secret).map_err(|e| e.to_string())?;
     let cert = sign_csr(&ca, &req.csr_der, &req.name).map_err(|e| format!("bad certificate request: {e}"))?;
     let new_id = crate::identity::node_id_of_cert(&cert).map_err(|e| e.to_string())?;
-    let right = token::redeem(&node.home, &req.token_id, &req.secret).map_err(|e| e.to_string())?;
     let peers: Vec<PeerInfo> =
         node.index.peers().unwrap_or_default().into_iter().filter(|p| p.id != new_id.0).map(Into::into).collect();
     // The joiner's word, and the address it came from at the port it listens on

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 /// A running node's shared state.
 pub(crate) struct Node {
@@ -87,6 +87,10 @@ pub(crate) struct Node {
     /// while a handshake waits out a lost Initial would open a second connection,
     /// and the newer one replaces the first with its requests in flight.
     dialing: Mutex<HashSet<NodeId>>,
+    /// Places for connections that have proved nothing yet.
+    gate: crate::net::gate::Gate,
+    /// Control frames all peers together may hold (see [`crate::net::budget`]).
+    control_memory: Arc<tokio::sync::Semaphore>,
 }
 
 /// What sessions are told of this node while it runs.
@@ -166,6 +170,12 @@ impl Node {
     /// another member's word (which could redirect this node's dials).
     pub fn learn_peer(&self, mut p: PeerInfo, origin: AddrOrigin) {
         p.addrs.retain(crate::net::addrs::dialable);
+        // Stored as it may be gossiped: every peer list then fits its frame.
+        p.addrs.truncate(crate::proto::MAX_PEER_ADDRS);
+        if p.name.len() > crate::proto::MAX_NAME {
+            let cut = (0..=crate::proto::MAX_NAME).rev().find(|i| p.name.is_char_boundary(*i)).unwrap_or(0);
+            p.name.truncate(cut);
+        }
         if p.id == self.ident.id.0 || p.addrs.is_empty() || self.index.has_left(&p.id).unwrap_or(false) {
             return;
         }
@@ -234,6 +244,14 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         dialer: Mutex::new(Default::default()),
         clock: Instant::now(),
         dialing: Mutex::new(HashSet::new()),
+        gate: crate::net::gate::Gate::new(
+            crate::net::admit::Caps {
+                total: config.node.max_join_connections,
+                per_source: config.node.max_join_per_address,
+            },
+            config.node.join_deadline,
+        ),
+        control_memory: crate::net::budget::pool(crate::net::budget::CONTROL_MEMORY_KIB),
         addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
     });
@@ -255,25 +273,35 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
 }
 
 async fn accept_loop(node: Arc<Node>) {
+    use crate::net::gate::{Admitted, Screened};
     loop {
         let incoming = tokio::select! {
             _ = node.cancel.cancelled() => return,
             i = node.net.endpoint().accept() => match i { Some(i) => i, None => return },
         };
+        let remote = incoming.remote_address();
+        let arriving = match node.gate.screen(incoming) {
+            Screened::In(a) => a,
+            Screened::Retried => continue,
+            Screened::Refused(why) => {
+                Counters::add(&node.counters.connections_refused, 1);
+                debug!(%remote, %why, "refused connection");
+                continue;
+            }
+        };
         let node = node.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(%remote, error = %e, "refused connection (handshake failed)");
-                    return;
+            match node.gate.admit(arriving).await {
+                Ok(Admitted::Mesh(conn)) => session::run(node, conn, false).await,
+                Ok(Admitted::Join { conn, place, deadline }) => join::serve(node, conn, deadline, place).await,
+                Err(why @ crate::net::gate::Refusal::Handshake(_)) => {
+                    warn!(%remote, %why, "refused connection");
                 }
-            };
-            match crate::net::alpn(&conn).as_deref() {
-                Some(a) if a == crate::proto::ALPN_JOIN => join::serve(node, conn).await,
-                Some(a) if a == crate::proto::ALPN_MESH => session::run(node, conn, false).await,
-                _ => conn.close(1u32.into(), b"unknown protocol"),
+                Err(why) => {
+                    Counters::add(&node.counters.connections_refused, 1);
+                    // Caused by their number, at a stranger's will: counted, not a warning each.
+                    debug!(%remote, %why, "refused connection");
+                }
             }
         });
     }

@@ -108,6 +108,9 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ("rescan_interval_secs", a.rescan_interval != b.rescan_interval, true),
         ("min_free_mib", a.min_free_bytes != b.min_free_bytes, true),
         ("upload_limit_mbit", a.upload_limit_mbit != b.upload_limit_mbit, true),
+        ("max_join_connections", a.max_join_connections != b.max_join_connections, false),
+        ("max_join_per_address", a.max_join_per_address != b.max_join_per_address, false),
+        ("join_deadline_secs", a.join_deadline != b.join_deadline, false),
     ];
     for (key, changed, live) in node_keys {
         if changed {

@@ -5,6 +5,7 @@ use super::{bench, membership, Node, NodeEvent, Share};
 use crate::gossip;
 use crate::ids::NodeId;
 use crate::index::AddrOrigin;
+use crate::net::budget::PeerBudget;
 use crate::net::{NetError, PeerConn};
 use crate::proto::{
     self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, MINOR_MEMBERSHIP, PROTOCOL_MINOR,
@@ -54,6 +55,7 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
         conn.close(proto::CLOSE_LEFT.into(), b"this node left the mesh");
         return;
     }
+    crate::net::trust(&conn);
     let span = tracing::info_span!("peer", peer = ?peer, addr = %conn.remote_address());
     async {
         match session(&node, &conn, peer, dialed).await {
@@ -158,8 +160,11 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             if let Control::Index { entries, .. } | Control::IndexBatch { entries, .. } = &msg {
                 Counters::add(&writer_counters.entries_sent, entries.len() as u64);
             }
-            if proto::write_frame(&mut send, &msg).await.is_err() {
-                break;
+            match proto::write_frame(&mut send, &msg).await {
+                Ok(()) => {}
+                // Not sent, as the peer would refuse it; the session goes on.
+                Err(e @ CodecError::TooLarge { .. }) => warn!(error = %e, "message not sent"),
+                Err(_) => break,
             }
         }
     });
@@ -208,21 +213,15 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     // served request says whom it served.
     let shares = node.clone();
     let lookup: crate::transfer::serve::ShareLookup = Arc::new(move |name| shares.share(name).map(|s| s.ctx.clone()));
-    tasks.spawn(node.server.clone().serve_requests(conn.clone(), peer, lookup).in_current_span());
+    // Everything this node holds for the peer's messages is charged to one budget.
+    let budget = PeerBudget::default();
+    tasks.spawn(node.server.clone().serve_requests(conn.clone(), peer, budget.clone(), lookup).in_current_span());
     // Frames are read in a task of their own: `read_frame` is not cancel-safe, and
     // as a `select!` branch it lost the bytes it had read whenever another branch
     // (a progress map to send) won, desynchronising the stream (seen in the lab as
     // "frame of 942384889 bytes" and a reconnect).
-    let (in_tx, mut incoming) = mpsc::channel(16);
-    tasks.spawn(async move {
-        loop {
-            let frame = proto::read_frame::<_, Control>(&mut recv).await;
-            let last = !matches!(frame, Ok(Some(_)));
-            if in_tx.send(frame).await.is_err() || last {
-                break;
-            }
-        }
-    });
+    let (in_tx, mut incoming) = mpsc::channel(1);
+    tasks.spawn(crate::net::budget::read_frames::<_, Control>(recv, budget, node.control_memory.clone(), in_tx));
 
     let result = loop {
         tokio::select! {
@@ -263,8 +262,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 }
             }
             msg = incoming.recv() => {
-                let msg = match msg {
-                    Some(Ok(Some(m))) => m,
+                // The charge is held until the message is dealt with, and the next
+                // frame is read only then.
+                let (msg, _charge) = match msg {
+                    Some(Ok(Some(m))) => m.into_parts(),
                     Some(Ok(None)) | None => break Ok(()),
                     // The connection went away (closed, a duplicate dropped, shutdown):
                     // not something the peer sent.

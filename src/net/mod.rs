@@ -1,6 +1,9 @@
 //! QUIC transport: the endpoint, transport tuning, and the request/response streams.
 
 pub mod addrs;
+pub mod admit;
+pub mod budget;
+pub mod gate;
 pub mod limit;
 pub mod peers;
 pub mod socket;
@@ -45,7 +48,18 @@ pub enum NetError {
 /// Send priority of requests and control messages: above chunk data (priority 0).
 pub const URGENT: i32 = 1;
 
-/// Transport parameters for bulk transfer.
+/// Request streams an authenticated peer may have open toward this node at once:
+/// twice the most the swarm tests needed on loopback (51), where the pipeline
+/// (`sync::swarm`, bounded in bytes) holds the most requests; past it a requester's
+/// `open_bi` waits. Each holds a request of at most `MAX_STREAM_REQUEST` (4 KiB).
+pub const PEER_STREAMS: u32 = 128;
+/// Connection receive window of an authenticated peer.
+const PEER_WINDOW: u32 = 64 << 20;
+/// Connection receive window before authentication: a join request and its prefix
+/// fit, and a stranger cannot make the transport buffer more.
+const STRANGER_WINDOW: u32 = 128 << 10;
+
+/// Transport parameters for bulk transfer, as used with authenticated peers.
 ///
 /// quinn's default stream window (about 1.25 MB) caps one stream near window/RTT;
 /// chunk streams are short but many run at once, so the connection window is what
@@ -62,15 +76,32 @@ pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.send_fairness(false);
     t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
-    t.receive_window(quinn::VarInt::from_u32(64 << 20));
+    t.receive_window(quinn::VarInt::from_u32(PEER_WINDOW));
     t.send_window(64 << 20);
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(512));
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(PEER_STREAMS));
+    // Protocol 4 uses none.
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
         t.max_idle_timeout(Some(idle));
     }
     t
+}
+
+/// The server side's parameters: anyone may connect, so a connection starts with
+/// one stream and a small window; [`trust`] opens them once its certificate is
+/// checked.
+fn server_transport() -> quinn::TransportConfig {
+    let mut t = transport();
+    t.receive_window(quinn::VarInt::from_u32(STRANGER_WINDOW));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
+    t
+}
+
+/// Opens an accepted connection to an authenticated peer's stream limit and window.
+pub fn trust(conn: &quinn::Connection) {
+    conn.set_receive_window(quinn::VarInt::from_u32(PEER_WINDOW));
+    conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(PEER_STREAMS));
 }
 
 fn quic_client(cfg: rustls::ClientConfig) -> Result<quinn::ClientConfig, NetError> {
@@ -93,7 +124,7 @@ impl Net {
         let server = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(ident)?)
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
-        sc.transport_config(Arc::new(transport()));
+        sc.transport_config(Arc::new(server_transport()));
         let runtime = quinn::default_runtime().ok_or_else(|| NetError::Protocol("no async runtime".into()))?;
         let endpoint =
             quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(sc), socket::bind(listen)?, runtime)?;
@@ -116,6 +147,15 @@ pub async fn connect_join(ca_fingerprint: [u8; 32], addr: SocketAddr) -> Result<
     let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .map_err(|_| NetError::Protocol("bad bind address".into()))?;
+    connect_join_from(bind, ca_fingerprint, addr).await
+}
+
+/// Dials an inviter for a join from a throwaway endpoint bound to `bind`.
+pub async fn connect_join_from(
+    bind: SocketAddr,
+    ca_fingerprint: [u8; 32],
+    addr: SocketAddr,
+) -> Result<quinn::Connection, NetError> {
     let ep = quinn::Endpoint::client(bind)?;
     let cfg = quic_client(tls::join_client_config(ca_fingerprint)?)?;
     Ok(ep.connect_with(cfg, addr, tls::NODE_NAME)?.await?)

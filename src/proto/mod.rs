@@ -9,10 +9,15 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 mod entry;
+mod frame;
 
-pub use crate::codec::{decode, encode, read_frame, write_frame, CodecError, MAX_FRAME};
+pub use crate::codec::{decode, encode, CodecError, FrameHead, MAX_FRAME};
 pub use crate::ids::MAX_CHUNK;
 pub use entry::{WireBlock, WireEntry, WireKind, WireMtime};
+pub use frame::{
+    read_frame, read_head, write_frame, Framed, MAX_CHUNK_REPLY, MAX_HAVE_FRAME, MAX_HELLO, MAX_JOIN_REPLY,
+    MAX_JOIN_REQUEST, MAX_PEERS_FRAME, MAX_SMALL_CONTROL, MAX_STREAM_REQUEST,
+};
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
 pub const ALPN_MESH: &[u8] = b"meshsync/4";

@@ -4,6 +4,7 @@
 
 use super::{ShareCtx, Verify};
 use crate::ids::NodeId;
+use crate::net::budget::PeerBudget;
 use crate::net::limit::RateLimit;
 use crate::proto::{self, ChunkRef, ChunkReply, ChunkRequest, StreamRequest, MAX_PROBE};
 use crate::stats::Counters;
@@ -13,8 +14,15 @@ use std::time::{Duration, Instant};
 use tracing::{debug, Instrument};
 
 /// Chunk data (KiB) this node holds for peers' requests at once; the largest
-/// request (16 MiB) always fits.
-pub const SERVE_MEMORY_KIB: usize = 128 << 10;
+/// request (16 MiB) always fits. One peer's share is bounded by its budget
+/// ([`PeerBudget`], which its control frames draw from too).
+pub const SERVE_MEMORY_KIB: u32 = 128 << 10;
+
+/// Who asks: the peer, and the budget its requests are charged to.
+struct Asker {
+    peer: NodeId,
+    budget: PeerBudget,
+}
 
 /// A share's transfer context by name, or `None` for a share this node does not hold.
 pub type ShareLookup = Arc<dyn Fn(&str) -> Option<ShareCtx> + Send + Sync>;
@@ -27,7 +35,7 @@ pub struct Server {
     upload_limit: RateLimit,
     /// KiB of chunk data read for peers and not yet sent: bounds the memory that
     /// requests can pin, whatever peers ask for.
-    memory: tokio::sync::Semaphore,
+    memory: Arc<tokio::sync::Semaphore>,
     /// Start of the server's clock (the pure upload policy takes time as an offset).
     epoch: Instant,
     counters: Arc<Counters>,
@@ -39,7 +47,7 @@ impl Server {
         Self {
             uploads: Mutex::new(Default::default()),
             upload_limit: RateLimit::new(upload_limit_mbit),
-            memory: tokio::sync::Semaphore::new(SERVE_MEMORY_KIB),
+            memory: crate::net::budget::pool(SERVE_MEMORY_KIB),
             epoch: Instant::now(),
             counters,
         }
@@ -50,10 +58,18 @@ impl Server {
         self.upload_limit.set(upload_limit_mbit);
     }
 
-    /// Answers a peer's requests on `conn`, each on its own stream, until it closes.
-    pub async fn serve_requests(self: Arc<Self>, conn: quinn::Connection, peer: NodeId, shares: ShareLookup) {
+    /// Answers a peer's requests on `conn`, each on its own stream, until it closes;
+    /// the chunk data read for them is charged to the peer's `budget`.
+    pub async fn serve_requests(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        peer: NodeId,
+        budget: PeerBudget,
+        shares: ShareLookup,
+    ) {
         while let Ok((send, recv)) = conn.accept_bi().await {
-            tokio::spawn(self.clone().serve_one(send, recv, peer, shares.clone()).in_current_span());
+            let one = self.clone().serve_one(send, recv, Asker { peer, budget: budget.clone() }, shares.clone());
+            tokio::spawn(one.in_current_span());
         }
     }
 
@@ -61,13 +77,13 @@ impl Server {
         self: Arc<Self>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
-        peer: NodeId,
+        asker: Asker,
         shares: ShareLookup,
     ) {
         let res = match proto::read_frame::<_, StreamRequest>(&mut recv).await {
             Ok(Some(StreamRequest::Chunk(req))) => {
                 let share = shares(&req.share);
-                self.serve_chunks(&mut send, req, peer, share).await
+                self.serve_chunks(&mut send, req, asker, share).await
             }
             Ok(Some(StreamRequest::Probe { bytes })) => self.serve_probe(&mut send, bytes.min(MAX_PROBE)).await,
             Ok(None) => Ok(()),
@@ -83,7 +99,7 @@ impl Server {
         &self,
         send: &mut quinn::SendStream,
         req: ChunkRequest,
-        peer: NodeId,
+        Asker { peer, budget }: Asker,
         share: Option<ShareCtx>,
     ) -> Result<(), String> {
         if let Some(why) = req.refusal() {
@@ -111,8 +127,7 @@ impl Server {
             return proto::write_frame(send, &ChunkReply::Busy).await.map_err(|e| e.to_string());
         }
         let res = async {
-            let kib = req.bytes().div_ceil(1024).min(SERVE_MEMORY_KIB as u64) as u32;
-            let _memory = self.memory.acquire_many(kib).await.map_err(|e| e.to_string())?;
+            let _memory = budget.hold(&self.memory, req.bytes()).await.ok_or("server closed")?;
             for data in find_chunks(share, req, from).await {
                 let Some(d) = data else {
                     proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use meshsync::config::{Config, LogFormat, ShareMode};
 use meshsync::home::Home;
-use meshsync::identity::token::InviteRight;
+use meshsync::identity::Role;
+use meshsync::ops::control::PeersChange;
 use meshsync::{daemon, demo, logging, ops, setup};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,14 +39,23 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         advertise: Vec<SocketAddr>,
     },
-    /// Print a one-time join token for another host.
+    /// Print a one-time join token for another host. The new node is a member: it
+    /// may invite in turn (an admin signs the certificates), but holds no CA key.
     Invite {
         /// How long the token is valid (s, m, h, d).
         #[arg(long, default_value = "1h", value_parser = setup::parse_ttl)]
         ttl: std::time::Duration,
-        /// The joining node gets no CA key, so it cannot invite others.
-        #[arg(long)]
+        /// The new node may not invite others.
+        #[arg(long, conflicts_with = "admin")]
         no_invite: bool,
+        /// The new node is an admin: it receives the mesh CA key (admins only).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Manage the mesh's nodes.
+    Peer {
+        #[command(subcommand)]
+        cmd: PeerCmd,
     },
     /// Join a mesh with a token from `meshsync invite`, read from stdin or --token-file.
     Join {
@@ -138,12 +148,46 @@ enum ShareCmd {
         /// send-receive, send-only or receive-only.
         #[arg(long, default_value = "send-receive")]
         mode: ShareMode,
+        /// Only these nodes (names or ids, comma-separated) and this one take part
+        /// (default: every member). Needs an admin with its daemon running.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+    },
+    /// Show a share's members, or (on an admin) add or remove one.
+    Peers {
+        /// Share name.
+        name: String,
+        #[command(subcommand)]
+        change: Option<PeersCmd>,
     },
     /// Resume a share paused because its folder looked wrong (missing marker, other
     /// filesystem), confirming the folder as it is now.
     Resume {
         /// Share name.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeersCmd {
+    /// Let a node take part in the share.
+    Add {
+        /// Its name or node id.
+        peer: String,
+    },
+    /// Stop a node taking part: it gets nothing more of the share.
+    Remove {
+        /// Its name or node id.
+        peer: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerCmd {
+    /// (Admin) remove a node from the mesh: every member drops and refuses it.
+    Remove {
+        /// Its name or node id.
+        peer: String,
     },
 }
 
@@ -172,9 +216,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("created mesh; node {name} is {id}\nhome: {}", h.dir().display());
             println!("next: `meshsync share add NAME PATH`, `meshsync run`, and `meshsync invite` for other hosts");
         }
-        Cmd::Invite { ttl, no_invite } => {
-            let right = if no_invite { InviteRight::NoInvite } else { InviteRight::CanInvite };
-            println!("{}", setup::invite(&own_home(cli.home)?, ttl, right)?);
+        Cmd::Invite { ttl, no_invite, admin } => {
+            let role = match (admin, no_invite) {
+                (true, _) => Role::Admin,
+                (false, true) => Role::NoInvite,
+                (false, false) => Role::Member,
+            };
+            println!("{}", setup::invite(&own_home(cli.home)?, ttl, role)?);
+        }
+        Cmd::Peer { cmd: PeerCmd::Remove { peer } } => {
+            let r = ops::control::remove_peer(&home(cli.home)?, peer).await?;
+            println!("removed {} ({}) from the mesh: every member drops and refuses it", r.name, r.id);
         }
         Cmd::Join { token, token_file, name, listen, advertise } => {
             let h = own_home(cli.home)?;
@@ -184,12 +236,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let token = source.read()?;
             let out = daemon::join(&h, &token, &name, listen, &advertise).await?;
-            println!("joined via {}; node {name} is {}; {} peer(s) known", out.inviter, out.id, out.peers);
+            println!(
+                "joined via {} as {}; node {name} is {}; {} peer(s) known",
+                out.inviter,
+                out.role.as_str(),
+                out.id,
+                out.peers
+            );
         }
-        Cmd::Share { cmd: ShareCmd::Add { name, path, mode } } => {
+        Cmd::Share { cmd: ShareCmd::Add { name, path, mode, peers } } => {
             let h = own_home(cli.home)?;
+            if !peers.is_empty() {
+                // Members first: the share must never run, even briefly, open to everyone.
+                meshsync::config::valid_share_name(&name).map_err(anyhow::Error::msg)?;
+                let set = ops::control::share_peers(&h, name.clone(), PeersChange::Set(peers))
+                    .await
+                    .context("setting the share's members (an admin, with its daemon running, signs them)")?;
+                print!("{}", set.human());
+            }
             setup::share_add(&h, &name, &path, mode)?;
             println!("share {name} added ({})", mode.as_str());
+        }
+        Cmd::Share { cmd: ShareCmd::Peers { name, change } } => {
+            let change = match change {
+                None => PeersChange::Show,
+                Some(PeersCmd::Add { peer }) => PeersChange::Add(peer),
+                Some(PeersCmd::Remove { peer }) => PeersChange::Remove(peer),
+            };
+            print!("{}", ops::control::share_peers(&home(cli.home)?, name, change).await?.human());
         }
         Cmd::Run => {
             let h = own_home(cli.home)?;

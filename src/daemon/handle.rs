@@ -199,6 +199,21 @@ impl Handle {
         Ok(self.share(share)?.revert()?)
     }
 
+    /// `meshsync peer remove`: an admin removes a node (by name or id) from the mesh.
+    pub async fn remove_peer(&self, who: &str) -> Result<super::RemovedPeer, super::TrustError> {
+        self.node.remove_peer(who).await
+    }
+
+    /// `meshsync share peers` (and `share add --peers`): shows a share's members, or
+    /// (an admin) changes them.
+    pub fn share_members(
+        &self,
+        share: &str,
+        change: super::MembersChange,
+    ) -> Result<super::MembersView, super::TrustError> {
+        self.node.change_members(share, change)
+    }
+
     /// Starts `meshsync bench`: events arrive on the receiver, the last a result or an error.
     pub fn bench(&self, bytes: u64, probe_bytes: u64) -> mpsc::Receiver<BenchEvent> {
         let (tx, rx) = mpsc::channel(64);

@@ -2,18 +2,22 @@
 //! `meshsync run` and the tests start it through [`start`].
 
 pub mod bench;
+mod certs;
 mod dialer;
+mod exchange;
 mod handle;
 mod join;
 mod service;
 mod session;
 mod share;
 mod summary;
+mod trust;
 
 pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
+pub use trust::{MembersChange, MembersView, RemovedPeer, TrustError};
 
 use share::Share;
 
@@ -78,6 +82,10 @@ pub(crate) struct Node {
     /// while a handshake waits out a lost Initial would open a second connection,
     /// and the newer one replaces the first with its requests in flight.
     dialing: Mutex<HashSet<NodeId>>,
+    /// Removed nodes and share members, as admins signed them.
+    trust: trust::Trust,
+    /// Certificates asked of admins and signed for peers; this node's own.
+    certs: certs::Certs,
 }
 
 /// A started node; drop or [`NodeHandle::shutdown`] to stop it.
@@ -146,7 +154,7 @@ impl Node {
     /// another member's word (which could redirect this node's dials).
     pub fn learn_peer(&self, mut p: PeerInfo, origin: AddrOrigin) {
         p.addrs.retain(crate::net::addrs::dialable);
-        if p.id == self.ident.id.0 || p.addrs.is_empty() {
+        if p.id == self.ident.id.0 || p.addrs.is_empty() || self.trust.removed.contains(&NodeId(p.id)) {
             return;
         }
         let known_origin = self.index.peer_origin(&p.id).unwrap_or(None);
@@ -190,8 +198,11 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     let index = Index::open(&home.index()).with_context(|| {
         format!("opening the index in {} (is another meshsync running with this home?)", home.index().display())
     })?;
-    let net = Net::bind(&ident, config.node.listen).with_context(|| format!("listening on {}", config.node.listen))?;
+    let trust = trust::Trust::load(&index).context("reading the removal and membership records")?;
+    let net = Net::bind_refusing(&ident, config.node.listen, trust.removed.clone())
+        .with_context(|| format!("listening on {}", config.node.listen))?;
     let counters = Arc::new(Counters::default());
+    let ident_cert = ident.cert_der.clone();
     let node = Arc::new(Node {
         home: home.clone(),
         peers: Arc::new(Peers::new(ident.id)),
@@ -213,6 +224,8 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         dialing: Mutex::new(HashSet::new()),
         addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
+        certs: certs::Certs::new(ident_cert),
+        trust,
     });
     bench::clean_leftovers(&node);
     let mut tasks = tokio::task::JoinSet::new();
@@ -227,6 +240,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dialer::dial_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dialer::address_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(certs::renew_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(config_reload_loop(node.clone()).instrument(span));
     Ok(NodeHandle { node, tasks })
 }

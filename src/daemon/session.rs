@@ -1,14 +1,16 @@
 //! One authenticated connection to a peer: Hello, index exchange both ways,
 //! gossip, and serving chunk requests.
 
-use super::{bench, Node, Share};
+use super::exchange::{self, Exchange};
+use super::{bench, certs, Node};
 use crate::gossip;
+use crate::identity::{cert_info, Role};
 use crate::ids::NodeId;
 use crate::index::AddrOrigin;
 use crate::net::{NetError, PeerConn};
-use crate::proto::{self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, PROTOCOL_MINOR};
+use crate::proto::{self, CodecError, Control, Hello, BENCH_SHARE_PREFIX, MINOR_TRUST, PROTOCOL_MINOR};
 use crate::stats::Counters;
-use std::collections::{HashMap, HashSet};
+use crate::transfer::serve::ShareAccess;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -48,6 +50,12 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
         conn.close(4u32.into(), b"connected to self");
         return;
     }
+    // The handshake refuses removed nodes; this catches one removed while its
+    // handshake was under way.
+    if node.trust.removed.contains(&peer) {
+        conn.close(6u32.into(), b"removed from the mesh");
+        return;
+    }
     let span = tracing::info_span!("peer", peer = ?peer, addr = %conn.remote_address());
     async {
         match session(&node, &conn, peer, dialed).await {
@@ -79,6 +87,7 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
             "path figures"
         );
         node.peers.unregister(&peer, &conn);
+        node.certs.unlink(&peer, conn.stable_id());
         if !node.peers.is_connected(&peer) {
             for share in node.share_list() {
                 share.ctx.announced.forget_peer(&peer);
@@ -90,16 +99,6 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     }
     .instrument(span)
     .await
-}
-
-fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, crate::index::IndexError> {
-    let idx = &share.ctx.index;
-    Ok(ShareHello {
-        name: share.cfg.name.clone(),
-        index_id: idx.index_id()?,
-        max_seq: idx.max_seq()?,
-        have: idx.remote_state(peer)?,
-    })
 }
 
 async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, dialed: bool) -> Result<(), SessionError> {
@@ -114,7 +113,8 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let _ = send.set_priority(crate::net::URGENT);
     let mut share_added = node.share_added.subscribe();
     let mut announcements = node.announce.subscribe();
-    let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
+    // A share the peer is not a member of is not named to it.
+    let shares = exchange::hello_shares(node, &peer)?;
     let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
     proto::write_frame(&mut send, &hello).await?;
     let theirs: Hello =
@@ -143,63 +143,52 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         info!(name = %theirs.name, "peer reachable again");
     }
     let theirs_minor = theirs.minor;
+    let trust = theirs_minor >= MINOR_TRUST;
+    let peer_cert = crate::net::peer_cert(conn);
+    let peer_role = peer_cert.as_deref().and_then(|c| cert_info(c).ok()).map_or(Role::Member, |i| i.role);
 
     let (tx, mut rx) = mpsc::channel::<Control>(16);
     let mut tasks = tokio::task::JoinSet::new();
-    let writer_counters = node.counters.clone();
+    let writer_node = node.clone();
     tasks.spawn(async move {
         while let Some(msg) = rx.recv().await {
+            // The one place every frame passes: nothing of a share the peer is not
+            // a member of goes out, whatever raced with a membership change.
+            if !exchange::may_send(&writer_node, &peer, &msg) {
+                continue;
+            }
             if let Control::Index { entries, .. } | Control::IndexBatch { entries, .. } = &msg {
-                Counters::add(&writer_counters.entries_sent, entries.len() as u64);
+                Counters::add(&writer_node.counters.entries_sent, entries.len() as u64);
             }
             if proto::write_frame(&mut send, &msg).await.is_err() {
                 break;
             }
         }
     });
+    if trust {
+        // Removals and membership first: a node that was offline acts on them
+        // before anything else arrives.
+        for record in node.records_for(&peer, peer_role == Role::Admin) {
+            let _ = tx.send(record).await;
+        }
+        node.certs.link(peer, certs::Link { role: peer_role, conn: conn.stable_id(), tx: tx.clone() });
+    }
     let mut gossip: Vec<proto::PeerInfo> = node.index.peers().unwrap_or_default().into_iter().map(Into::into).collect();
     gossip.push(node.me());
     for piece in gossip.chunks(proto::MAX_GOSSIP_PEERS) {
         let _ = tx.send(Control::Peers(piece.to_vec())).await;
     }
 
-    let mut peer_shares: HashMap<String, ShareHello> = theirs.shares.into_iter().map(|s| (s.name.clone(), s)).collect();
-    // Each Hello says afresh which shares the peer has (it may have removed one).
-    for share in node.share_list() {
-        share.set_participant(peer, peer_shares.contains_key(&share.cfg.name));
-    }
-    let mut sending: HashSet<String> = HashSet::new();
-    let start_senders = |peer_shares: &HashMap<String, ShareHello>,
-                         sending: &mut HashSet<String>,
-                         tasks: &mut tokio::task::JoinSet<()>| {
-        for (name, sh) in peer_shares {
-            let Some(share) = node.share(name) else {
-                continue;
-            };
-            if !sending.insert(name.clone()) {
-                continue;
-            }
-            let our_id = share.ctx.index.index_id().unwrap_or(0);
-            let start = match sh.have {
-                Some((id, seq)) if id == our_id => seq,
-                _ => 0,
-            };
-            let send = gossip::index::send(
-                name.clone(),
-                share.ctx.index.clone(),
-                (peer, theirs_minor),
-                share.seq.subscribe(),
-                tx.clone(),
-                start,
-            );
-            tasks.spawn(send.instrument(tracing::info_span!("share", share = %name)));
-        }
-    };
-    start_senders(&peer_shares, &mut sending, &mut tasks);
+    let mut shares = Exchange::new(node.clone(), peer, theirs_minor, tx.clone(), theirs.shares);
+    shares.start_senders(&mut tasks);
     // In the peer's span, like everything else of the session: a log line of a
     // served request says whom it served.
-    let shares = node.clone();
-    let lookup: crate::transfer::serve::ShareLookup = Arc::new(move |name| shares.share(name).map(|s| s.ctx.clone()));
+    let lookup_node = node.clone();
+    let lookup: crate::transfer::serve::ShareLookup = Arc::new(move |name| match lookup_node.share(name) {
+        None => ShareAccess::Unknown,
+        Some(_) if !lookup_node.admits(name, &peer) => ShareAccess::Refused,
+        Some(s) => ShareAccess::Serve(s.ctx.clone()),
+    });
     tasks.spawn(node.server.clone().serve_requests(conn.clone(), peer, lookup).in_current_span());
     // Frames are read in a task of their own: `read_frame` is not cancel-safe, and
     // as a `select!` branch it lost the bytes it had read whenever another branch
@@ -221,19 +210,28 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             _ = node.cancel.cancelled() => break Ok(()),
             added = share_added.recv() => {
                 let Ok(name) = added else { continue };
-                if let Some(share) = node.share(&name) {
-                    // The peer named it in its Hello already, or will send ShareAdded.
-                    share.set_participant(peer, peer_shares.contains_key(&name));
-                    let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
-                }
-                start_senders(&peer_shares, &mut sending, &mut tasks);
+                shares.we_added(&name, &mut tasks).await?;
             }
             ann = announcements.recv() => {
                 match ann {
-                    Ok(Control::Have(m))
-                        if peer_shares.contains_key(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) =>
-                    {
+                    Ok(Control::Have(m)) if shares.takes_part(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) => {
                         let _ = tx.send(Control::Have(m)).await;
+                    }
+                    Ok(Control::Removed(r)) if r.node == peer.0 => {
+                        conn.close(6u32.into(), b"removed from the mesh");
+                        break Ok(());
+                    }
+                    Ok(m @ Control::Removed(_)) if trust => {
+                        let _ = tx.send(m).await;
+                    }
+                    Ok(Control::Members(m)) => {
+                        // Checked when it was taken in; it goes to the share's members and admins.
+                        let name = m.share.clone();
+                        let tell = node.trust.members_of(&name).is_none_or(|r| r.admits(&peer));
+                        if trust && (tell || peer_role == Role::Admin) {
+                            let _ = tx.send(Control::Members(m)).await;
+                        }
+                        shares.reconsider(&name, &mut tasks).await?;
                     }
                     Ok(m @ (Control::BenchOffer { .. } | Control::BenchEnd { .. } | Control::Peers(_))) => {
                         let _ = tx.send(m).await;
@@ -267,6 +265,23 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
                     }
+                    Control::Removed(r) => {
+                        if let Err(e) = node.take_removal(r).await {
+                            Counters::add(&node.counters.refused, 1);
+                            warn!(error = %e, "refused a removal record");
+                        }
+                    }
+                    Control::Members(m) => {
+                        if let Err(e) = node.take_members(m) {
+                            Counters::add(&node.counters.refused, 1);
+                            warn!(error = %e, "refused a share membership record");
+                        }
+                    }
+                    Control::CertRequest { id, want } => {
+                        let reply = node.answer_cert(peer, peer_cert.as_deref(), want);
+                        let _ = tx.send(Control::CertReply { id, reply }).await;
+                    }
+                    Control::CertReply { id, reply } => node.certs.answered(peer, id, reply),
                     Control::Peers(list) if list.len() > proto::MAX_GOSSIP_PEERS => {
                         Counters::add(&node.counters.refused, 1);
                         warn!(peers = list.len(), "refused a peer list longer than {}", proto::MAX_GOSSIP_PEERS);
@@ -283,15 +298,16 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         }
                     }
                     Control::ShareAdded(sh) => {
-                        if let Some(share) = node.share(&sh.name) {
-                            share.set_participant(peer, true);
+                        if !shares.peer_added(sh, &mut tasks) {
+                            debug!("the peer takes part in a share it is not a member of; not exchanged");
                         }
-                        peer_shares.insert(sh.name.clone(), sh);
-                        start_senders(&peer_shares, &mut sending, &mut tasks);
                     }
                     Control::BenchOffer { id, entry } => bench::on_offer(node, peer, id, entry, tx.clone()),
                     Control::BenchDone { id, ok } => bench::on_done(node, peer, id, ok),
                     Control::BenchEnd { id } => bench::on_end(node, id),
+                    Control::Have(map) if !node.admits(&map.share, &peer) => {
+                        Counters::add(&node.counters.refused, 1);
+                    }
                     Control::Have(map) => {
                         if let Some(share) = node.share(&map.share) {
                             let path = map.path.clone();
@@ -318,6 +334,11 @@ async fn receive_index(
     batch: gossip::index::Batch,
 ) -> Result<(), SessionError> {
     let Some(sh) = node.share(share) else { return Ok(()) };
+    if !node.admits(share, &peer) {
+        Counters::add(&node.counters.refused, 1);
+        debug!(share, "refused an index batch of a share the peer is not a member of");
+        return Ok(());
+    }
     let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
     sh.mark_dirty(paths);
     Ok(())

@@ -2,9 +2,11 @@
 //! known peers, in sled. Nothing outside this module touches sled.
 
 mod entry;
+mod trust;
 mod vv;
 
 pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
+pub use trust::{admits, Members, Removal, ShareMembers};
 pub use vv::{CounterExhausted, VersionVector, VvOrder, MAX_COUNTER};
 
 use crate::codec::{self, CodecError};
@@ -81,6 +83,10 @@ pub struct Index {
     /// Ids of peers whose addresses came from the peer itself: a third party's
     /// word never replaces those.
     peers_direct: sled::Tree,
+    /// Removal records by node id.
+    removed: sled::Tree,
+    /// Share membership records by share name.
+    members: sled::Tree,
 }
 
 /// Where the addresses known for a peer came from.
@@ -98,7 +104,9 @@ impl Index {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open()?;
         let peers = db.open_tree("peers")?;
         let peers_direct = db.open_tree("peers_direct")?;
-        Ok(Self { db, peers, peers_direct })
+        let removed = db.open_tree("trust_removed")?;
+        let members = db.open_tree("trust_members")?;
+        Ok(Self { db, peers, peers_direct, removed, members })
     }
 
     /// The trees of one share.

@@ -9,17 +9,22 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 mod entry;
+mod trust;
 
 pub use crate::codec::{decode, encode, read_frame, write_frame, CodecError, MAX_FRAME};
 pub use crate::ids::MAX_CHUNK;
 pub use entry::{WireBlock, WireEntry, WireKind, WireMtime};
+pub use trust::{
+    CertReply, CertWant, JoinRole, MembersNotice, RemovalNotice, WireMembers, MAX_SHARE_MEMBERS, MAX_TRUST_BLOB,
+    MINOR_TRUST,
+};
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
 pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
-pub const PROTOCOL_MINOR: u32 = 1;
+pub const PROTOCOL_MINOR: u32 = MINOR_TRUST;
 /// Most peers in one [`Control::Peers`]; a longer list is sent in pieces, and a
 /// longer one received is refused.
 pub const MAX_GOSSIP_PEERS: usize = 256;
@@ -121,6 +126,26 @@ pub enum Control {
         same: Vec<SameVersion>,
         /// Highest sequence included.
         upto_seq: u64,
+    },
+    /// Minor 2: a node removed from the mesh by an admin (sent on connect, and when
+    /// a node first hears of it).
+    Removed(RemovalNotice),
+    /// Minor 2: who may take part in a share, set by an admin (sent on connect to
+    /// the share's members and to admins, and when it changes).
+    Members(MembersNotice),
+    /// Minor 2: asks the receiver, if it is an admin, to sign a certificate.
+    CertRequest {
+        /// Picked by the asker; the reply carries it back.
+        id: u64,
+        /// What to sign.
+        want: CertWant,
+    },
+    /// Minor 2: the answer to [`Control::CertRequest`] `id`.
+    CertReply {
+        /// The request's id.
+        id: u64,
+        /// The certificate, or why not.
+        reply: CertReply,
     },
 }
 
@@ -303,7 +328,7 @@ pub enum JoinReply {
         node_cert_der: Vec<u8>,
         /// The mesh CA certificate.
         ca_cert_der: Vec<u8>,
-        /// The CA private key (PKCS#8), absent for `--no-invite` members.
+        /// The CA private key (PKCS#8), only for a node invited with `--admin`.
         ca_key_der: Option<Vec<u8>>,
         /// The inviter itself.
         inviter: PeerInfo,
@@ -424,5 +449,23 @@ mod golden {
             )),
         );
         check("join_refused", &JoinReply::Refused("expired".into()));
+        check(
+            "control_removed",
+            &Control::Removed(RemovalNotice { node: [4; 32], name: "laptop".into(), issued: 9, signature: vec![1, 2] }),
+        );
+        check(
+            "control_members",
+            &Control::Members(MembersNotice {
+                share: "www".into(),
+                members: WireMembers::Only(vec![[5; 32]]),
+                version: 2,
+                issued: 9,
+                signature: vec![3],
+            }),
+        );
+        let want = CertWant::Join { name: "c".into(), role: JoinRole::NoInvite, csr_der: vec![6] };
+        check("control_cert_request", &Control::CertRequest { id: 1, want });
+        check("control_cert_renew", &Control::CertRequest { id: 2, want: CertWant::Renew });
+        check("control_cert_reply", &Control::CertReply { id: 1, reply: CertReply::Refused("no".into()) });
     }
 }

@@ -4,7 +4,7 @@
 use meshsync::config::ShareMode;
 use meshsync::daemon::{self, NodeHandle};
 use meshsync::home::Home;
-use meshsync::identity::token::InviteRight;
+use meshsync::identity::Role;
 use meshsync::ops::status::{build, Status};
 use meshsync::setup;
 use std::net::SocketAddr;
@@ -59,7 +59,7 @@ pub fn first(dir: &Path, name: &str, mode: ShareMode) -> TestNode {
 
 /// Joins a new node through `inviter` (which must run) and starts it.
 pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -> TestNode {
-    let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let token = setup::invite(&inviter.home, Duration::from_secs(600), Role::Member).unwrap();
     let home = Home::new(dir.join(name));
     let listen = free_addr();
     daemon::join(&home, &token, name, listen, &[]).await.unwrap();
@@ -74,7 +74,7 @@ pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -
 /// connected to `peers` nodes, then adds the share: every holder then announces its
 /// index to it at about the same time.
 pub async fn join_then_share(dir: &Path, inviter: &TestNode, name: &str, peers: usize) -> TestNode {
-    let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let token = setup::invite(&inviter.home, Duration::from_secs(600), Role::Member).unwrap();
     let home = Home::new(dir.join(name));
     let listen = free_addr();
     daemon::join(&home, &token, name, listen, &[]).await.unwrap();

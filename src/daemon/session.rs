@@ -225,10 +225,13 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         let _ = tx.send(m).await;
                     }
                     Ok(Control::Members(m)) => {
-                        // Checked when it was taken in; it goes to the share's members and admins.
+                        // Checked when it was taken in. It goes to the share's members,
+                        // to admins, and to a peer that was exchanging the share until
+                        // now (so it stops waiting for it): never to one that did not
+                        // know of the share.
                         let name = m.share.clone();
-                        let tell = node.trust.members_of(&name).is_none_or(|r| r.admits(&peer));
-                        if trust && (tell || peer_role == Role::Admin) {
+                        let member = node.trust.members_of(&name).is_none_or(|r| r.admits(&peer));
+                        if trust && (member || peer_role == Role::Admin || shares.takes_part(&name)) {
                             let _ = tx.send(Control::Members(m)).await;
                         }
                         shares.reconsider(&name, &mut tasks).await?;

@@ -4,7 +4,8 @@
 //! top to bottom; a module imports only those below it (`tests/layers.rs` checks):
 //!
 //! - `ops`: control socket, status, metrics, bench view; reads the daemon's `Handle`.
-//! - `daemon`: the running node: sessions, share workers, dialer, join, service.
+//! - `daemon`: the running node: sessions, share workers, dialer, join, trust records
+//!   and certificates over the mesh, service.
 //! - `transfer`, `gossip`: the engine around the pure cores: assembling, fetching and
 //!   serving chunks; the index exchange, peers' progress maps, wire/storage boundary.
 //! - `sync`: pure cores (planner, swarm scheduler, pieces, upload policy).

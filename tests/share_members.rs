@@ -137,3 +137,42 @@ async fn only_an_admin_sets_a_shares_members() {
         n.stop().await;
     }
 }
+
+fn cli(home: &meshsync::home::Home, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_meshsync"))
+        .arg("--home")
+        .arg(home.dir())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_sets_members_before_the_share_exists_and_removes_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    let (alpha, beta) = (nodes[0].home.clone(), nodes[1].home.clone());
+    let t = dir.path().join("t-alpha");
+    let out = cli(&alpha, &["share", "add", "t", t.to_str().unwrap(), "--peers", "beta"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("share t: alpha (") && text.contains("beta (") && text.contains("share t added"), "{text}");
+    // beta, a member of t, was told.
+    wait("beta hears of t's members", || {
+        String::from_utf8_lossy(&cli(&beta, &["share", "peers", "t"]).stdout).contains("alpha (")
+    })
+    .await;
+    // On a member, --peers fails before the share is added: it never runs open to all.
+    let u = dir.path().join("u-beta");
+    let out = cli(&beta, &["share", "add", "u", u.to_str().unwrap(), "--peers", "alpha"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only an admin"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!std::fs::read_to_string(beta.config()).unwrap().contains("\"u\""), "share u not added");
+    let out = cli(&alpha, &["peer", "remove", "beta"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed beta"));
+    wait("beta dropped", || connected(&nodes[0]) == 0).await;
+    for n in &mut nodes {
+        n.stop().await;
+    }
+}

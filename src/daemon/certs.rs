@@ -71,6 +71,11 @@ impl Certs {
         }
     }
 
+    /// Unix seconds after which this node's certificate is no longer valid.
+    pub(crate) fn not_after(&self) -> i64 {
+        cert_info(&self.cert.read().unwrap_or_else(|e| e.into_inner())).map_or(0, |i| i.not_after)
+    }
+
     /// A session of protocol minor 2 or later started: it can carry requests.
     pub(crate) fn link(&self, peer: NodeId, link: Link) {
         self.links.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, link);
@@ -215,8 +220,7 @@ impl Node {
 pub(super) async fn renew_loop(node: Arc<Node>) {
     let mut backoff_until: Option<Instant> = None;
     loop {
-        let current = node.certs.cert.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let not_after = cert_info(&current).map(|i| i.not_after).unwrap_or(0);
+        let not_after = node.certs.not_after();
         let now = now_secs();
         if renewal_due(not_after, now) && backoff_until.is_none_or(|t| Instant::now() >= t) {
             match node.renew().await {

@@ -35,6 +35,10 @@ pub struct NodeSnapshot {
     pub transfers: Vec<Transfer>,
     /// Counters since start.
     pub counters: CounterSnapshot,
+    /// What this node may do.
+    pub role: crate::identity::Role,
+    /// Unix seconds after which its certificate is no longer valid.
+    pub certificate_expires: i64,
 }
 
 /// One known peer.
@@ -167,6 +171,8 @@ impl Handle {
             shares,
             transfers: node.progress.list(),
             counters: node.counters.snapshot(),
+            role: node.ident.role().unwrap_or(crate::identity::Role::Member),
+            certificate_expires: node.certs.not_after(),
         }
     }
 

@@ -265,7 +265,11 @@ impl Node {
         };
         let members = match m.as_ref().map(|m| &m.members) {
             None | Some(Members::Everyone) => None,
-            Some(Members::Only(set)) => Some(set.iter().map(|id| (NodeId(*id), name_of(id))).collect()),
+            Some(Members::Only(set)) => {
+                let mut list: Vec<(NodeId, String)> = set.iter().map(|id| (NodeId(*id), name_of(id))).collect();
+                list.sort_by(|a, b| a.1.cmp(&b.1));
+                Some(list)
+            }
         };
         MembersView { share: share.to_string(), members, version: m.map_or(0, |m| m.version) }
     }

@@ -87,6 +87,9 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
     }
     reg.register("download_bytes_left", "bytes of running downloads not here yet", left);
     reg.register("download_bytes_per_second", "current download rate", rate);
+    let days = Gauge::<i64>::default();
+    days.set(st.node.certificate_days_left);
+    reg.register("certificate_days_left", "days this node's certificate stays valid (renewed below 30)", days);
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
@@ -181,7 +184,12 @@ mod tests {
     fn status() -> Status {
         let mut st = Status {
             summary: String::new(),
-            node: NodeStatus { id: "A".into(), name: "alpha".into(), listen: "127.0.0.1:1".into() },
+            node: NodeStatus {
+                id: "A".into(),
+                name: "alpha".into(),
+                listen: "127.0.0.1:1".into(),
+                ..Default::default()
+            },
             peers: vec![PeerStatus {
                 id: "B".into(),
                 name: "beta".into(),

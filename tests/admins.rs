@@ -38,9 +38,7 @@ async fn a_member_holds_no_ca_key_and_invites_through_an_admin() {
     let out = daemon::join(&home, &token, "second-admin", free_addr(), &[]).await.unwrap();
     assert_eq!(out.role, Role::Admin);
     assert!(home.ca_key().exists());
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,9 +58,7 @@ async fn a_join_through_a_member_waits_while_no_admin_is_online() {
     // ...and the same token works once an admin is back: it was not spent.
     let out = daemon::join(&home, &token, "gamma", free_addr(), &[]).await.unwrap();
     assert_eq!(out.role, Role::Member);
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -92,9 +88,7 @@ async fn a_member_cannot_issue_a_certificate() {
     let want = CertWant::Join { name: "new".into(), role: JoinRole::Member, csr_der: csr };
     proto::write_frame(&mut s.send, &Control::CertRequest { id: 7, want }).await.unwrap();
     assert_eq!(read_cert_reply(&mut s.recv).await, CertReply::NotAdmin);
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 /// Reads control frames until a certificate reply.
@@ -168,7 +162,5 @@ async fn a_certificate_near_its_end_is_renewed_through_an_admin() {
     nodes[0].stop().await;
     nodes[0].start().await;
     wait("beta reconnected with its new certificate", || connected(&nodes[1]) == 1).await;
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }

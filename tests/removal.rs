@@ -40,9 +40,7 @@ async fn a_removed_node_is_dropped_and_refused_everywhere() {
     nodes[1].stop().await;
     nodes[1].start().await;
     assert!(refused_as(&gamma, nodes[1].listen).await);
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -61,9 +59,7 @@ async fn a_member_that_was_offline_learns_the_removal_on_connect() {
     wait("gamma has nobody", || connected(&nodes[2]) == 0).await;
     nodes[2].stop().await;
     assert!(refused_as(&gamma, nodes[1].listen).await);
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 /// A removal record for gamma signed with `key` (not the mesh CA's), sent by beta.
@@ -91,7 +87,5 @@ async fn a_forged_removal_record_is_refused() {
     std::fs::write(nodes[2].path("still-here"), b"yes").unwrap();
     wait("gamma's file reaches alpha", || read(&nodes[0].path("still-here")).as_deref() == Some(b"yes")).await;
     assert!(nodes[0].status().peers.iter().any(|p| p.name == "gamma" && p.connected));
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }

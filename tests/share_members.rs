@@ -58,9 +58,7 @@ async fn a_share_reaches_only_its_members_and_follows_their_changes() {
     // Every node, not only the admin, shows the members.
     let seen = share_peers(&nodes[2].home, SHARE.into(), PeersChange::Show).await.unwrap();
     assert_eq!(names(&seen), ["alpha", "gamma"]);
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -99,9 +97,7 @@ async fn a_non_member_is_not_told_of_the_share_and_its_requests_are_refused() {
     })
     .await;
     assert!(!matches!(listen, Ok(Some(_))), "a non-member heard of the share: {listen:?}");
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,9 +129,7 @@ async fn only_an_admin_sets_a_shares_members() {
     wait_at(&[&nodes[0], &nodes[2]], "for-all", b"x").await;
     let shown = share_peers(&nodes[0].home, SHARE.into(), PeersChange::Show).await.unwrap();
     assert_eq!(shown.members, None, "still every member");
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }
 
 fn cli(home: &meshsync::home::Home, args: &[&str]) -> std::process::Output {
@@ -172,7 +166,5 @@ async fn the_cli_sets_members_before_the_share_exists_and_removes_nodes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed beta"));
     wait("beta dropped", || connected(&nodes[0]) == 0).await;
-    for n in &mut nodes {
-        n.stop().await;
-    }
+    stop_all(&mut nodes).await;
 }

@@ -113,6 +113,8 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let _ = send.set_priority(crate::net::URGENT);
     let mut share_added = node.share_added.subscribe();
     let mut announcements = node.announce.subscribe();
+    // Records on a channel of their own: the busy one of progress maps may lag.
+    let mut records = node.trust.events.subscribe();
     // A share the peer is not a member of is not named to it.
     let shares = exchange::hello_shares(node, &peer)?;
     let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
@@ -212,11 +214,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 let Ok(name) = added else { continue };
                 shares.we_added(&name, &mut tasks).await?;
             }
-            ann = announcements.recv() => {
-                match ann {
-                    Ok(Control::Have(m)) if shares.takes_part(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) => {
-                        let _ = tx.send(Control::Have(m)).await;
-                    }
+            rec = records.recv() => {
+                use tokio::sync::broadcast::error::RecvError;
+                match rec {
                     Ok(Control::Removed(r)) if r.node == peer.0 => {
                         conn.close(6u32.into(), b"removed from the mesh");
                         break Ok(());
@@ -235,6 +235,25 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                             let _ = tx.send(Control::Members(m)).await;
                         }
                         shares.reconsider(&name, &mut tasks).await?;
+                    }
+                    // Missed records: everything again (the peer drops what it holds).
+                    Err(RecvError::Lagged(_)) => {
+                        for record in node.records_for(&peer, peer_role == Role::Admin) {
+                            if trust {
+                                let _ = tx.send(record).await;
+                            }
+                        }
+                        for share in node.share_list() {
+                            shares.reconsider(&share.cfg.name, &mut tasks).await?;
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Closed) => {}
+                }
+            }
+            ann = announcements.recv() => {
+                match ann {
+                    Ok(Control::Have(m)) if shares.takes_part(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) => {
+                        let _ = tx.send(Control::Have(m)).await;
                     }
                     Ok(m @ (Control::BenchOffer { .. } | Control::BenchEnd { .. } | Control::Peers(_))) => {
                         let _ = tx.send(m).await;

@@ -13,6 +13,7 @@ use crate::net::Removed;
 use crate::proto::{Control, MembersNotice, RemovalNotice, BENCH_SHARE_PREFIX};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 /// The records a node holds, as it acts on them.
@@ -21,6 +22,9 @@ pub(crate) struct Trust {
     pub(crate) removed: Removed,
     /// Each share's membership record, by share name (no record: every node).
     members: RwLock<HashMap<String, ShareMembers>>,
+    /// Records this node just took in or issued, for every session to act on and
+    /// pass on.
+    pub(crate) events: broadcast::Sender<Control>,
 }
 
 impl Trust {
@@ -28,7 +32,7 @@ impl Trust {
     pub(crate) fn load(index: &crate::index::Index) -> Result<Self, IndexError> {
         let removed = Removed::of(index.removals()?.iter().map(Removal::id));
         let members = index.all_members()?.into_iter().map(|m| (m.share.clone(), m)).collect();
-        Ok(Self { removed, members: RwLock::new(members) })
+        Ok(Self { removed, members: RwLock::new(members), events: broadcast::channel(64).0 })
     }
 
     /// The membership record of `share`, if an admin set one.
@@ -163,7 +167,7 @@ impl Node {
         for share in self.share_list() {
             share.forget_peer(id).await;
         }
-        let _ = self.announce.send(Control::Removed((&r).into()));
+        let _ = self.trust.events.send(Control::Removed((&r).into()));
     }
 
     /// Takes in a membership record from a peer: checked, kept if it replaces the
@@ -191,7 +195,7 @@ impl Node {
         };
         info!(share = %m.share, version = m.version, members = %count, "share members set by an admin");
         // Sessions pass it on and start or stop exchanging the share.
-        let _ = self.announce.send(Control::Members((&m).into()));
+        let _ = self.trust.events.send(Control::Members((&m).into()));
     }
 
     /// `peer remove`: an admin signs a removal record and acts on it as if received.

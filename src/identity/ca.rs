@@ -46,8 +46,8 @@ impl Validity {
 /// less than [`RENEW_WITHIN_DAYS`] left, or more than the standard lifetime (one
 /// issued before lifetimes were bounded, valid for 20 years).
 pub fn renewal_due(not_after: i64, now: i64) -> bool {
-    let left = not_after - now;
-    left < RENEW_WITHIN_DAYS * DAY || left > (CERT_LIFETIME_DAYS + 2) * DAY
+    let fine = RENEW_WITHIN_DAYS * DAY..=(CERT_LIFETIME_DAYS + 2) * DAY;
+    !fine.contains(&(not_after - now))
 }
 
 fn key_from_der(der: &[u8]) -> Result<KeyPair, IdentityError> {

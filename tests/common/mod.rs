@@ -245,6 +245,13 @@ pub fn reissue(admin: &Home, home: &Home, validity: meshsync::identity::Validity
     ident.save_cert(home).unwrap();
 }
 
+/// Stops every node that runs.
+pub async fn stop_all(nodes: &mut [TestNode]) {
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
 /// The number of peers `node` is connected to.
 pub fn connected(node: &TestNode) -> usize {
     node.status().peers.iter().filter(|p| p.connected).count()

@@ -157,7 +157,7 @@ impl Node {
             warn!(peer = ?peer, %why, "refused to sign a certificate");
             CertReply::Refused(why)
         };
-        let Some(asker) = peer_cert.and_then(|c| cert_info(c).ok()) else {
+        let Some((cert, asker)) = peer_cert.and_then(|c| Some((c, cert_info(c).ok()?))) else {
             return refuse("the asking node's certificate cannot be read".into());
         };
         if self.trust.removed.contains(&peer) {
@@ -187,7 +187,7 @@ impl Node {
             }
             CertWant::Renew => {
                 info!(name = %asker.name, "renewing a peer's certificate");
-                peer_cert.map_or_else(|| Err(crate::identity::IdentityError::Cert("none".into())), |c| ca.renew(c))
+                ca.renew(cert)
             }
         };
         match signed {

@@ -61,9 +61,9 @@ impl Exchange {
         let mut excluded = HashSet::new();
         // Each Hello says afresh which shares the peer has (it may have removed one).
         for share in node.share_list() {
-            if node.admits(&share.cfg.name, &peer) {
-                share.set_participant(peer, theirs.contains_key(&share.cfg.name));
-            } else {
+            let admitted = node.admits(&share.cfg.name, &peer);
+            share.set_participant(peer, admitted && theirs.contains_key(&share.cfg.name));
+            if !admitted {
                 excluded.insert(share.cfg.name.clone());
             }
         }

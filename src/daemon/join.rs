@@ -69,9 +69,10 @@ async fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<Jo
             let want = CertWant::Join { name: req.name.clone(), role, csr_der: req.csr_der.clone() };
             let cert = node.certs.ask_admins(want, ADMIN_WAIT).await.map_err(|e| {
                 let until = time::OffsetDateTime::from_unix_timestamp(grant.expires as i64)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
-                format!("{e}; the token was not used and stays valid until {until} UTC: join again when an admin runs")
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_else(|| format!("Unix time {}", grant.expires));
+                format!("{e}; the token was not used and stays valid until {until}: join again when an admin runs")
             })?;
             let got = crate::identity::cert_info(&cert).map_err(|e| e.to_string())?;
             crate::net::tls::verify_node_cert(&node.ident.ca_cert_der, &cert).map_err(|e| e.to_string())?;

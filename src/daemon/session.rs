@@ -238,10 +238,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     }
                     // Missed records: everything again (the peer drops what it holds).
                     Err(RecvError::Lagged(_)) => {
-                        for record in node.records_for(&peer, peer_role == Role::Admin) {
-                            if trust {
-                                let _ = tx.send(record).await;
-                            }
+                        let again = if trust { node.records_for(&peer, peer_role == Role::Admin) } else { Vec::new() };
+                        for record in again {
+                            let _ = tx.send(record).await;
                         }
                         for share in node.share_list() {
                             shares.reconsider(&share.cfg.name, &mut tasks).await?;

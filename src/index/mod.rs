@@ -6,7 +6,7 @@ mod trust;
 mod vv;
 
 pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
-pub use trust::{admits, Members, Removal, ShareMembers};
+pub use trust::{Members, Removal, ShareMembers};
 pub use vv::{CounterExhausted, VersionVector, VvOrder, MAX_COUNTER};
 
 use crate::codec::{self, CodecError};

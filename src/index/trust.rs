@@ -71,11 +71,6 @@ impl ShareMembers {
     }
 }
 
-/// True if `share` admits `node`, by its record (none: every node).
-pub fn admits(record: Option<&ShareMembers>, node: &NodeId) -> bool {
-    record.is_none_or(|r| r.admits(node))
-}
-
 impl Index {
     /// Keeps a removal record; returns false if that node was removed before.
     pub fn put_removal(&self, r: &Removal) -> Result<bool, IndexError> {
@@ -128,8 +123,6 @@ mod tests {
         let m = record(1, 1, 1, &[1, 2]);
         assert!(m.admits(&NodeId([1; 32])) && m.admits(&NodeId([2; 32])));
         assert!(!m.admits(&NodeId([3; 32])));
-        assert!(admits(None, &NodeId([3; 32])), "no record: every node of the mesh");
-        assert!(!admits(Some(&m), &NodeId([3; 32])));
         let all = ShareMembers { members: Members::Everyone, ..record(2, 1, 1, &[]) };
         assert!(all.admits(&NodeId([3; 32])));
     }

@@ -33,17 +33,21 @@ pub enum Cmd {
         listen: SocketAddr,
         /// Addresses peers reach this node at, comma-separated (default: the listen
         /// address, or every interface address for a 0.0.0.0 / [::] listen).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = advertised_addr)]
         advertise: Vec<SocketAddr>,
     },
-    /// Print a one-time join token for another host.
+    /// Print a one-time join token for another host. The new node is a member: it
+    /// may invite in turn (an admin signs the certificates), but holds no CA key.
     Invite {
         /// How long the token is valid (s, m, h, d).
         #[arg(long, default_value = "1h", value_parser = crate::setup::parse_ttl)]
         ttl: std::time::Duration,
-        /// The joining node gets no CA key, so it cannot invite others.
-        #[arg(long)]
+        /// The new node may not invite others.
+        #[arg(long, conflicts_with = "admin")]
         no_invite: bool,
+        /// The new node is an admin: it receives the mesh CA key (admins only).
+        #[arg(long)]
+        admin: bool,
     },
     /// Join a mesh with a token from `meshsync invite`, read from stdin or --token-file.
     Join {
@@ -61,7 +65,7 @@ pub enum Cmd {
         listen: SocketAddr,
         /// Addresses peers reach this node at, comma-separated (default: the listen
         /// address, or every interface address for a 0.0.0.0 / [::] listen).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', value_parser = advertised_addr)]
         advertise: Vec<SocketAddr>,
     },
     /// Manage shares.
@@ -132,7 +136,9 @@ pub enum Cmd {
         /// Share name.
         share: String,
     },
-    /// The running daemon's peers: name, id, connected or not, addresses.
+    /// The running daemon's peers: name, id, connected or not, addresses
+    /// (`meshsync peer remove NAME` works too).
+    #[command(alias = "peer")]
     Peers {
         #[command(subcommand)]
         cmd: Option<PeersCmd>,
@@ -191,6 +197,17 @@ pub enum ShareCmd {
         /// send-receive, send-only or receive-only.
         #[arg(long, default_value = "send-receive")]
         mode: ShareMode,
+        /// Only these nodes (names or ids, comma-separated) and this one take part
+        /// (default: every member). Needs an admin with its daemon running.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+    },
+    /// Show a share's members, or (on an admin) add or remove one.
+    Peers {
+        /// Share name.
+        name: String,
+        #[command(subcommand)]
+        change: Option<SharePeersCmd>,
     },
     /// This node's shares: name, folder, mode, and (with a running daemon) whether
     /// each is paused.
@@ -224,6 +241,38 @@ pub enum PeersCmd {
         /// Its name, id, or the start of its id.
         peer: String,
     },
+    /// (Admin) remove a node from the mesh: every member drops and refuses it.
+    Remove {
+        /// Its name or node id.
+        peer: String,
+    },
+}
+
+/// `meshsync share peers NAME ...`.
+#[derive(Subcommand)]
+pub enum SharePeersCmd {
+    /// Let a node take part in the share.
+    Add {
+        /// Its name or node id.
+        peer: String,
+    },
+    /// Stop a node taking part: it gets nothing more of the share.
+    Remove {
+        /// Its name or node id.
+        peer: String,
+    },
+}
+
+/// One `--advertise` address: one a peer can dial (a wildcard or port 0 would
+/// reach no peer, and a join would spend its token before the config refused it).
+fn advertised_addr(s: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = s.parse().map_err(|e| format!("{e}: expected IP:PORT, e.g. 203.0.113.7:7700"))?;
+    if !crate::net::addrs::dialable(&a) {
+        return Err(format!(
+            "{a} is not an address peers can dial: name this host's own address and port, e.g. 203.0.113.7:7700"
+        ));
+    }
+    Ok(a)
 }
 
 /// Writes the completion script for `shell`.

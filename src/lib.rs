@@ -6,7 +6,8 @@
 //! - `cli`: the command line's grammar (main.rs dispatches it; completions, man page).
 //! - `ops`: control socket, status, metrics, bench view, day-to-day commands; reads
 //!   the daemon's `Handle`.
-//! - `daemon`: the running node: sessions, share workers, dialer, join, service.
+//! - `daemon`: the running node: sessions, share workers, dialer, join, trust records
+//!   and certificates over the mesh, service.
 //! - `transfer`, `gossip`: the engine around the pure cores: assembling, fetching and
 //!   serving chunks; the index exchange, peers' progress maps, wire/storage boundary.
 //! - `sync`: pure cores (planner, swarm scheduler, pieces, upload policy).

@@ -2,10 +2,11 @@
 
 use anyhow::Context;
 use clap::Parser;
-use meshsync::cli::{Cli, Cmd, PeersCmd, ShareCmd};
+use meshsync::cli::{Cli, Cmd, PeersCmd, ShareCmd, SharePeersCmd};
 use meshsync::config::Config;
 use meshsync::home::Home;
-use meshsync::identity::token::InviteRight;
+use meshsync::identity::Role;
+use meshsync::ops::control::PeersChange;
 use meshsync::{daemon, demo, logging, ops, setup};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,9 +36,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("created mesh; node {name} is {id}\nhome: {}", h.dir().display());
             println!("next: `meshsync share add NAME PATH`, `meshsync run`, and `meshsync invite` for other hosts");
         }
-        Cmd::Invite { ttl, no_invite } => {
-            let right = if no_invite { InviteRight::NoInvite } else { InviteRight::CanInvite };
-            println!("{}", setup::invite(&own_home(cli.home)?, ttl, right)?);
+        Cmd::Invite { ttl, no_invite, admin } => {
+            let role = match (admin, no_invite) {
+                (true, _) => Role::Admin,
+                (false, true) => Role::NoInvite,
+                (false, false) => Role::Member,
+            };
+            println!("{}", setup::invite(&own_home(cli.home)?, ttl, role)?);
+        }
+        Cmd::Peers { cmd: Some(PeersCmd::Remove { peer }), .. } => {
+            let r = ops::control::remove_peer(&home(cli.home)?, peer).await?;
+            println!("removed {} ({}) from the mesh: every member drops and refuses it", r.name, r.id);
         }
         Cmd::Join { token, token_file, name, listen, advertise } => {
             let h = own_home(cli.home)?;
@@ -47,12 +56,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let token = source.read()?;
             let out = daemon::join(&h, &token, &name, listen, &advertise).await?;
-            println!("joined via {}; node {name} is {}; {} peer(s) known", out.inviter, out.id, out.peers);
+            println!(
+                "joined via {} as {}; node {name} is {}; {} peer(s) known",
+                out.inviter,
+                out.role.as_str(),
+                out.id,
+                out.peers
+            );
         }
-        Cmd::Share { cmd: ShareCmd::Add { name, path, mode } } => {
+        Cmd::Share { cmd: ShareCmd::Add { name, path, mode, peers } } => {
             let h = own_home(cli.home)?;
+            if !peers.is_empty() {
+                // Members first: the share must never run, even briefly, open to everyone.
+                meshsync::config::valid_share_name(&name).map_err(anyhow::Error::msg)?;
+                let set = ops::control::share_peers(&h, name.clone(), PeersChange::Set(peers))
+                    .await
+                    .context("setting the share's members (an admin, with its daemon running, signs them)")?;
+                print!("{}", set.human());
+            }
             setup::share_add(&h, &name, &path, mode)?;
             println!("share {name} added ({})", mode.as_str());
+        }
+        Cmd::Share { cmd: ShareCmd::Peers { name, change } } => {
+            let change = match change {
+                None => PeersChange::Show,
+                Some(SharePeersCmd::Add { peer }) => PeersChange::Add(peer),
+                Some(SharePeersCmd::Remove { peer }) => PeersChange::Remove(peer),
+            };
+            print!("{}", ops::control::share_peers(&home(cli.home)?, name, change).await?.human());
         }
         Cmd::Run => {
             let h = own_home(cli.home)?;

@@ -3,8 +3,8 @@
 
 use crate::config::{valid_share_name, Config, ShareConfig, ShareMode};
 use crate::home::Home;
-use crate::identity::token::{self, InviteRight};
-use crate::identity::{new_mesh, Identity};
+use crate::identity::token;
+use crate::identity::{new_mesh, Identity, Role};
 use crate::ids::NodeId;
 use crate::owner;
 use crate::scan::marker;
@@ -32,12 +32,21 @@ pub fn init(home: &Home, name: &str, listen: SocketAddr, advertise: &[SocketAddr
     Ok(ident.id)
 }
 
-/// Issues a one-time join token for this node's mesh.
-pub fn invite(home: &Home, ttl: Duration, right: InviteRight) -> anyhow::Result<String> {
+/// Issues a one-time join token for this node's mesh; the joining node will have
+/// `role`. An admin signs the certificate itself; a member's daemon asks an admin
+/// over the mesh when the token is used.
+pub fn invite(home: &Home, ttl: Duration, role: Role) -> anyhow::Result<String> {
     let cfg = Config::load(&home.config())?;
     let ident = Identity::load(home)?;
-    if ident.ca_key_der.is_none() {
-        bail!("this node joined with --no-invite and holds no CA key; run `meshsync invite` on another member");
+    match ident.role()? {
+        Role::Admin => {}
+        Role::Member if role == Role::Admin => {
+            bail!("only an admin (a node holding the mesh CA key) can invite an admin; run `invite --admin` on one")
+        }
+        Role::Member => {}
+        Role::NoInvite => {
+            bail!("this node was invited with --no-invite and may not invite; run `meshsync invite` on another member")
+        }
     }
     let addrs = crate::net::addrs::advertised(cfg.node.listen, &cfg.node.advertise);
     if addrs.is_empty() {
@@ -48,7 +57,7 @@ pub fn invite(home: &Home, ttl: Duration, right: InviteRight) -> anyhow::Result<
             home.config().display()
         );
     }
-    let t = token::issue(home, ident.ca_fingerprint(), addrs, ttl, right)?;
+    let t = token::issue(home, ident.ca_fingerprint(), addrs, ttl, role)?;
     Ok(t.encode())
 }
 

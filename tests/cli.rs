@@ -120,3 +120,21 @@ fn without_a_daemon_shares_are_listed_and_removed_from_the_config_and_leave_need
     assert!(!home.join("node.key").exists() && !home.join("index").exists() && root.exists());
     assert!(run_in(&home, &["init", "--name", "n2", "--listen", "127.0.0.1:0"]).0.success(), "the home is free again");
 }
+
+#[test]
+fn a_wildcard_advertise_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("n");
+    let (status, _, err) =
+        run_in(&home, &["init", "--name", "n", "--listen", "0.0.0.0:7700", "--advertise", "0.0.0.0:7700"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("0.0.0.0:7700 is not an address peers can dial"), "{err}");
+    assert!(!home.exists(), "nothing written");
+    // join refuses it too, before its token is looked at (let alone spent).
+    let (status, _, err) = run_in(
+        &home,
+        &["join", "--token-file", "/nonexistent", "--name", "n", "--listen", "[::]:7700", "--advertise", "[::]:0"],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("is not an address peers can dial"), "{err}");
+}

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use meshsync::config::ShareMode::*;
-use meshsync::identity::token::InviteRight;
 use meshsync::identity::Identity;
+use meshsync::identity::Role;
 use meshsync::net::gate::{CLOSE_BAD_JOIN_REQUEST, CLOSE_BUSY, CLOSE_LATE_JOIN_REQUEST};
 use meshsync::proto::{self, Control, Hello, JoinReply, JoinRequest, PeerInfo};
 use meshsync::{net, setup};
@@ -30,6 +30,17 @@ async fn closed_by(conn: &quinn::Connection) -> (u64, String) {
         }
         other => panic!("closed otherwise: {other}"),
     }
+}
+
+/// Waits until `node` counts `n` join connections holding a place.
+async fn held_places(node: &TestNode, n: usize) {
+    for _ in 0..600 {
+        if node.status().node.join_connections == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node holds {} join places, not {n}", node.status().node.join_connections);
 }
 
 /// A stranger that took a join place and holds it: it announced a request of 1000
@@ -103,6 +114,8 @@ async fn strangers_get_four_places_per_address_and_sixteen_in_all() {
     for _ in 0..4 {
         held.push(holder(a, "127.0.0.2").await);
     }
+    // A client's handshake ends before the node's: wait until the node holds them.
+    held_places(a, 4).await;
     // A fifth from the same address: refused, while other addresses still get places.
     let fifth = stranger(a, "127.0.0.2").await;
     assert_eq!(closed_by(&fifth.unwrap()).await.0, CLOSE_BUSY as u64);
@@ -111,6 +124,7 @@ async fn strangers_get_four_places_per_address_and_sixteen_in_all() {
             held.push(holder(a, from).await);
         }
     }
+    held_places(a, 16).await;
     // Sixteen places taken: an address that holds none is refused too.
     let seventeenth = stranger(a, "127.0.0.6").await;
     assert_eq!(closed_by(&seventeenth.unwrap()).await.0, CLOSE_BUSY as u64);
@@ -125,7 +139,7 @@ async fn strangers_get_four_places_per_address_and_sixteen_in_all() {
         c.close(0u32.into(), b"bye");
     }
     drop(held);
-    let token = setup::invite(&a.home, Duration::from_secs(600), InviteRight::NoInvite).unwrap();
+    let token = setup::invite(&a.home, Duration::from_secs(600), Role::NoInvite).unwrap();
     let t = meshsync::identity::token::JoinToken::decode(&token).unwrap();
     let req = join_request(t.token_id, [0; 32], vec![]);
     let mut reply = None;
@@ -150,7 +164,7 @@ async fn a_bad_token_gets_nothing_parsed_or_signed() {
     let mut a = first(dir.path(), "alpha", SendReceive);
     a.start().await;
     let peers_before = a.status().peers.len();
-    let token = setup::invite(&a.home, Duration::from_secs(600), InviteRight::NoInvite).unwrap();
+    let token = setup::invite(&a.home, Duration::from_secs(600), Role::NoInvite).unwrap();
     let t = meshsync::identity::token::JoinToken::decode(&token).unwrap();
     // A forged secret with a request that is not a CSR at all: the token is refused
     // and the CSR never looked at (else the answer would name the bad request).

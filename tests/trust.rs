@@ -6,7 +6,8 @@ use common::*;
 use meshsync::config::ShareMode::*;
 use meshsync::daemon;
 use meshsync::home::Home;
-use meshsync::identity::token::{InviteRight, JoinToken};
+use meshsync::identity::token::JoinToken;
+use meshsync::identity::Role;
 use meshsync::setup;
 use serde::Serialize;
 use std::time::Duration;
@@ -26,20 +27,20 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     let peers_before = a.status().peers.len();
 
     // Used twice.
-    let t = setup::invite(&a.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let t = setup::invite(&a.home, Duration::from_secs(600), Role::Member).unwrap();
     daemon::join(&Home::new(dir.path().join("ok")), &t, "ok", free_addr(), &[]).await.unwrap();
     let e = refused(dir.path(), "again", &t).await;
     assert!(e.contains("already used"), "{e}");
 
     // Expired.
-    let t = setup::invite(&a.home, Duration::from_secs(0), InviteRight::CanInvite).unwrap();
+    let t = setup::invite(&a.home, Duration::from_secs(0), Role::Member).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let e = refused(dir.path(), "late", &t).await;
     assert!(e.contains("expired"), "{e}");
 
     // Forged secret.
     let mut forged =
-        JoinToken::decode(&setup::invite(&a.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap()).unwrap();
+        JoinToken::decode(&setup::invite(&a.home, Duration::from_secs(600), Role::Member).unwrap()).unwrap();
     forged.secret[0] ^= 1;
     let e = refused(dir.path(), "forger", &forged.encode()).await;
     assert!(e.contains("not valid"), "{e}");
@@ -47,15 +48,13 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     // A token naming another mesh's CA: the inviter's certificate does not match.
     let other = first(dir.path(), "other", SendReceive);
     let mut foreign =
-        JoinToken::decode(&setup::invite(&other.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap())
-            .unwrap();
+        JoinToken::decode(&setup::invite(&other.home, Duration::from_secs(600), Role::Member).unwrap()).unwrap();
     foreign.addrs = vec![a.listen];
     let e = refused(dir.path(), "foreign", &foreign.encode()).await;
     assert!(e.contains("unreachable") || e.contains("mesh"), "{e}");
 
     // Nobody listening.
-    let mut gone =
-        JoinToken::decode(&setup::invite(&a.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap()).unwrap();
+    let mut gone = JoinToken::decode(&setup::invite(&a.home, Duration::from_secs(600), Role::Member).unwrap()).unwrap();
     gone.addrs = vec![free_addr()];
     let e = refused(dir.path(), "lonely", &gone.encode()).await;
     assert!(e.contains("unreachable"), "{e}");

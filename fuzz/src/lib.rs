@@ -74,10 +74,31 @@ fn received_have(m: &HaveMap) {
     }
 }
 
+/// A mesh CA certificate to check records against, made once.
+fn ca_cert() -> &'static [u8] {
+    static CA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CA.get_or_init(|| meshsync::identity::new_mesh("fuzz").expect("a mesh").ca_cert_der)
+}
+
+/// What the daemon does with a removal record a peer sent: checked (bounds, then the
+/// CA's signature, which a fuzzed one never has); what passes must cross back unchanged.
+fn received_removal(n: &proto::RemovalNotice) {
+    if let Ok(r) = meshsync::gossip::trust::removal_from_wire(n.clone(), ca_cert()) {
+        assert_eq!(&proto::RemovalNotice::from(&r), n);
+    }
+}
+
+/// What the daemon does with a membership record a peer sent.
+fn received_members(n: &proto::MembersNotice) {
+    if let Ok(m) = meshsync::gossip::trust::members_from_wire(n.clone(), ca_cert()) {
+        let _ = m.admits(&meshsync::ids::NodeId([1; 32]));
+    }
+}
+
 /// The wire decoder: the first byte picks which message type the rest is read as
 /// (a stream of length-prefixed frames), covering every type the daemon reads from
 /// a peer or a joiner: Hello, Control (index batches, peer lists, progress maps,
-/// bench messages), StreamRequest, ChunkReply, JoinRequest and JoinReply.
+/// bench messages, trust records), StreamRequest, ChunkReply, JoinRequest and JoinReply.
 pub fn wire(data: &[u8]) {
     let Some((&kind, stream)) = data.split_first() else { return };
     match kind % 6 {
@@ -88,6 +109,8 @@ pub fn wire(data: &[u8]) {
             }
             Control::BenchOffer { entry, .. } => received_entry(entry),
             Control::Have(m) => received_have(m),
+            Control::Removed(n) => received_removal(n),
+            Control::Members(n) => received_members(n),
             _ => {}
         }),
         2 => frames::<StreamRequest>(stream, |r| {

@@ -37,6 +37,12 @@ pub struct NodeSnapshot {
     pub transfers: Vec<Transfer>,
     /// Counters since start.
     pub counters: CounterSnapshot,
+    /// What this node may do.
+    pub role: crate::identity::Role,
+    /// Unix seconds after which its certificate is no longer valid.
+    pub certificate_expires: i64,
+    /// Join connections (strangers not yet answered) holding a place now.
+    pub join_connections: usize,
 }
 
 /// One known peer.
@@ -169,6 +175,9 @@ impl Handle {
             shares,
             transfers: node.progress.list(),
             counters: node.counters.snapshot(),
+            role: node.ident.role().unwrap_or(crate::identity::Role::Member),
+            certificate_expires: node.certs.not_after(),
+            join_connections: node.gate.joins_taken(),
         }
     }
 
@@ -204,6 +213,21 @@ impl Handle {
     /// returns how many there are.
     pub fn revert(&self, share: &str) -> Result<usize, ShareOpError> {
         Ok(self.share(share)?.revert()?)
+    }
+
+    /// `meshsync peer remove`: an admin removes a node (by name or id) from the mesh.
+    pub async fn remove_peer(&self, who: &str) -> Result<super::RemovedPeer, super::TrustError> {
+        self.node.remove_peer(who).await
+    }
+
+    /// `meshsync share peers` (and `share add --peers`): shows a share's members, or
+    /// (an admin) changes them.
+    pub fn share_members(
+        &self,
+        share: &str,
+        change: super::MembersChange,
+    ) -> Result<super::MembersView, super::TrustError> {
+        self.node.change_members(share, change)
     }
 
     /// Starts `meshsync bench`: events arrive on the receiver, the last a result or an error.

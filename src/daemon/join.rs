@@ -3,14 +3,14 @@
 use super::Node;
 use crate::config::Config;
 use crate::home::Home;
-use crate::identity::token::{self, InviteRight, JoinToken};
-use crate::identity::{make_csr, sign_csr, Identity};
+use crate::identity::token::{self, JoinToken};
+use crate::identity::{csr_node_id, make_csr, sign_csr, Identity, Role};
 use crate::ids::NodeId;
 use crate::index::{AddrOrigin, Index};
 use crate::net;
 use crate::net::admit::Place;
 use crate::net::gate::{CLOSE_BAD_JOIN_REQUEST, CLOSE_LATE_JOIN_REQUEST};
-use crate::proto::{self, JoinReply, JoinRequest, PeerInfo};
+use crate::proto::{self, CertWant, JoinReply, JoinRequest, JoinRole, PeerInfo};
 use crate::stats::Counters;
 use anyhow::{anyhow, Context};
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection, deadline: Instant, 
             return;
         }
     };
-    let reply = match accept(&node, &req, remote) {
+    let reply = match accept(&node, &req, remote).await {
         Ok(r) => {
             info!(%remote, name = %req.name, "join accepted");
             r
@@ -69,15 +69,46 @@ pub async fn serve(node: Arc<Node>, conn: quinn::Connection, deadline: Instant, 
 /// How long a joiner has to take its reply.
 const REPLY_TIME: Duration = Duration::from_secs(5);
 
-fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinReply, String> {
-    let ca = node.ident.ca().ok_or("this node has no CA key (it joined with --no-invite) and cannot invite")?;
-    if req.name.trim().is_empty() || req.name.len() > 128 {
-        return Err("node name must be 1 to 128 characters".into());
+/// How long a member waits for a session with an admin (it may have just started)
+/// before it tells the joiner that no admin is online.
+const ADMIN_WAIT: Duration = Duration::from_secs(4);
+
+/// Decides a join: the token first (nothing else the joiner sent is looked at
+/// before it checks out), then the request; the certificate is signed here by an
+/// admin, or asked of an admin over the mesh by a member. The token is spent only
+/// once the certificate exists: a join that waits for an admin can be tried again.
+async fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinReply, String> {
+    let grant = token::check(&node.home, &req.token_id, &req.secret).map_err(|e| e.to_string())?;
+    if req.name.trim().is_empty() || req.name.len() > proto::MAX_NAME {
+        return Err(format!("node name must be 1 to {} characters", proto::MAX_NAME));
     }
-    // The token first: without it, nothing of the request is parsed or signed.
-    let right = token::redeem(&node.home, &req.token_id, &req.secret).map_err(|e| e.to_string())?;
-    let cert = sign_csr(&ca, &req.csr_der, &req.name).map_err(|e| format!("bad certificate request: {e}"))?;
-    let new_id = crate::identity::node_id_of_cert(&cert).map_err(|e| e.to_string())?;
+    let new_id = csr_node_id(&req.csr_der).map_err(|e| format!("bad certificate request: {e}"))?;
+    if node.trust.removed.contains(&new_id) {
+        return Err("this key was removed from the mesh; join with a fresh key".into());
+    }
+    let ca = node.ident.ca();
+    let cert = match (&ca, grant.role) {
+        (Some(ca), role) => sign_csr(ca, &req.csr_der, &req.name, role).map_err(|e| e.to_string())?,
+        (None, Role::Admin) => return Err("only an admin can make an admin; this node holds no CA key".into()),
+        (None, role) => {
+            let role = if role == Role::NoInvite { JoinRole::NoInvite } else { JoinRole::Member };
+            let want = CertWant::Join { name: req.name.clone(), role, csr_der: req.csr_der.clone() };
+            let cert = node.certs.ask_admins(want, ADMIN_WAIT).await.map_err(|e| {
+                let until = time::OffsetDateTime::from_unix_timestamp(grant.expires as i64)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_else(|| format!("Unix time {}", grant.expires));
+                format!("{e}; the token was not used and stays valid until {until}: join again when an admin runs")
+            })?;
+            let got = crate::identity::cert_info(&cert).map_err(|e| e.to_string())?;
+            crate::net::tls::verify_node_cert(&node.ident.ca_cert_der, &cert).map_err(|e| e.to_string())?;
+            if got.id != new_id {
+                return Err("the admin signed a certificate for another key".into());
+            }
+            cert
+        }
+    };
+    token::spend(&node.home, &req.token_id).map_err(|e| e.to_string())?;
     let peers: Vec<PeerInfo> =
         node.index.peers().unwrap_or_default().into_iter().filter(|p| p.id != new_id.0).map(Into::into).collect();
     // The joiner's word, and the address it came from at the port it listens on
@@ -90,10 +121,11 @@ fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinRepl
         }
     }
     node.learn_peer(PeerInfo { id: new_id.0, name: req.name.clone(), addrs }, AddrOrigin::Itself);
+    info!(name = %req.name, role = grant.role.as_str(), "certificate issued");
     Ok(JoinReply::Accepted {
         node_cert_der: cert,
         ca_cert_der: node.ident.ca_cert_der.clone(),
-        ca_key_der: (right == InviteRight::CanInvite).then(|| ca.key_der.clone()),
+        ca_key_der: ca.filter(|_| grant.role == Role::Admin).map(|ca| ca.key_der),
         inviter: node.me(),
         peers,
     })
@@ -104,6 +136,8 @@ fn accept(node: &Node, req: &JoinRequest, remote: SocketAddr) -> Result<JoinRepl
 pub struct JoinOutcome {
     /// The new node's id.
     pub id: NodeId,
+    /// What it may do.
+    pub role: Role,
     /// The inviter's name.
     pub inviter: String,
     /// Peers learned (inviter included).
@@ -252,6 +286,7 @@ fn write_joined(
     peers: Vec<PeerInfo>,
 ) -> anyhow::Result<JoinOutcome> {
     let id = ident.id;
+    let role = ident.role()?;
     std::fs::create_dir_all(home.dir()).with_context(|| format!("creating {}", home.dir().display()))?;
     ident.save(home)?;
     let index = Index::open(&home.index())?;
@@ -263,5 +298,5 @@ fn write_joined(
     }
     index.flush()?;
     crate::home::write_atomic(&home.config(), config.as_bytes(), 0o644)?;
-    Ok(JoinOutcome { id, inviter: inviter_name, peers: count })
+    Ok(JoinOutcome { id, role, inviter: inviter_name, peers: count })
 }

@@ -2,7 +2,9 @@
 //! `meshsync run` and the tests start it through [`start`].
 
 pub mod bench;
+mod certs;
 mod dialer;
+mod exchange;
 mod handle;
 mod join;
 mod membership;
@@ -11,6 +13,7 @@ mod service;
 mod session;
 mod share;
 mod summary;
+mod trust;
 
 pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
@@ -18,6 +21,7 @@ pub use membership::{ForgetError, LeaveReport};
 pub use reload::{ReloadError, ReloadReport};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
+pub use trust::{MembersChange, MembersView, RemovedPeer, TrustError};
 
 use share::Share;
 
@@ -91,6 +95,10 @@ pub(crate) struct Node {
     gate: crate::net::gate::Gate,
     /// Control frames all peers together may hold (see [`crate::net::budget`]).
     control_memory: Arc<tokio::sync::Semaphore>,
+    /// Removed nodes and share members, as admins signed them.
+    trust: trust::Trust,
+    /// Certificates asked of admins and signed for peers; this node's own.
+    certs: certs::Certs,
 }
 
 /// What sessions are told of this node while it runs.
@@ -176,7 +184,11 @@ impl Node {
             let cut = (0..=crate::proto::MAX_NAME).rev().find(|i| p.name.is_char_boundary(*i)).unwrap_or(0);
             p.name.truncate(cut);
         }
-        if p.id == self.ident.id.0 || p.addrs.is_empty() || self.index.has_left(&p.id).unwrap_or(false) {
+        if p.id == self.ident.id.0
+            || p.addrs.is_empty()
+            || self.index.has_left(&p.id).unwrap_or(false)
+            || self.trust.removed.contains(&NodeId(p.id))
+        {
             return;
         }
         let known_origin = self.index.peer_origin(&p.id).unwrap_or(None);
@@ -220,9 +232,12 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     let index = Index::open(&home.index()).with_context(|| {
         format!("opening the index in {} (is another meshsync running with this home?)", home.index().display())
     })?;
-    let net = Net::bind(&ident, config.node.listen).with_context(|| format!("listening on {}", config.node.listen))?;
+    let trust = trust::Trust::load(&index).context("reading the removal and membership records")?;
+    let net = Net::bind_refusing(&ident, config.node.listen, trust.removed.clone())
+        .with_context(|| format!("listening on {}", config.node.listen))?;
     let counters = Arc::new(Counters::default());
     let (reload_asks, asks) = tokio::sync::mpsc::channel(4);
+    let ident_cert = ident.cert_der.clone();
     let node = Arc::new(Node {
         home: home.clone(),
         peers: Arc::new(Peers::new(ident.id)),
@@ -254,6 +269,8 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
         control_memory: crate::net::budget::pool(crate::net::budget::CONTROL_MEMORY_KIB),
         addrs: RwLock::new(crate::net::addrs::advertised(config.node.listen, &config.node.advertise)),
         config: config.clone(),
+        certs: certs::Certs::new(ident_cert),
+        trust,
     });
     bench::clean_leftovers(&node);
     let mut tasks = tokio::task::JoinSet::new();
@@ -268,6 +285,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(accept_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dialer::dial_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(dialer::address_loop(node.clone()).instrument(span.clone()));
+    tasks.spawn(certs::renew_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(reload::config_reload_loop(node.clone(), asks).instrument(span));
     Ok(NodeHandle { node, tasks })
 }

@@ -1,17 +1,19 @@
 //! One authenticated connection to a peer: Hello, index exchange both ways,
 //! gossip, and serving chunk requests.
 
-use super::{bench, membership, Node, NodeEvent, Share};
+use super::exchange::{self, Exchange};
+use super::{bench, certs, membership, Node, NodeEvent};
 use crate::gossip;
+use crate::identity::{cert_info, Role};
 use crate::ids::NodeId;
 use crate::index::AddrOrigin;
 use crate::net::budget::PeerBudget;
 use crate::net::{NetError, PeerConn};
 use crate::proto::{
-    self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, MINOR_MEMBERSHIP, PROTOCOL_MINOR,
+    self, CodecError, Control, Hello, BENCH_SHARE_PREFIX, MINOR_MEMBERSHIP, MINOR_TRUST, PROTOCOL_MINOR,
 };
 use crate::stats::Counters;
-use std::collections::HashMap;
+use crate::transfer::serve::ShareAccess;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -51,6 +53,12 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
         conn.close(4u32.into(), b"connected to self");
         return;
     }
+    // The handshake refuses removed nodes; this catches one removed while its
+    // handshake was under way.
+    if node.trust.removed.contains(&peer) {
+        conn.close(6u32.into(), b"removed from the mesh");
+        return;
+    }
     if node.index.has_left(&peer.0).unwrap_or(false) {
         conn.close(proto::CLOSE_LEFT.into(), b"this node left the mesh");
         return;
@@ -87,6 +95,7 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
             "path figures"
         );
         node.peers.unregister(&peer, &conn);
+        node.certs.unlink(&peer, conn.stable_id());
         if !node.peers.is_connected(&peer) {
             for share in node.share_list() {
                 share.ctx.announced.forget_peer(&peer);
@@ -98,16 +107,6 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     }
     .instrument(span)
     .await
-}
-
-fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, crate::index::IndexError> {
-    let idx = &share.ctx.index;
-    Ok(ShareHello {
-        name: share.cfg.name.clone(),
-        index_id: idx.index_id()?,
-        max_seq: idx.max_seq()?,
-        have: idx.remote_state(peer)?,
-    })
 }
 
 async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, dialed: bool) -> Result<(), SessionError> {
@@ -122,7 +121,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let _ = send.set_priority(crate::net::URGENT);
     let mut events = node.events.subscribe();
     let mut announcements = node.announce.subscribe();
-    let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
+    // Records on a channel of their own: the busy one of progress maps may lag.
+    let mut records = node.trust.events.subscribe();
+    // A share the peer is not a member of is not named to it.
+    let shares = exchange::hello_shares(node, &peer)?;
     let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
     proto::write_frame(&mut send, &hello).await?;
     let theirs: Hello =
@@ -151,14 +153,22 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         info!(name = %theirs.name, "peer reachable again");
     }
     let theirs_minor = theirs.minor;
+    let trust = theirs_minor >= MINOR_TRUST;
+    let peer_cert = crate::net::peer_cert(conn);
+    let peer_role = peer_cert.as_deref().and_then(|c| cert_info(c).ok()).map_or(Role::Member, |i| i.role);
 
     let (tx, mut rx) = mpsc::channel::<Control>(16);
     let mut tasks = tokio::task::JoinSet::new();
-    let writer_counters = node.counters.clone();
+    let writer_node = node.clone();
     tasks.spawn(async move {
         while let Some(msg) = rx.recv().await {
+            // The one place every frame passes: nothing of a share the peer is not
+            // a member of goes out, whatever raced with a membership change.
+            if !exchange::may_send(&writer_node, &peer, &msg) {
+                continue;
+            }
             if let Control::Index { entries, .. } | Control::IndexBatch { entries, .. } = &msg {
-                Counters::add(&writer_counters.entries_sent, entries.len() as u64);
+                Counters::add(&writer_node.counters.entries_sent, entries.len() as u64);
             }
             match proto::write_frame(&mut send, &msg).await {
                 Ok(()) => {}
@@ -168,51 +178,30 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             }
         }
     });
+    if trust {
+        // Removals and membership first: a node that was offline acts on them
+        // before anything else arrives.
+        for record in node.records_for(&peer, peer_role == Role::Admin) {
+            let _ = tx.send(record).await;
+        }
+        node.certs.link(peer, certs::Link { role: peer_role, conn: conn.stable_id(), tx: tx.clone() });
+    }
     let mut gossip: Vec<proto::PeerInfo> = node.index.peers().unwrap_or_default().into_iter().map(Into::into).collect();
     gossip.push(node.me());
     for piece in gossip.chunks(proto::MAX_GOSSIP_PEERS) {
         let _ = tx.send(Control::Peers(piece.to_vec())).await;
     }
 
-    let mut peer_shares: HashMap<String, ShareHello> = theirs.shares.into_iter().map(|s| (s.name.clone(), s)).collect();
-    // Each Hello says afresh which shares the peer has (it may have removed one).
-    for share in node.share_list() {
-        share.set_participant(peer, peer_shares.contains_key(&share.cfg.name));
-    }
-    // The index sender of each share, stopped when either side removes the share.
-    let mut sending: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
-    let start_senders = |peer_shares: &HashMap<String, ShareHello>,
-                         sending: &mut HashMap<String, tokio::task::AbortHandle>,
-                         tasks: &mut tokio::task::JoinSet<()>| {
-        for (name, sh) in peer_shares {
-            let Some(share) = node.share(name) else {
-                continue;
-            };
-            if sending.contains_key(name) {
-                continue;
-            }
-            let our_id = share.ctx.index.index_id().unwrap_or(0);
-            let start = match sh.have {
-                Some((id, seq)) if id == our_id => seq,
-                _ => 0,
-            };
-            let send = gossip::index::send(
-                name.clone(),
-                share.ctx.index.clone(),
-                (peer, theirs_minor, sh.index_id),
-                share.seq.subscribe(),
-                tx.clone(),
-                start,
-            );
-            let sender = tasks.spawn(send.instrument(tracing::info_span!("share", share = %name)));
-            sending.insert(name.clone(), sender);
-        }
-    };
-    start_senders(&peer_shares, &mut sending, &mut tasks);
+    let mut shares = Exchange::new(node.clone(), peer, theirs_minor, tx.clone(), theirs.shares);
+    shares.start_senders(&mut tasks);
     // In the peer's span, like everything else of the session: a log line of a
     // served request says whom it served.
-    let shares = node.clone();
-    let lookup: crate::transfer::serve::ShareLookup = Arc::new(move |name| shares.share(name).map(|s| s.ctx.clone()));
+    let lookup_node = node.clone();
+    let lookup: crate::transfer::serve::ShareLookup = Arc::new(move |name| match lookup_node.share(name) {
+        None => ShareAccess::Unknown,
+        Some(_) if !lookup_node.admits(name, &peer) => ShareAccess::Refused,
+        Some(s) => ShareAccess::Serve(s.ctx.clone()),
+    });
     // Everything this node holds for the peer's messages is charged to one budget.
     let budget = PeerBudget::default();
     tasks.spawn(node.server.clone().serve_requests(conn.clone(), peer, budget.clone(), lookup).in_current_span());
@@ -227,18 +216,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         tokio::select! {
             _ = node.cancel.cancelled() => break Ok(()),
             event = events.recv() => match event {
-                Ok(NodeEvent::ShareAdded(name)) => {
-                    if let Some(share) = node.share(&name) {
-                        // The peer named it in its Hello already, or will send ShareAdded.
-                        share.set_participant(peer, peer_shares.contains_key(&name));
-                        let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
-                    }
-                    start_senders(&peer_shares, &mut sending, &mut tasks);
-                }
+                Ok(NodeEvent::ShareAdded(name)) => shares.we_added(&name, &mut tasks).await?,
                 Ok(NodeEvent::ShareRemoved(name)) => {
-                    if let Some(sender) = sending.remove(&name) {
-                        sender.abort();
-                    }
+                    shares.we_removed(&name);
                     if theirs_minor >= MINOR_MEMBERSHIP {
                         let _ = tx.send(Control::ShareRemoved { share: name }).await;
                     }
@@ -246,11 +226,44 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 Ok(NodeEvent::Leaving(ack)) => membership::tell_leaving(conn, peer, theirs_minor, &tx, ack).await,
                 Err(_) => {}
             },
+            rec = records.recv() => {
+                use tokio::sync::broadcast::error::RecvError;
+                match rec {
+                    Ok(Control::Removed(r)) if r.node == peer.0 => {
+                        conn.close(6u32.into(), b"removed from the mesh");
+                        break Ok(());
+                    }
+                    Ok(m @ Control::Removed(_)) if trust => {
+                        let _ = tx.send(m).await;
+                    }
+                    Ok(Control::Members(m)) => {
+                        // Checked when it was taken in. It goes to the share's members,
+                        // to admins, and to a peer that was exchanging the share until
+                        // now (so it stops waiting for it): never to one that did not
+                        // know of the share.
+                        let name = m.share.clone();
+                        let member = node.trust.members_of(&name).is_none_or(|r| r.admits(&peer));
+                        if trust && (member || peer_role == Role::Admin || shares.takes_part(&name)) {
+                            let _ = tx.send(Control::Members(m)).await;
+                        }
+                        shares.reconsider(&name, &mut tasks).await?;
+                    }
+                    // Missed records: everything again (the peer drops what it holds).
+                    Err(RecvError::Lagged(_)) => {
+                        let again = if trust { node.records_for(&peer, peer_role == Role::Admin) } else { Vec::new() };
+                        for record in again {
+                            let _ = tx.send(record).await;
+                        }
+                        for share in node.share_list() {
+                            shares.reconsider(&share.cfg.name, &mut tasks).await?;
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Closed) => {}
+                }
+            }
             ann = announcements.recv() => {
                 match ann {
-                    Ok(Control::Have(m))
-                        if peer_shares.contains_key(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) =>
-                    {
+                    Ok(Control::Have(m)) if shares.takes_part(&m.share) || m.share.starts_with(BENCH_SHARE_PREFIX) => {
                         let _ = tx.send(Control::Have(m)).await;
                     }
                     Ok(m @ (Control::BenchOffer { .. } | Control::BenchEnd { .. } | Control::Peers(_))) => {
@@ -287,6 +300,23 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
                     }
+                    Control::Removed(r) => {
+                        if let Err(e) = node.take_removal(r).await {
+                            Counters::add(&node.counters.refused, 1);
+                            warn!(error = %e, "refused a removal record");
+                        }
+                    }
+                    Control::Members(m) => {
+                        if let Err(e) = node.take_members(m) {
+                            Counters::add(&node.counters.refused, 1);
+                            warn!(error = %e, "refused a share membership record");
+                        }
+                    }
+                    Control::CertRequest { id, want } => {
+                        let reply = node.answer_cert(peer, peer_cert.as_deref(), want);
+                        let _ = tx.send(Control::CertReply { id, reply }).await;
+                    }
+                    Control::CertReply { id, reply } => node.certs.answered(peer, id, reply),
                     Control::Peers(list) if list.len() > proto::MAX_GOSSIP_PEERS => {
                         Counters::add(&node.counters.refused, 1);
                         warn!(peers = list.len(), "refused a peer list longer than {}", proto::MAX_GOSSIP_PEERS);
@@ -303,21 +333,11 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         }
                     }
                     Control::ShareAdded(sh) => {
-                        if let Some(share) = node.share(&sh.name) {
-                            share.set_participant(peer, true);
-                        }
-                        peer_shares.insert(sh.name.clone(), sh);
-                        start_senders(&peer_shares, &mut sending, &mut tasks);
-                    }
-                    Control::ShareRemoved { share } => {
-                        if let Some(share) = node.share(&share) {
-                            share.set_participant(peer, false);
-                        }
-                        peer_shares.remove(&share);
-                        if let Some(sender) = sending.remove(&share) {
-                            sender.abort();
+                        if !shares.peer_added(sh, &mut tasks) {
+                            debug!("the peer takes part in a share it is not a member of; not exchanged");
                         }
                     }
+                    Control::ShareRemoved { share } => shares.peer_removed(&share),
                     Control::Leaving => {
                         membership::on_leaving(node, conn, peer, &theirs.name).await;
                         break Ok(());
@@ -325,6 +345,9 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     Control::BenchOffer { id, entry } => bench::on_offer(node, peer, id, entry, tx.clone()),
                     Control::BenchDone { id, ok } => bench::on_done(node, peer, id, ok),
                     Control::BenchEnd { id } => bench::on_end(node, id),
+                    Control::Have(map) if !node.admits(&map.share, &peer) => {
+                        Counters::add(&node.counters.refused, 1);
+                    }
                     Control::Have(map) => {
                         if let Some(share) = node.share(&map.share) {
                             let path = map.path.clone();
@@ -351,6 +374,11 @@ async fn receive_index(
     batch: gossip::index::Batch,
 ) -> Result<(), SessionError> {
     let Some(sh) = node.share(share) else { return Ok(()) };
+    if !node.admits(share, &peer) {
+        Counters::add(&node.counters.refused, 1);
+        debug!(share, "refused an index batch of a share the peer is not a member of");
+        return Ok(());
+    }
     let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
     sh.mark_dirty(paths);
     Ok(())

@@ -3,4 +3,5 @@
 
 pub mod announced;
 pub mod index;
+pub mod trust;
 pub mod wire;

@@ -1,9 +1,14 @@
-//! Who a node is and who it trusts: node ids, the mesh CA, certificates, join tokens.
+//! Who a node is and who it trusts: node ids, the mesh CA, certificates and the
+//! role they carry, join tokens, and the CA-signed records (removals, share members).
 
 mod ca;
+pub mod record;
 pub mod token;
 
-pub use ca::{make_csr, new_mesh, sign_csr, CaMaterial};
+pub use ca::{
+    csr_node_id, make_csr, new_mesh, now_secs, renewal_due, sign_csr, CaMaterial, Validity, CERT_LIFETIME_DAYS,
+    RENEW_WITHIN_DAYS,
+};
 
 use crate::home::{write_atomic, write_private, Home};
 use crate::ids::NodeId;
@@ -34,10 +39,89 @@ impl From<rcgen::Error> for IdentityError {
     }
 }
 
+/// What a node may do, as the certificate the CA signed for it says (its subject's
+/// organizational unit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Holds the CA key (`init`, `invite --admin`): signs certificates, removals and
+    /// share members.
+    Admin,
+    /// May invite: an admin signs the new node's certificate, asked over the mesh.
+    Member,
+    /// May not invite (`invite --no-invite`): admins refuse its requests.
+    NoInvite,
+}
+
+impl Role {
+    /// The text in the certificate and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::NoInvite => "no-invite",
+        }
+    }
+
+    /// The role a certificate's organizational unit names. A certificate without one
+    /// (issued before roles existed) is a member's.
+    fn from_unit(unit: Option<&str>) -> Result<Self, IdentityError> {
+        match unit {
+            None | Some("member") => Ok(Role::Member),
+            Some("admin") => Ok(Role::Admin),
+            Some("no-invite") => Ok(Role::NoInvite),
+            Some(other) => Err(IdentityError::Cert(format!(
+                "unknown role {other:?} in the certificate (expected admin, member or no-invite)"
+            ))),
+        }
+    }
+
+    /// True if a node of this role may have new nodes join through it.
+    pub fn may_invite(self) -> bool {
+        self != Role::NoInvite
+    }
+}
+
+/// What a node certificate says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The id of its key.
+    pub id: NodeId,
+    /// The node's name (CN).
+    pub name: String,
+    /// What the node may do.
+    pub role: Role,
+    /// Unix seconds after which it is no longer valid.
+    pub not_after: i64,
+}
+
+fn parse_cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Cert(format!("parse: {e}")))?;
+    Ok(cert)
+}
+
 /// The id of the key in a DER certificate.
 pub fn node_id_of_cert(der: &[u8]) -> Result<NodeId, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Cert(format!("parse: {e}")))?;
-    Ok(NodeId::from_spki(cert.tbs_certificate.subject_pki.raw))
+    Ok(NodeId::from_spki(parse_cert(der)?.tbs_certificate.subject_pki.raw))
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate's key.
+pub fn spki_of_cert(der: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    Ok(parse_cert(der)?.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// Reads id, name, role and expiry from a DER node certificate.
+pub fn cert_info(der: &[u8]) -> Result<CertInfo, IdentityError> {
+    let cert = parse_cert(der)?;
+    let subject = cert.subject();
+    let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().map(str::to_string).ok();
+    let name = subject.iter_common_name().next().and_then(text).unwrap_or_default();
+    let unit = subject.iter_organizational_unit().next().and_then(text);
+    Ok(CertInfo {
+        id: NodeId::from_spki(cert.tbs_certificate.subject_pki.raw),
+        name,
+        role: Role::from_unit(unit.as_deref())?,
+        not_after: cert.validity().not_after.timestamp(),
+    })
 }
 
 /// A node's keys and certificates as loaded from its home.
@@ -111,6 +195,26 @@ impl Identity {
     /// The CA, when this node holds its key.
     pub fn ca(&self) -> Option<CaMaterial> {
         self.ca_key_der.as_ref().map(|k| CaMaterial { cert_der: self.ca_cert_der.clone(), key_der: k.clone() })
+    }
+
+    /// What this node may do: an admin if it holds the CA key (whatever its
+    /// certificate says), otherwise its certificate's role.
+    pub fn role(&self) -> Result<Role, IdentityError> {
+        if self.ca_key_der.is_some() {
+            return Ok(Role::Admin);
+        }
+        Ok(match cert_info(&self.cert_der)?.role {
+            // An admin whose CA key was deleted is a member now.
+            Role::Admin => Role::Member,
+            r => r,
+        })
+    }
+
+    /// Writes a new certificate for this node's key (a renewal).
+    pub fn save_cert(&self, home: &Home) -> Result<(), IdentityError> {
+        let path = home.node_cert();
+        write_atomic(&path, pem_encode("CERTIFICATE", &self.cert_der).as_bytes(), 0o644)
+            .map_err(|source| IdentityError::File { path, source })
     }
 }
 

@@ -4,6 +4,7 @@
 //! inviter's addresses and a random secret; the inviter keeps only blake3(secret),
 //! in one file per token, so `invite` works whether or not the daemon runs.
 
+use super::Role;
 use crate::home::{write_private, Home};
 use crate::proto;
 use serde::{Deserialize, Serialize};
@@ -51,16 +52,28 @@ pub enum TokenError {
 struct StoredInvite {
     secret_hash: [u8; 32],
     expires: u64,
+    /// What the joining node will be.
+    role: Role,
+}
+
+/// An invite file written before roles (every invite gave the CA key unless
+/// `--no-invite`): still honoured, as a member's invite, never an admin's.
+#[derive(Deserialize)]
+struct LegacyInvite {
+    secret_hash: [u8; 32],
+    expires: u64,
     can_invite: bool,
 }
 
-/// Whether a node joined with a token receives the CA key (and so may invite).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InviteRight {
-    /// Receives the CA key: a full member that can invite others.
-    CanInvite,
-    /// No CA key (`invite --no-invite`).
-    NoInvite,
+impl StoredInvite {
+    fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
+        if let Ok(s) = proto::decode::<StoredInvite>(bytes) {
+            return Ok(s);
+        }
+        let old: LegacyInvite = proto::decode(bytes).map_err(|e| TokenError::Store(e.to_string()))?;
+        let role = if old.can_invite { Role::Member } else { Role::NoInvite };
+        Ok(StoredInvite { secret_hash: old.secret_hash, expires: old.expires, role })
+    }
 }
 
 fn now_secs() -> u64 {
@@ -94,7 +107,7 @@ pub fn issue(
     ca_fingerprint: [u8; 32],
     addrs: Vec<SocketAddr>,
     ttl: Duration,
-    right: InviteRight,
+    role: Role,
 ) -> Result<JoinToken, TokenError> {
     let token = JoinToken {
         ca_fingerprint,
@@ -105,28 +118,38 @@ pub fn issue(
     };
     let dir = home.invites();
     std::fs::create_dir_all(&dir).map_err(|e| TokenError::Store(format!("{}: {e}", dir.display())))?;
-    let stored = StoredInvite {
-        secret_hash: *blake3::hash(&token.secret).as_bytes(),
-        expires: token.expires,
-        can_invite: right == InviteRight::CanInvite,
-    };
+    let stored = StoredInvite { secret_hash: *blake3::hash(&token.secret).as_bytes(), expires: token.expires, role };
     let bytes = proto::encode(&stored).map_err(|e| TokenError::Store(e.to_string()))?;
     let path = dir.join(format!("{}.invite", hex(&token.token_id)));
     write_private(&path, &bytes).map_err(|e| TokenError::Store(format!("{}: {e}", path.display())))?;
     Ok(token)
 }
 
-/// Checks a presented token and marks it used; fails without side effects otherwise.
-pub fn redeem(home: &Home, token_id: &[u8; 16], secret: &[u8; 32]) -> Result<InviteRight, TokenError> {
+/// A token that checked out: what the joining node will be, and until when the
+/// token stays valid if this join does not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The role the inviter chose.
+    pub role: Role,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+fn paths(home: &Home, token_id: &[u8; 16]) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = home.invites();
-    let path = dir.join(format!("{}.invite", hex(token_id)));
-    let used = dir.join(format!("{}.used", hex(token_id)));
+    (dir.join(format!("{}.invite", hex(token_id))), dir.join(format!("{}.used", hex(token_id))))
+}
+
+/// Checks a presented token without spending it: the inviter checks it before it
+/// looks at anything else the joiner sent, and spends it once the join is done.
+pub fn check(home: &Home, token_id: &[u8; 16], secret: &[u8; 32]) -> Result<Grant, TokenError> {
+    let (path, used) = paths(home, token_id);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(_) if used.exists() => return Err(TokenError::Used),
         Err(_) => return Err(TokenError::Forged),
     };
-    let stored: StoredInvite = proto::decode(&bytes).map_err(|e| TokenError::Store(e.to_string()))?;
+    let stored = StoredInvite::decode(&bytes)?;
     // Compare hashes in constant time so timing says nothing about the secret.
     if blake3::hash(secret) != blake3::Hash::from(stored.secret_hash) {
         return Err(TokenError::Forged);
@@ -135,9 +158,21 @@ pub fn redeem(home: &Home, token_id: &[u8; 16], secret: &[u8; 32]) -> Result<Inv
     if now > stored.expires {
         return Err(TokenError::Expired(now - stored.expires));
     }
-    // The rename is the single-use guarantee: of two racing joins only one renames.
-    std::fs::rename(&path, &used).map_err(|_| TokenError::Used)?;
-    Ok(if stored.can_invite { InviteRight::CanInvite } else { InviteRight::NoInvite })
+    Ok(Grant { role: stored.role, expires: stored.expires })
+}
+
+/// Marks a checked token used. The rename is the single-use guarantee: of two
+/// racing joins only one renames, the other gets [`TokenError::Used`].
+pub fn spend(home: &Home, token_id: &[u8; 16]) -> Result<(), TokenError> {
+    let (path, used) = paths(home, token_id);
+    std::fs::rename(&path, &used).map_err(|_| TokenError::Used)
+}
+
+/// Checks a presented token and marks it used; fails without side effects otherwise.
+pub fn redeem(home: &Home, token_id: &[u8; 16], secret: &[u8; 32]) -> Result<Role, TokenError> {
+    let grant = check(home, token_id, secret)?;
+    spend(home, token_id)?;
+    Ok(grant.role)
 }
 
 #[cfg(test)]
@@ -148,14 +183,8 @@ mod tests {
     fn token_text_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let t = issue(
-            &home,
-            [1; 32],
-            vec!["127.0.0.1:7000".parse().unwrap()],
-            Duration::from_secs(60),
-            InviteRight::CanInvite,
-        )
-        .unwrap();
+        let t = issue(&home, [1; 32], vec!["127.0.0.1:7000".parse().unwrap()], Duration::from_secs(60), Role::Member)
+            .unwrap();
         let s = t.encode();
         assert!(!s.contains(char::is_whitespace));
         assert_eq!(JoinToken::decode(&s).unwrap(), t);
@@ -167,13 +196,36 @@ mod tests {
     fn redeem_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let t = issue(&home, [1; 32], vec![], Duration::from_secs(60), InviteRight::NoInvite).unwrap();
+        let t = issue(&home, [1; 32], vec![], Duration::from_secs(60), Role::NoInvite).unwrap();
         assert_eq!(redeem(&home, &t.token_id, &[9; 32]), Err(TokenError::Forged));
         assert_eq!(redeem(&home, &[3; 16], &t.secret), Err(TokenError::Forged));
-        assert_eq!(redeem(&home, &t.token_id, &t.secret), Ok(InviteRight::NoInvite));
+        assert_eq!(check(&home, &t.token_id, &t.secret).map(|g| g.role), Ok(Role::NoInvite));
+        assert_eq!(check(&home, &t.token_id, &t.secret).map(|g| g.role), Ok(Role::NoInvite), "checking spends nothing");
+        assert_eq!(redeem(&home, &t.token_id, &t.secret), Ok(Role::NoInvite));
         assert_eq!(redeem(&home, &t.token_id, &t.secret), Err(TokenError::Used));
-        let old = issue(&home, [1; 32], vec![], Duration::from_secs(0), InviteRight::CanInvite).unwrap();
+        assert_eq!(spend(&home, &t.token_id), Err(TokenError::Used));
+        let old = issue(&home, [1; 32], vec![], Duration::from_secs(0), Role::Member).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert!(matches!(redeem(&home, &old.token_id, &old.secret), Err(TokenError::Expired(_))));
+    }
+
+    #[test]
+    fn an_invite_written_before_roles_is_a_members_invite() {
+        #[derive(Serialize)]
+        struct Old {
+            secret_hash: [u8; 32],
+            expires: u64,
+            can_invite: bool,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        std::fs::create_dir_all(home.invites()).unwrap();
+        for (id, can_invite, role) in [([1; 16], true, Role::Member), ([2; 16], false, Role::NoInvite)] {
+            let old = Old { secret_hash: *blake3::hash(&[5; 32]).as_bytes(), expires: now_secs() + 60, can_invite };
+            let bytes = proto::encode(&old).unwrap();
+            assert_eq!(bytes.len(), 41, "the format certs/README.md described");
+            std::fs::write(home.invites().join(format!("{}.invite", hex(&id))), bytes).unwrap();
+            assert_eq!(redeem(&home, &id, &[5; 32]), Ok(role));
+        }
     }
 }

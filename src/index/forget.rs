@@ -37,8 +37,7 @@ impl Index {
     /// Forgets a member that left the mesh: it is no longer a known peer, and no
     /// other member's gossip makes it one again.
     pub fn forget_member(&self, id: &[u8; 32]) -> Result<(), IndexError> {
-        self.peers.remove(id)?;
-        self.peers_direct.remove(id)?;
+        self.forget_known_peer(id)?;
         self.db.open_tree(LEFT)?.insert(id, &[])?;
         Ok(())
     }

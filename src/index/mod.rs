@@ -3,9 +3,13 @@
 
 mod entry;
 mod forget;
+mod peers;
+mod trust;
 mod vv;
 
 pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
+pub use peers::{AddrOrigin, KnownPeer};
+pub use trust::{Members, Removal, ShareMembers};
 pub use vv::{CounterExhausted, VersionVector, VvOrder, MAX_COUNTER};
 
 use crate::codec::{self, CodecError};
@@ -53,17 +57,6 @@ impl LocalRecord {
     }
 }
 
-/// A peer as this node remembers it: who it is and where it was last known to listen.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KnownPeer {
-    /// blake3 of the peer's public key.
-    pub id: [u8; 32],
-    /// Human name.
-    pub name: String,
-    /// Addresses to dial it at.
-    pub addrs: Vec<std::net::SocketAddr>,
-}
-
 /// What this node noted of a share's root the last time it was right: which marker
 /// it held and which filesystem it was on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,15 +75,10 @@ pub struct Index {
     /// Ids of peers whose addresses came from the peer itself: a third party's
     /// word never replaces those.
     peers_direct: sled::Tree,
-}
-
-/// Where the addresses known for a peer came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AddrOrigin {
-    /// The peer said so itself, over its own authenticated connection.
-    Itself,
-    /// Another member passed them on (gossip, a join reply).
-    Gossip,
+    /// Removal records by node id.
+    removed: sled::Tree,
+    /// Share membership records by share name.
+    members: sled::Tree,
 }
 
 impl Index {
@@ -99,7 +87,9 @@ impl Index {
         let db = sled::Config::new().path(dir).flush_every_ms(Some(500)).open()?;
         let peers = db.open_tree("peers")?;
         let peers_direct = db.open_tree("peers_direct")?;
-        Ok(Self { db, peers, peers_direct })
+        let removed = db.open_tree("trust_removed")?;
+        let members = db.open_tree("trust_members")?;
+        Ok(Self { db, peers, peers_direct, removed, members })
     }
 
     /// The trees of one share.
@@ -130,34 +120,6 @@ impl Index {
             self.db.drop_tree(format!("share/{name}/{kind}"))?;
         }
         Ok(())
-    }
-
-    /// Remembers a peer (replacing what was known of it) as learned by gossip.
-    pub fn put_peer(&self, p: &KnownPeer) -> Result<(), IndexError> {
-        self.put_peer_from(p, AddrOrigin::Gossip)
-    }
-
-    /// Remembers a peer, noting where its addresses came from.
-    pub fn put_peer_from(&self, p: &KnownPeer, origin: AddrOrigin) -> Result<(), IndexError> {
-        self.peers.insert(p.id, codec::encode(p)?)?;
-        match origin {
-            AddrOrigin::Itself => self.peers_direct.insert(p.id, &[])?,
-            AddrOrigin::Gossip => self.peers_direct.remove(p.id)?,
-        };
-        Ok(())
-    }
-
-    /// Where the addresses known for a peer came from; `None` for an unknown peer.
-    pub fn peer_origin(&self, id: &[u8; 32]) -> Result<Option<AddrOrigin>, IndexError> {
-        if !self.peers.contains_key(id)? {
-            return Ok(None);
-        }
-        Ok(Some(if self.peers_direct.contains_key(id)? { AddrOrigin::Itself } else { AddrOrigin::Gossip }))
-    }
-
-    /// All known peers.
-    pub fn peers(&self) -> Result<Vec<KnownPeer>, IndexError> {
-        self.peers.iter().values().map(|v| Ok(codec::decode(&v?)?)).collect()
     }
 
     /// Writes everything to disk.

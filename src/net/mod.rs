@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use peers::{PeerConn, Peers};
-pub use tls::{alpn, peer_node_id, TlsError};
+pub use tls::{alpn, peer_cert, peer_node_id, Removed, TlsError};
 
 /// Network failures.
 #[derive(Debug, thiserror::Error)]
@@ -115,20 +115,43 @@ fn quic_client(cfg: rustls::ClientConfig) -> Result<quinn::ClientConfig, NetErro
 #[derive(Clone)]
 pub struct Net {
     endpoint: quinn::Endpoint,
-    mesh_client: quinn::ClientConfig,
+    /// Replaced when this node's certificate is renewed.
+    mesh_client: Arc<std::sync::RwLock<quinn::ClientConfig>>,
+    removed: Removed,
+}
+
+fn server(ident: &Identity, removed: &Removed) -> Result<quinn::ServerConfig, NetError> {
+    let server = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(ident, removed)?)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
+    sc.transport_config(Arc::new(server_transport()));
+    Ok(sc)
 }
 
 impl Net {
     /// Binds the endpoint on `listen`.
     pub fn bind(ident: &Identity, listen: SocketAddr) -> Result<Self, NetError> {
-        let server = quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(ident)?)
-            .map_err(|e| TlsError::Quic(e.to_string()))?;
-        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
-        sc.transport_config(Arc::new(server_transport()));
+        Self::bind_refusing(ident, listen, Removed::default())
+    }
+
+    /// Binds the endpoint on `listen`; handshakes with the nodes in `removed` (now
+    /// or added later) fail, either way.
+    pub fn bind_refusing(ident: &Identity, listen: SocketAddr, removed: Removed) -> Result<Self, NetError> {
+        let sc = server(ident, &removed)?;
         let runtime = quinn::default_runtime().ok_or_else(|| NetError::Protocol("no async runtime".into()))?;
         let endpoint =
             quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(sc), socket::bind(listen)?, runtime)?;
-        Ok(Self { endpoint, mesh_client: quic_client(tls::mesh_client_config(ident)?)? })
+        let mesh_client = quic_client(tls::mesh_client_config(ident, &removed)?)?;
+        Ok(Self { endpoint, mesh_client: Arc::new(std::sync::RwLock::new(mesh_client)), removed })
+    }
+
+    /// Presents `ident`'s (renewed) certificate from now on, accepting and dialing;
+    /// connections already open keep theirs.
+    pub fn set_identity(&self, ident: &Identity) -> Result<(), NetError> {
+        let client = quic_client(tls::mesh_client_config(ident, &self.removed)?)?;
+        self.endpoint.set_server_config(Some(server(ident, &self.removed)?));
+        *self.mesh_client.write().unwrap_or_else(|e| e.into_inner()) = client;
+        Ok(())
     }
 
     /// The endpoint (to accept connections).
@@ -138,7 +161,8 @@ impl Net {
 
     /// Dials a mesh peer.
     pub async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, NetError> {
-        Ok(self.endpoint.connect_with(self.mesh_client.clone(), addr, tls::NODE_NAME)?.await?)
+        let client = self.mesh_client.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(self.endpoint.connect_with(client, addr, tls::NODE_NAME)?.await?)
     }
 }
 

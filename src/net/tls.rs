@@ -7,9 +7,11 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::sync::Arc;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 /// TLS setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,39 @@ pub enum TlsError {
 }
 
 pub use crate::identity::NODE_NAME;
+
+/// Nodes an admin removed from the mesh: their certificates fail every handshake,
+/// either side. Shared by the endpoint's verifiers and the daemon, which adds to it
+/// as removal records arrive.
+#[derive(Clone, Debug, Default)]
+pub struct Removed(Arc<RwLock<HashSet<NodeId>>>);
+
+impl Removed {
+    /// A set holding `ids`.
+    pub fn of(ids: impl IntoIterator<Item = NodeId>) -> Self {
+        Self(Arc::new(RwLock::new(ids.into_iter().collect())))
+    }
+
+    /// Refuses `id` from now on.
+    pub fn insert(&self, id: NodeId) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(id);
+    }
+
+    /// True if `id` was removed.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(id)
+    }
+
+    /// Fails for the certificate of a removed node.
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let id = crate::identity::node_id_of_cert(end_entity.as_ref())
+            .map_err(|e| rustls::Error::General(format!("peer certificate: {e}")))?;
+        if self.contains(&id) {
+            return Err(rustls::Error::General(format!("node {id} was removed from the mesh by an admin")));
+        }
+        Ok(())
+    }
+}
 
 fn provider() -> Arc<CryptoProvider> {
     provider_with(aes_in_hardware())
@@ -84,17 +119,19 @@ fn chain_and_key(ident: &Identity) -> (Vec<CertificateDer<'static>>, PrivateKeyD
 }
 
 /// Server side for both ALPNs. A client certificate is optional at the TLS layer
-/// (a joining node has none yet) but, when present, must chain to the mesh CA;
-/// mesh-ALPN connections without one are closed right after the handshake.
-pub fn server_config(ident: &Identity) -> Result<rustls::ServerConfig, TlsError> {
-    server_with(ident, aes_in_hardware())
+/// (a joining node has none yet) but, when present, must chain to the mesh CA and
+/// not be a removed node's; mesh-ALPN connections without one are closed right
+/// after the handshake.
+pub fn server_config(ident: &Identity, removed: &Removed) -> Result<rustls::ServerConfig, TlsError> {
+    server_with(ident, removed, aes_in_hardware())
 }
 
-fn server_with(ident: &Identity, aes_hw: bool) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider_with(aes_hw))
+fn server_with(ident: &Identity, removed: &Removed, aes_hw: bool) -> Result<rustls::ServerConfig, TlsError> {
+    let inner = WebPkiClientVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider_with(aes_hw))
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Anchor(e.to_string()))?;
+    let verifier = Arc::new(MeshClientVerifier { inner, removed: removed.clone() });
     let (chain, key) = chain_and_key(ident);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider_with(aes_hw))
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -109,16 +146,20 @@ fn server_with(ident: &Identity, aes_hw: bool) -> Result<rustls::ServerConfig, T
 }
 
 /// Client side of mesh connections: presents this node's certificate, accepts only
-/// servers whose certificate chains to the mesh CA.
-pub fn mesh_client_config(ident: &Identity) -> Result<rustls::ClientConfig, TlsError> {
-    mesh_client_with(ident, provider())
+/// servers whose certificate chains to the mesh CA and is not a removed node's.
+pub fn mesh_client_config(ident: &Identity, removed: &Removed) -> Result<rustls::ClientConfig, TlsError> {
+    mesh_client_with(ident, removed, provider())
 }
 
-fn mesh_client_with(ident: &Identity, provider: Arc<CryptoProvider>) -> Result<rustls::ClientConfig, TlsError> {
+fn mesh_client_with(
+    ident: &Identity,
+    removed: &Removed,
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let inner = WebPkiServerVerifier::builder_with_provider(roots(&ident.ca_cert_der)?, provider.clone())
         .build()
         .map_err(|e| TlsError::Anchor(e.to_string()))?;
-    let verifier = Arc::new(MeshServerVerifier { inner });
+    let verifier = Arc::new(MeshServerVerifier { inner, removed: removed.clone() });
     let (chain, key) = chain_and_key(ident);
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -142,10 +183,69 @@ pub fn join_client_config(ca_fingerprint: [u8; 32]) -> Result<rustls::ClientConf
     Ok(cfg)
 }
 
-/// Verifies a server certificate against the mesh CA held in the root store.
+/// The signature checks of a verifier that wraps another (`inner`): TLS 1.2
+/// refused, TLS 1.3 signatures and schemes as the wrapped verifier has them.
+macro_rules! signatures_as_inner {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            _m: &[u8],
+            _c: &CertificateDer<'_>,
+            _d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(m, c, d)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
+}
+
+/// Verifies a server certificate against the mesh CA held in the root store, and
+/// refuses removed nodes.
 #[derive(Debug)]
 struct MeshServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    removed: Removed,
+}
+
+/// Verifies a client certificate, when there is one, against the mesh CA, and
+/// refuses removed nodes.
+#[derive(Debug)]
+struct MeshClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    removed: Removed,
+}
+
+impl ClientCertVerifier for MeshClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        self.removed.check(end_entity)?;
+        Ok(ok)
+    }
+    signatures_as_inner!();
 }
 
 /// Verifies the inviter during a join: only the CA's fingerprint is known, so the CA
@@ -185,29 +285,14 @@ impl ServerCertVerifier for MeshServerVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
+        let ok = self
+            .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            .map_err(|e| rustls::Error::General(format!("peer certificate is not valid in this mesh: {e}")))
+            .map_err(|e| rustls::Error::General(format!("peer certificate is not valid in this mesh: {e}")))?;
+        self.removed.check(end_entity)?;
+        Ok(ok)
     }
-    fn verify_tls12_signature(
-        &self,
-        _m: &[u8],
-        _c: &CertificateDer<'_>,
-        _d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    signatures_as_inner!();
 }
 
 impl ServerCertVerifier for JoinServerVerifier {
@@ -242,10 +327,27 @@ impl ServerCertVerifier for JoinServerVerifier {
     }
 }
 
+/// Checks that `cert_der` is a node certificate of the mesh of `ca_der`, valid now
+/// (what a peer would check in a handshake): a certificate an admin sent back
+/// before this node hands it on or starts using it.
+pub fn verify_node_cert(ca_der: &[u8], cert_der: &[u8]) -> Result<(), TlsError> {
+    let v = WebPkiServerVerifier::builder_with_provider(roots(ca_der)?, provider())
+        .build()
+        .map_err(|e| TlsError::Anchor(e.to_string()))?;
+    let name = ServerName::try_from(NODE_NAME).map_err(|e| TlsError::Anchor(e.to_string()))?;
+    v.verify_server_cert(&CertificateDer::from(cert_der.to_vec()), &[], &name, &[], UnixTime::now())?;
+    Ok(())
+}
+
 /// The node id of the peer's certificate, if it presented one.
 pub fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    crate::identity::node_id_of_cert(&peer_cert(conn)?).ok()
+}
+
+/// The peer's certificate (DER), if it presented one.
+pub fn peer_cert(conn: &quinn::Connection) -> Option<Vec<u8>> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    crate::identity::node_id_of_cert(certs.first()?.as_ref()).ok()
+    Some(certs.first()?.as_ref().to_vec())
 }
 
 /// The negotiated ALPN.
@@ -259,6 +361,14 @@ mod tests {
 
     /// Runs a TLS handshake in memory and returns the suite both sides settled on.
     fn handshake(client: rustls::ClientConfig, server: rustls::ServerConfig) -> rustls::SupportedCipherSuite {
+        try_handshake(client, server).unwrap()
+    }
+
+    /// Runs a TLS handshake in memory: the suite, or the first side's error.
+    fn try_handshake(
+        client: rustls::ClientConfig,
+        server: rustls::ServerConfig,
+    ) -> Result<rustls::SupportedCipherSuite, rustls::Error> {
         let name = ServerName::try_from(NODE_NAME).unwrap().to_owned();
         let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
         let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
@@ -269,22 +379,43 @@ mod tests {
             let mut buf = Vec::new();
             c.write_tls(&mut buf).unwrap();
             s.read_tls(&mut &buf[..]).unwrap();
-            s.process_new_packets().unwrap();
+            s.process_new_packets()?;
             buf.clear();
             s.write_tls(&mut buf).unwrap();
             c.read_tls(&mut &buf[..]).unwrap();
-            c.process_new_packets().unwrap();
+            c.process_new_packets()?;
         }
         assert!(!c.is_handshaking() && !s.is_handshaking(), "the handshake did not finish");
         let suite = c.negotiated_cipher_suite().unwrap();
         assert_eq!(Some(suite), s.negotiated_cipher_suite());
-        suite
+        Ok(suite)
+    }
+
+    #[test]
+    fn a_removed_node_fails_the_handshake_whichever_side_it_is() {
+        let admin = crate::identity::new_mesh("t").unwrap();
+        let ca = admin.ca().unwrap();
+        let (key_der, csr) = crate::identity::make_csr("b").unwrap();
+        let cert_der = crate::identity::sign_csr(&ca, &csr, "b", crate::identity::Role::Member).unwrap();
+        let b =
+            Identity { id: crate::identity::node_id_of_cert(&cert_der).unwrap(), key_der, cert_der, ..admin.clone() };
+        let (none, gone) = (Removed::default(), Removed::of([b.id]));
+        assert!(try_handshake(mesh_client_config(&b, &none).unwrap(), server_config(&admin, &none).unwrap()).is_ok());
+        let e = try_handshake(mesh_client_config(&b, &none).unwrap(), server_config(&admin, &gone).unwrap());
+        assert!(e.as_ref().is_err_and(|e| e.to_string().contains("removed from the mesh")), "{e:?}");
+        let e = try_handshake(mesh_client_config(&admin, &gone).unwrap(), server_config(&b, &none).unwrap());
+        assert!(e.as_ref().is_err_and(|e| e.to_string().contains("removed from the mesh")), "{e:?}");
+        // Removing one node leaves the others alone.
+        assert!(
+            try_handshake(mesh_client_config(&admin, &gone).unwrap(), server_config(&admin, &gone).unwrap()).is_ok()
+        );
     }
 
     #[test]
     fn two_nodes_settle_on_the_suite_this_cpu_runs_fastest() {
         let ident = crate::identity::new_mesh("t").unwrap();
-        let got = handshake(mesh_client_config(&ident).unwrap(), server_config(&ident).unwrap());
+        let none = Removed::default();
+        let got = handshake(mesh_client_config(&ident, &none).unwrap(), server_config(&ident, &none).unwrap());
         let want = if aes_in_hardware() { "TLS13_AES_128_GCM_SHA256" } else { "TLS13_CHACHA20_POLY1305_SHA256" };
         assert_eq!(format!("{:?}", got.suite()), want);
     }
@@ -293,8 +424,9 @@ mod tests {
     /// instructions.
     fn suite(client_aes: bool, server_aes: bool) -> String {
         let ident = crate::identity::new_mesh("t").unwrap();
-        let client = mesh_client_with(&ident, provider_with(client_aes)).unwrap();
-        format!("{:?}", handshake(client, server_with(&ident, server_aes).unwrap()).suite())
+        let none = Removed::default();
+        let client = mesh_client_with(&ident, &none, provider_with(client_aes)).unwrap();
+        format!("{:?}", handshake(client, server_with(&ident, &none, server_aes).unwrap()).suite())
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! request line in, one JSON answer out.
 
 use crate::daemon::bench::BenchEvent;
-use crate::daemon::{Handle, LeaveReport, ReloadReport};
+use crate::daemon::{Handle, LeaveReport, MembersChange, ReloadReport};
 use crate::home::Home;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,73 @@ pub enum Request {
         /// Its name, id, or the start of its id.
         peer: String,
     },
+    /// (An admin) removes a node from the mesh; answers `{"removed": {"id", "name"}}`.
+    PeerRemove {
+        /// Its name or node id.
+        peer: String,
+    },
+    /// Shows or (an admin) changes a share's members; answers a [`SharePeers`].
+    SharePeers {
+        /// The share.
+        share: String,
+        /// What to change.
+        change: PeersChange,
+    },
+}
+
+/// A change asked with [`Request::SharePeers`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PeersChange {
+    /// None: only show them.
+    Show,
+    /// Exactly these nodes (names or ids) and the admin itself.
+    Set(Vec<String>),
+    /// Add one node.
+    Add(String),
+    /// Remove one node.
+    Remove(String),
+}
+
+/// A node, by id and name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRef {
+    /// Node id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+impl SharePeers {
+    /// One line for a person.
+    pub fn human(&self) -> String {
+        match &self.members {
+            None => format!("share {}: every member of the mesh\n", self.share),
+            Some(m) => {
+                let names: Vec<String> =
+                    m.iter().map(|n| format!("{} ({})", n.name, n.id.get(..7).unwrap_or(&n.id))).collect();
+                format!("share {}: {} (version {})\n", self.share, names.join(", "), self.version)
+            }
+        }
+    }
+}
+
+/// `{"removed": {"id", "name"}}`: the node every member refuses from now on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Removed {
+    /// The node.
+    pub removed: NodeRef,
+}
+
+/// A share's members: `members` null means every member of the mesh.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SharePeers {
+    /// The share.
+    pub share: String,
+    /// The members, or null for every member of the mesh.
+    pub members: Option<Vec<NodeRef>>,
+    /// How many times an admin set them (0: never).
+    pub version: u64,
 }
 
 /// Why the daemon could not be asked.
@@ -259,6 +326,26 @@ async fn handle(node: Handle, stream: UnixStream) {
         Ok(Request::Revert { share }) => {
             json_line(&answer(node.revert(&share).map(|n| Reverting { reverting: n as u64 })))
         }
+        Ok(Request::PeerRemove { peer }) => {
+            let r = node.remove_peer(&peer).await;
+            json_line(&answer(r.map(|p| Removed { removed: NodeRef { id: p.id.to_string(), name: p.name } })))
+        }
+        Ok(Request::SharePeers { share, change }) => {
+            let change = match change {
+                PeersChange::Show => MembersChange::Show,
+                PeersChange::Set(names) => MembersChange::Set(names),
+                PeersChange::Add(p) => MembersChange::Add(p),
+                PeersChange::Remove(p) => MembersChange::Remove(p),
+            };
+            let view = node.share_members(&share, change).map(|v| SharePeers {
+                share: v.share,
+                members: v
+                    .members
+                    .map(|m| m.into_iter().map(|(id, name)| NodeRef { id: id.to_string(), name }).collect()),
+                version: v.version,
+            });
+            json_line(&answer(view))
+        }
         Ok(Request::Reload) => json_line(&answer(node.reload().await)),
         Ok(Request::ForgetPeer { peer }) => {
             json_line(&answer(node.forget_peer(&peer).await.map(|n| Forgotten { forgotten: n })))
@@ -383,6 +470,16 @@ pub async fn leave(home: &Home) -> anyhow::Result<LeaveReport> {
 /// Asks the daemon of `home` to forget a member that is gone; returns its name.
 pub async fn forget_peer(home: &Home, peer: String) -> anyhow::Result<String> {
     Ok(ask::<Forgotten>(home, &Request::ForgetPeer { peer }).await?.forgotten)
+}
+
+/// Asks the daemon of `home` (an admin) to remove a node from the mesh.
+pub async fn remove_peer(home: &Home, peer: String) -> anyhow::Result<NodeRef> {
+    Ok(ask::<Removed>(home, &Request::PeerRemove { peer }).await?.removed)
+}
+
+/// Shows or changes a share's members through the daemon of `home`.
+pub async fn share_peers(home: &Home, share: String, change: PeersChange) -> anyhow::Result<SharePeers> {
+    ask::<SharePeers>(home, &Request::SharePeers { share, change }).await
 }
 
 /// Runs `meshsync bench` on the daemon of `home`, calling `on_event` for each event.

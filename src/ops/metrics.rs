@@ -95,6 +95,9 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
     reg.register_with_unit("download_remaining", "bytes of running downloads not here yet", Unit::Bytes, left);
     let per_second = Unit::Other("bytes_per_second".into());
     reg.register_with_unit("download_rate", "current download rate", per_second, rate);
+    let days = Gauge::<i64>::default();
+    days.set(st.node.certificate_days_left);
+    reg.register("certificate_days_left", "days this node's certificate stays valid (renewed below 30)", days);
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)
@@ -201,7 +204,12 @@ mod tests {
     fn status() -> Status {
         let mut st = Status {
             summary: String::new(),
-            node: NodeStatus { id: "A".into(), name: "alpha".into(), listen: "127.0.0.1:1".into() },
+            node: NodeStatus {
+                id: "A".into(),
+                name: "alpha".into(),
+                listen: "127.0.0.1:1".into(),
+                ..Default::default()
+            },
             peers: vec![PeerStatus {
                 id: "B".into(),
                 name: "beta".into(),

@@ -48,7 +48,7 @@ mod tests {
         };
         let mut st = Status {
             summary: String::new(),
-            node: NodeStatus { id: "A".into(), name: "a".into(), listen: "x".into() },
+            node: NodeStatus { id: "A".into(), name: "a".into(), listen: "x".into(), ..Default::default() },
             peers: vec![peer("web2", Some("198.18.0.2:7700")), peer("web3", None)],
             shares: vec![],
             transfers: vec![],

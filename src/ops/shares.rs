@@ -139,7 +139,7 @@ mod tests {
     fn live(paused: Option<&str>) -> Status {
         Status {
             summary: String::new(),
-            node: NodeStatus { id: "A".into(), name: "a".into(), listen: "127.0.0.1:1".into() },
+            node: NodeStatus { id: "A".into(), name: "a".into(), listen: "127.0.0.1:1".into(), ..Default::default() },
             peers: vec![],
             shares: vec![ShareStatus {
                 name: "www".into(),

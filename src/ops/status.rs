@@ -28,7 +28,7 @@ pub struct Status {
 }
 
 /// This node.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct NodeStatus {
     /// Node id (base32).
     pub id: String,
@@ -36,6 +36,17 @@ pub struct NodeStatus {
     pub name: String,
     /// Listen address.
     pub listen: String,
+    /// admin (holds the CA key), member, or no-invite.
+    #[serde(default)]
+    pub role: String,
+    /// Whole days its certificate stays valid (renewed through an admin when fewer
+    /// than 30 are left; negative: expired).
+    #[serde(default)]
+    pub certificate_days_left: i64,
+    /// Join connections (strangers not yet answered) holding one of the
+    /// `max_join_connections` places now.
+    #[serde(default)]
+    pub join_connections: usize,
 }
 
 /// One known peer.
@@ -204,7 +215,14 @@ pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Statu
         .collect();
     let mut st = Status {
         summary: String::new(),
-        node: NodeStatus { id: snap.id.to_string(), name: snap.name.clone(), listen: snap.listen.to_string() },
+        node: NodeStatus {
+            id: snap.id.to_string(),
+            name: snap.name.clone(),
+            listen: snap.listen.to_string(),
+            role: snap.role.as_str().to_string(),
+            certificate_days_left: (snap.certificate_expires - now.timestamp()).div_euclid(86_400),
+            join_connections: snap.join_connections,
+        },
         peers,
         shares,
         transfers: snap.transfers.clone(),
@@ -335,7 +353,12 @@ impl Status {
     /// The human-readable form.
     pub fn human(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "node {} ({}) listening on {}", self.node.name, &self.node.id, self.node.listen);
+        let n = &self.node;
+        let _ = writeln!(
+            s,
+            "node {} ({}) listening on {}; {}, certificate valid {} more day(s)",
+            n.name, n.id, n.listen, n.role, n.certificate_days_left
+        );
         let _ = writeln!(s, "{}", self.summary_line());
         let _ = writeln!(s, "\npeers:");
         if self.peers.is_empty() {
@@ -455,7 +478,7 @@ mod tests {
     fn behind_names_everything_that_keeps_the_mesh_from_caught_up() {
         let mut st = Status {
             summary: String::new(),
-            node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into() },
+            node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into(), ..Default::default() },
             peers: vec![PeerStatus {
                 id: "B".into(),
                 name: "web2".into(),
@@ -516,7 +539,7 @@ mod tests {
         let connected = PeerStatus { id: "B".into(), name: "web2".into(), connected: true, ..Default::default() };
         let mut st = Status {
             summary: String::new(),
-            node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into() },
+            node: NodeStatus { id: "me".into(), name: "me".into(), listen: "x".into(), ..Default::default() },
             peers: vec![connected, unreachable("C", "web3")],
             shares: vec![share("www", vec![peer("B", true, (0, 0))])],
             transfers: vec![],

@@ -23,6 +23,8 @@ pub const MAX_PEERS_FRAME: usize = 256 << 10;
 /// Largest `Control::Have`: a map has a bit per block, and an entry that fits in a
 /// frame has at most 932 000 blocks (117 KB of map).
 pub const MAX_HAVE_FRAME: usize = 256 << 10;
+/// Largest `Control::Members`: [`super::MAX_SHARE_MEMBERS`] ids of 32 bytes take 128 KiB.
+pub const MAX_MEMBERS_FRAME: usize = 256 << 10;
 /// Largest frame of every other small control message (`ShareAdded`, `BenchDone`,
 /// `BenchEnd`, and variants newer than this table).
 pub const MAX_SMALL_CONTROL: usize = 64 << 10;
@@ -64,6 +66,7 @@ impl Framed for Control {
             0 | 4 | 7 => MAX_FRAME,
             1 => MAX_PEERS_FRAME,
             3 => MAX_HAVE_FRAME,
+            11 => MAX_MEMBERS_FRAME,
             _ => MAX_SMALL_CONTROL,
         }
     }
@@ -127,7 +130,11 @@ mod tests {
             | Control::BenchDone { .. }
             | Control::BenchEnd { .. }
             | Control::Leaving
-            | Control::ShareRemoved { .. } => MAX_SMALL_CONTROL,
+            | Control::ShareRemoved { .. }
+            | Control::Removed(_)
+            | Control::CertRequest { .. }
+            | Control::CertReply { .. } => MAX_SMALL_CONTROL,
+            Control::Members(_) => MAX_MEMBERS_FRAME,
         }
     }
 
@@ -146,11 +153,33 @@ mod tests {
             Control::IndexBatch { share: "s".into(), index_id: 1, entries: vec![], same: vec![], upto_seq: 1 },
             Control::Leaving,
             Control::ShareRemoved { share: "s".into() },
+            Control::Removed(RemovalNotice { node: [1; 32], name: "n".into(), issued: 1, signature: vec![2] }),
+            Control::Members(full_members()),
+            Control::CertRequest { id: 1, want: CertWant::Renew },
+            Control::CertReply { id: 1, reply: CertReply::NotAdmin },
         ];
         for c in &all {
             let tag = tag_of(&encode(c).unwrap()).unwrap();
             assert_eq!(Control::max_frame(tag), limit_of(c), "{c:?}");
         }
+    }
+
+    /// A membership record naming as many nodes as a record may.
+    fn full_members() -> MembersNotice {
+        MembersNotice {
+            share: "s".repeat(255),
+            members: WireMembers::Only(vec![[0xff; 32]; MAX_SHARE_MEMBERS]),
+            version: u64::MAX,
+            issued: u64::MAX,
+            signature: vec![0xff; 72],
+        }
+    }
+
+    /// The largest membership record fits the frame its receiver accepts.
+    #[test]
+    fn a_full_membership_record_fits_its_frame() {
+        let body = encode(&Control::Members(full_members())).unwrap();
+        assert!(body.len() <= MAX_MEMBERS_FRAME, "{} bytes", body.len());
     }
 
     /// The largest peer list a node sends fits the frame its receiver accepts.

@@ -10,13 +10,18 @@ use std::net::SocketAddr;
 
 mod entry;
 mod frame;
+mod trust;
 
 pub use crate::codec::{decode, encode, CodecError, FrameHead, MAX_FRAME};
 pub use crate::ids::MAX_CHUNK;
 pub use entry::{WireBlock, WireEntry, WireKind, WireMtime};
 pub use frame::{
     read_frame, read_head, write_frame, Framed, MAX_CHUNK_REPLY, MAX_HAVE_FRAME, MAX_HELLO, MAX_JOIN_REPLY,
-    MAX_JOIN_REQUEST, MAX_PEERS_FRAME, MAX_SMALL_CONTROL, MAX_STREAM_REQUEST,
+    MAX_JOIN_REQUEST, MAX_MEMBERS_FRAME, MAX_PEERS_FRAME, MAX_SMALL_CONTROL, MAX_STREAM_REQUEST,
+};
+pub use trust::{
+    CertReply, CertWant, JoinRole, MembersNotice, RemovalNotice, WireMembers, MAX_SHARE_MEMBERS, MAX_TRUST_BLOB,
+    MINOR_TRUST,
 };
 
 /// ALPN for mesh connections; the trailing number is the major protocol version.
@@ -24,7 +29,7 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
-pub const PROTOCOL_MINOR: u32 = 2;
+pub const PROTOCOL_MINOR: u32 = MINOR_TRUST;
 /// Most peers in one [`Control::Peers`]; a longer list is sent in pieces, and a
 /// longer one received is refused.
 pub const MAX_GOSSIP_PEERS: usize = 256;
@@ -135,6 +140,26 @@ pub enum Control {
     ShareRemoved {
         /// Share name.
         share: String,
+    },
+    /// Minor 3: a node removed from the mesh by an admin (sent on connect, and when
+    /// a node first hears of it).
+    Removed(RemovalNotice),
+    /// Minor 3: who may take part in a share, set by an admin (sent on connect to
+    /// the share's members and to admins, and when it changes).
+    Members(MembersNotice),
+    /// Minor 3: asks the receiver, if it is an admin, to sign a certificate.
+    CertRequest {
+        /// Picked by the asker; the reply carries it back.
+        id: u64,
+        /// What to sign.
+        want: CertWant,
+    },
+    /// Minor 3: the answer to [`Control::CertRequest`] `id`.
+    CertReply {
+        /// The request's id.
+        id: u64,
+        /// The certificate, or why not.
+        reply: CertReply,
     },
 }
 
@@ -324,7 +349,7 @@ pub enum JoinReply {
         node_cert_der: Vec<u8>,
         /// The mesh CA certificate.
         ca_cert_der: Vec<u8>,
-        /// The CA private key (PKCS#8), absent for `--no-invite` members.
+        /// The CA private key (PKCS#8), only for a node invited with `--admin`.
         ca_key_der: Option<Vec<u8>>,
         /// The inviter itself.
         inviter: PeerInfo,
@@ -447,5 +472,23 @@ mod golden {
         check("join_refused", &JoinReply::Refused("expired".into()));
         check("control_leaving", &Control::Leaving);
         check("control_share_removed", &Control::ShareRemoved { share: "www".into() });
+        check(
+            "control_removed",
+            &Control::Removed(RemovalNotice { node: [4; 32], name: "laptop".into(), issued: 9, signature: vec![1, 2] }),
+        );
+        check(
+            "control_members",
+            &Control::Members(MembersNotice {
+                share: "www".into(),
+                members: WireMembers::Only(vec![[5; 32]]),
+                version: 2,
+                issued: 9,
+                signature: vec![3],
+            }),
+        );
+        let want = CertWant::Join { name: "c".into(), role: JoinRole::NoInvite, csr_der: vec![6] };
+        check("control_cert_request", &Control::CertRequest { id: 1, want });
+        check("control_cert_renew", &Control::CertRequest { id: 2, want: CertWant::Renew });
+        check("control_cert_reply", &Control::CertReply { id: 1, reply: CertReply::Refused("no".into()) });
     }
 }

@@ -24,8 +24,18 @@ struct Asker {
     budget: PeerBudget,
 }
 
-/// A share's transfer context by name, or `None` for a share this node does not hold.
-pub type ShareLookup = Arc<dyn Fn(&str) -> Option<ShareCtx> + Send + Sync>;
+/// What a peer may be served of a share.
+pub enum ShareAccess {
+    /// The share's transfer context.
+    Serve(ShareCtx),
+    /// This node does not hold the share.
+    Unknown,
+    /// The peer is not one of the share's members.
+    Refused,
+}
+
+/// What the requesting peer may be served of a share, by name.
+pub type ShareLookup = Arc<dyn Fn(&str) -> ShareAccess + Send + Sync>;
 
 /// What this node spends on peers' requests, and the policy that spends it.
 pub struct Server {
@@ -81,10 +91,17 @@ impl Server {
         shares: ShareLookup,
     ) {
         let res = match proto::read_frame::<_, StreamRequest>(&mut recv).await {
-            Ok(Some(StreamRequest::Chunk(req))) => {
-                let share = shares(&req.share);
-                self.serve_chunks(&mut send, req, asker, share).await
-            }
+            Ok(Some(StreamRequest::Chunk(req))) => match shares(&req.share) {
+                ShareAccess::Serve(share) => self.serve_chunks(&mut send, req, asker, Some(share)).await,
+                ShareAccess::Unknown => self.serve_chunks(&mut send, req, asker, None).await,
+                // Answered as for a share this node does not hold: a non-member is not
+                // told the share exists.
+                ShareAccess::Refused => {
+                    Counters::add(&self.counters.refused, 1);
+                    debug!(share = %req.share, "refused a chunk request of a share the peer is not a member of");
+                    not_found(&mut send, req.chunks.len().min(proto::MAX_REQUEST_CHUNKS)).await
+                }
+            },
             Ok(Some(StreamRequest::Probe { bytes })) => self.serve_probe(&mut send, bytes.min(MAX_PROBE)).await,
             Ok(None) => Ok(()),
             Err(e) => Err(e.to_string()),
@@ -164,6 +181,14 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Answers `n` chunks as not held.
+async fn not_found(send: &mut quinn::SendStream, n: usize) -> Result<(), String> {
+    for _ in 0..n {
+        proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Reads the chunks of a request from where `from` says they are (a running

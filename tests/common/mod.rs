@@ -4,7 +4,7 @@
 use meshsync::config::ShareMode;
 use meshsync::daemon::{self, NodeHandle};
 use meshsync::home::Home;
-use meshsync::identity::token::InviteRight;
+use meshsync::identity::Role;
 use meshsync::ops::status::{build, Status};
 use meshsync::setup;
 use std::net::SocketAddr;
@@ -33,13 +33,29 @@ impl TestNode {
             h.shutdown().await;
         }
     }
+    /// Starts the node; while its port is still held (a node stopped just after a
+    /// peer went away keeps its socket until its dials to that peer drain, up to
+    /// the 30 s idle timeout), tries again.
     pub async fn start(&mut self) {
-        self.handle = Some(meshsync::ops::start_node(&self.home).await.expect("node starts"));
+        let since = Instant::now();
+        loop {
+            match meshsync::ops::start_node(&self.home).await {
+                Ok(h) => break self.handle = Some(h),
+                Err(e) if port_in_use(&e) && since.elapsed() < Duration::from_secs(60) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("node starts: {e:?}"),
+            }
+        }
     }
     /// The running node's narrow interface.
     pub fn handle(&self) -> meshsync::daemon::Handle {
         self.handle.as_ref().expect("node is running").handle()
     }
+}
+
+fn port_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse))
 }
 
 pub fn free_addr() -> SocketAddr {
@@ -59,7 +75,7 @@ pub fn first(dir: &Path, name: &str, mode: ShareMode) -> TestNode {
 
 /// Joins a new node through `inviter` (which must run) and starts it.
 pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -> TestNode {
-    let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let token = setup::invite(&inviter.home, Duration::from_secs(600), Role::Member).unwrap();
     let home = Home::new(dir.join(name));
     let listen = free_addr();
     daemon::join(&home, &token, name, listen, &[]).await.unwrap();
@@ -74,7 +90,7 @@ pub async fn join(dir: &Path, inviter: &TestNode, name: &str, mode: ShareMode) -
 /// connected to `peers` nodes, then adds the share: every holder then announces its
 /// index to it at about the same time.
 pub async fn join_then_share(dir: &Path, inviter: &TestNode, name: &str, peers: usize) -> TestNode {
-    let token = setup::invite(&inviter.home, Duration::from_secs(600), InviteRight::CanInvite).unwrap();
+    let token = setup::invite(&inviter.home, Duration::from_secs(600), Role::Member).unwrap();
     let home = Home::new(dir.join(name));
     let listen = free_addr();
     daemon::join(&home, &token, name, listen, &[]).await.unwrap();
@@ -162,4 +178,81 @@ pub async fn wait_in_sync(nodes: &[TestNode]) {
             .all(|n| n.status().shares.iter().all(|s| s.in_sync && !s.peers.is_empty()))
     })
     .await;
+}
+
+/// Dials `addr` with the identity kept in `home`, from an endpoint of its own (the
+/// node's daemon may be stopped): what that node, or a thief of its key, can do.
+pub async fn connect_as(home: &Home, addr: SocketAddr) -> (meshsync::net::Net, Option<quinn::Connection>) {
+    let ident = meshsync::identity::Identity::load(home).unwrap();
+    // Not on 127.0.0.1, where it could take the port of a stopped test node.
+    let net = meshsync::net::Net::bind(&ident, "127.0.0.2:0".parse().unwrap()).unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(10), net.connect(addr)).await.expect("an answer");
+    (net, conn.ok())
+}
+
+/// True if a mesh connection with the identity in `home` to `addr` is refused: at
+/// the handshake, or closed before the node says Hello (QUIC completes a client's
+/// handshake before the server has checked the client's certificate).
+pub async fn refused_as(home: &Home, addr: SocketAddr) -> bool {
+    let (_net, conn) = connect_as(home, addr).await;
+    let Some(conn) = conn else { return true };
+    let hello = tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        let mine = meshsync::proto::Hello { minor: 0, name: "x".into(), addrs: vec![], shares: vec![] };
+        meshsync::proto::write_frame(&mut send, &mine).await.ok()?;
+        meshsync::proto::read_frame::<_, meshsync::proto::Hello>(&mut recv).await.ok()?
+    })
+    .await
+    .expect("the node answers or closes within 10 s");
+    hello.is_none()
+}
+
+/// A session driven by hand with the identity of a (stopped) node: Hello both ways.
+pub struct RawSession {
+    pub net: meshsync::net::Net,
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    /// The node's Hello.
+    pub hello: meshsync::proto::Hello,
+}
+
+/// Opens a hand-driven session with `addr` as the node of `home`, saying it takes
+/// part in `shares` (none of which it has anything of).
+pub async fn raw_session(home: &Home, addr: SocketAddr, shares: &[&str]) -> RawSession {
+    let (net, conn) = connect_as(home, addr).await;
+    let conn = conn.expect("the node accepts this certificate");
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let shares = shares
+        .iter()
+        .map(|s| meshsync::proto::ShareHello { name: s.to_string(), index_id: 1, max_seq: 0, have: None })
+        .collect();
+    let mine =
+        meshsync::proto::Hello { minor: meshsync::proto::PROTOCOL_MINOR, name: "raw".into(), addrs: vec![], shares };
+    meshsync::proto::write_frame(&mut send, &mine).await.unwrap();
+    let hello = meshsync::proto::read_frame(&mut recv).await.unwrap().expect("a Hello");
+    RawSession { net, conn, send, recv, hello }
+}
+
+/// Replaces the certificate in `home` by one for the same key, name and role that
+/// the mesh CA (held in `admin`'s home) signs with the given validity.
+pub fn reissue(admin: &Home, home: &Home, validity: meshsync::identity::Validity) {
+    use meshsync::identity::{cert_info, spki_of_cert, Identity};
+    let ca = Identity::load(admin).unwrap().ca().expect("an admin");
+    let mut ident = Identity::load(home).unwrap();
+    let info = cert_info(&ident.cert_der).unwrap();
+    ident.cert_der = ca.issue(&spki_of_cert(&ident.cert_der).unwrap(), &info.name, info.role, validity).unwrap();
+    ident.save_cert(home).unwrap();
+}
+
+/// Stops every node that runs.
+pub async fn stop_all(nodes: &mut [TestNode]) {
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// The number of peers `node` is connected to.
+pub fn connected(node: &TestNode) -> usize {
+    node.status().peers.iter().filter(|p| p.connected).count()
 }

@@ -263,6 +263,19 @@ impl Share {
         self.participants.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
     }
 
+    /// Drops everything this share knows of `peer` (removed from the mesh, or no
+    /// longer admitted to the share): its index, its download progress, what it said.
+    pub async fn forget_peer(&self, peer: NodeId) {
+        self.participants.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+        self.ctx.announced.forget_peer(&peer);
+        let idx = self.ctx.index.clone();
+        match tokio::task::spawn_blocking(move || idx.forget_peer(&peer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(share = %self.cfg.name, error = %e, "cannot forget a peer's index"),
+            Err(e) => tracing::warn!(share = %self.cfg.name, error = %e, "cannot forget a peer's index"),
+        }
+    }
+
     /// What each peer said, when it last connected since this daemon started, of
     /// taking part in this share.
     pub fn participation(&self) -> HashMap<NodeId, bool> {

@@ -294,12 +294,16 @@ impl Status {
     /// as they are what a user must act on.
     pub fn summary_line(&self) -> String {
         let unreachable = self.peers.iter().filter(|p| p.unreachable()).count();
+        // Just learned of (a new member) and not dialed yet: not known to be in sync.
+        let pending = self.peers.iter().filter(|p| !p.connected && !p.unreachable()).count();
         let behind = self.behind(None);
-        match (unreachable, behind.first()) {
-            (0, None) => "in sync".into(),
-            (1, _) => "not in sync: 1 peer unreachable".into(),
-            (n @ 2.., _) => format!("not in sync: {n} peers unreachable"),
-            (0, Some(why)) => format!("not in sync: {why}"),
+        match (unreachable, pending, behind.first()) {
+            (0, 0, None) => "in sync".into(),
+            (1, _, _) => "not in sync: 1 peer unreachable".into(),
+            (n @ 2.., _, _) => format!("not in sync: {n} peers unreachable"),
+            (0, 1, _) => "not in sync: 1 peer not connected yet".into(),
+            (0, n @ 2.., _) => format!("not in sync: {n} peers not connected yet"),
+            (0, 0, Some(why)) => format!("not in sync: {why}"),
         }
     }
 }
@@ -558,6 +562,14 @@ mod tests {
         );
         st.peers.truncate(1);
         assert_eq!(st.summary_line(), "in sync");
+        // A member just learned of and not dialed yet is not known to be in sync.
+        st.peers.push(PeerStatus {
+            id: "E".into(),
+            name: "web5".into(),
+            state: "not tried yet".into(),
+            ..Default::default()
+        });
+        assert_eq!(st.summary_line(), "not in sync: 1 peer not connected yet");
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
     let src = work.path().join("source").join(FILE);
     print!("writing a {} MiB random source file ... ", opts.size_mib);
     std::io::stdout().flush().ok();
-    let src_hash = util::write_random(&src, size)?;
+    let src_hash = util::write_random(&src, size, &mut rand::thread_rng())?;
     println!("blake3 {}", &src_hash.to_hex()[..16]);
 
     let shaping = Shaping { rate_mbit: opts.rate_mbit, loss_pct: opts.loss_pct, delay_ms: opts.delay_ms };

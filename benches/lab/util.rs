@@ -169,9 +169,8 @@ pub fn hash_file(p: &Path) -> anyhow::Result<blake3::Hash> {
     Ok(h.finalize())
 }
 
-/// Writes `size` random bytes to `path` (parents created), synced; returns their blake3.
-pub fn write_random(path: &Path, size: u64) -> anyhow::Result<blake3::Hash> {
-    use rand::RngCore;
+/// Writes `size` bytes from `rng` to `path` (parents created), synced; returns their blake3.
+pub fn write_random(path: &Path, size: u64, rng: &mut impl rand::RngCore) -> anyhow::Result<blake3::Hash> {
     use std::io::Write;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -182,7 +181,7 @@ pub fn write_random(path: &Path, size: u64) -> anyhow::Result<blake3::Hash> {
     let mut left = size;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
-        rand::thread_rng().fill_bytes(&mut buf[..n]);
+        rng.fill_bytes(&mut buf[..n]);
         h.update(&buf[..n]);
         f.write_all(&buf[..n]).with_context(|| format!("writing {}", path.display()))?;
         left -= n as u64;

@@ -6,7 +6,8 @@ use crate::cases::{remove, wait_file, Bench, BigPair, BIG};
 use crate::report::Outcome;
 use crate::{util, Case};
 use anyhow::{bail, Context};
-use rand::RngCore;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 /// How long after the file arrived the link counters are read: the index update
 /// that follows (host 1 telling host 0 it has the version) belongs to the change.
 const SETTLE: Duration = Duration::from_secs(1);
+/// Seed of the big file's bytes (and, plus one, of the inserted ones).
+const BIG_SEED: u64 = 25;
 
 impl Bench {
     /// (4) The big file renamed into host 0's share, until it is complete on host 1.
@@ -23,7 +26,8 @@ impl Bench {
         let mesh = self.pair("big")?;
         let stage = self.work.join("big").join("h0").join("stage");
         let staged = stage.join(BIG);
-        let hash = util::write_random(&staged, size)?;
+        // Seeded: every run (and build) cuts the same chunks, so wire figures compare.
+        let hash = util::write_random(&staged, size, &mut StdRng::seed_from_u64(BIG_SEED))?;
         let (src, dst) = (mesh.nodes[0].share.join(BIG), mesh.nodes[1].share.join(BIG));
         let cpu0 = util::cpu_jiffies();
         let t0 = Instant::now();
@@ -138,7 +142,7 @@ fn write_inserted(old: &Path, out: &Path, at: u64, len: u64) -> anyhow::Result<b
     };
     copy(&mut r, Some(at))?;
     let mut new = vec![0u8; len as usize];
-    rand::thread_rng().fill_bytes(&mut new);
+    StdRng::seed_from_u64(BIG_SEED + 1).fill_bytes(&mut new);
     copy(&mut &new[..], None)?;
     copy(&mut r, None)?;
     w.sync_all().context("syncing the new version")?;

@@ -3,7 +3,8 @@
 
 use crate::util;
 use anyhow::{bail, Context};
-use rand::RngCore;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -51,11 +52,12 @@ impl Tree {
             std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
         }
         let mut buf = [0u8; FILE_SIZE];
+        let mut rng = StdRng::seed_from_u64(self.files as u64);
         for i in 0..self.files {
             if i % 1000 == 0 {
                 util::check_interrupt()?;
             }
-            rand::thread_rng().fill_bytes(&mut buf);
+            rng.fill_bytes(&mut buf);
             let p = root.join(self.rel(i));
             std::fs::write(&p, buf).with_context(|| format!("writing {}", p.display()))?;
         }

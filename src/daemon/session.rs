@@ -350,6 +350,7 @@ async fn receive_index(
     batch: gossip::index::Batch,
 ) -> Result<(), SessionError> {
     let Some(sh) = node.share(share) else { return Ok(()) };
+    debug!(share, entries = batch.entries.len(), upto = batch.upto, "index batch received");
     let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
     sh.mark_dirty(paths);
     Ok(())

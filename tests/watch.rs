@@ -1,5 +1,6 @@
 //! The file watcher with real daemons: a finished file (closed after writing)
-//! goes out at once, one still being written waits, partial uploads never go.
+//! goes out at once, one still being written waits, partial uploads never go, and
+//! a file rewritten without pause is damped by the share's `min_interval`.
 
 mod common;
 
@@ -8,7 +9,7 @@ use meshsync::config::ShareMode::SendReceive;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Two started, connected nodes; `share_lines` are added to the first one's share.
 async fn pair(dir: &Path, share_lines: &str) -> Vec<TestNode> {
@@ -63,4 +64,29 @@ async fn a_closed_file_goes_out_before_one_still_being_written() {
     wait_content(&nodes, "a-busy", &body).await;
     wait_in_sync(&nodes).await;
     assert!(!b.path("up.filepart").exists(), "a partial upload never goes out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_rewritten_every_100ms_is_announced_once_per_min_interval_and_its_last_version_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = pair(dir.path(), "min_interval = \"1s\"").await;
+    let a = &nodes[0];
+    let sent_before = a.status().counters.entries_sent;
+    let start = Instant::now();
+    let writes = 30;
+    for i in 0..writes {
+        std::fs::write(a.path("hot"), format!("version {i}")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_content(&nodes, "hot", format!("version {}", writes - 1).as_bytes()).await;
+    let elapsed = start.elapsed();
+    let announced = a.status().counters.entries_sent - sent_before;
+    // One version per second at most, and the first at once: a bound a slow
+    // machine only loosens (it measures its own time). Without damping every
+    // write would go out, 30 in about 3 s.
+    let most = elapsed.as_secs() + 1;
+    assert!(
+        (1..=most).contains(&announced),
+        "{announced} versions announced in {elapsed:?} for {writes} writes; at most {most} with min_interval 1s"
+    );
 }

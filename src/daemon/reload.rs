@@ -1,9 +1,9 @@
 //! Config edits applied to a running node, without dropping a connection: when the
 //! file changes on disk, at SIGHUP, and at `meshsync reload` (which gets a report).
-//! Shares added and removed, a share's ignore rules and schedule, and the node's
-//! upload cap, free-space floor and rescan interval take effect at once; the rest
-//! (listen, advertise, name, log, metrics_listen, a share's path or mode) at the
-//! next start, and the log and the report say so.
+//! Shares added and removed, a share's ignore rules, schedule and min_interval, and
+//! the node's upload cap, free-space floor and rescan interval take effect at once;
+//! the rest (listen, advertise, name, log, metrics_listen, a share's path or mode)
+//! at the next start, and the log and the report say so.
 
 use super::{Node, NodeEvent};
 use crate::config::{Config, ConfigError, NodeConfig, ShareConfig};
@@ -87,7 +87,7 @@ struct Changes {
     removed: Vec<String>,
     /// Shares of the new config not running.
     added: Vec<ShareConfig>,
-    /// Running shares whose ignore rules or schedule changed, as configured now.
+    /// Running shares whose ignore rules, schedule or `min_interval` changed, as configured now.
     reconfigured: Vec<ShareConfig>,
     /// Settings applied live.
     applied: Vec<String>,
@@ -131,7 +131,11 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ch.needs_restart.extend(
             [("path", old.path != s.path), ("mode", old.mode != s.mode)].iter().filter(|k| k.1).map(|k| named(k.0)),
         );
-        let live = [("ignore", old.ignore != s.ignore), ("schedule", describe(old) != describe(s))];
+        let live = [
+            ("ignore", old.ignore != s.ignore),
+            ("schedule", describe(old) != describe(s)),
+            ("min_interval", old.min_interval != s.min_interval),
+        ];
         if live.iter().any(|k| k.1) {
             ch.applied.extend(live.iter().filter(|k| k.1).map(|k| named(k.0)));
             ch.reconfigured.push(s.clone());
@@ -296,7 +300,7 @@ mod tests {
         let edited = BASE
             .replace("listen = \"127.0.0.1:1\"", "listen = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:2\"")
             .replace("name = \"a\"", "name = \"a\"\nupload_limit_mbit = 50\nrescan_interval_secs = 60")
-            + "ignore = [\"*.log\"]\nschedule = \"0 1 * * *\"\n";
+            + "ignore = [\"*.log\"]\nschedule = \"0 1 * * *\"\nmin_interval = \"5s\"\n";
         let ch = diff(&running, &parse(&edited));
         assert_eq!(ch.needs_restart, vec!["[node] metrics_listen"]);
         assert_eq!(
@@ -305,7 +309,8 @@ mod tests {
                 "[node] rescan_interval_secs",
                 "[node] upload_limit_mbit",
                 "share \"s\" ignore",
-                "share \"s\" schedule"
+                "share \"s\" schedule",
+                "share \"s\" min_interval"
             ]
         );
         assert_eq!(ch.reconfigured.len(), 1);

@@ -82,6 +82,8 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// Cap on this node's upload in Mbit/s (like rsync's `--bwlimit`); `None`: no cap.
     pub upload_limit_mbit: Option<u64>,
+    /// Cap on this node's downloads in Mbit/s, all shares and peers together; `None`: no cap.
+    pub download_limit_mbit: Option<u64>,
     /// TCP address serving Prometheus metrics at `/metrics`; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
@@ -118,6 +120,8 @@ struct RawNode {
     min_free_mib: Spanned<u64>,
     #[serde(default)]
     upload_limit_mbit: Option<u64>,
+    #[serde(default)]
+    download_limit_mbit: Option<u64>,
     #[serde(default)]
     metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
@@ -242,6 +246,7 @@ impl Config {
                 rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
                 min_free_bytes,
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
+                download_limit_mbit: raw.node.download_limit_mbit.filter(|m| *m > 0),
                 metrics_listen,
                 log: raw.node.log,
             },
@@ -275,6 +280,7 @@ impl Config {
              rescan_interval_secs = 3600\n\
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
+             # download_limit_mbit = 100            # cap on downloads, every share and peer together (default: none)\n\
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
              log = \"human\"\n",
             toml_string(name)

@@ -117,6 +117,7 @@ impl Share {
                 index,
                 mode: cfg.mode,
                 min_free: node.live.min_free.clone(),
+                download_limit: node.live.download.clone(),
                 peers: node.peers.clone(),
                 counters: node.counters.clone(),
                 progress: node.progress.clone(),

@@ -91,13 +91,14 @@ async fn a_reload_applies_ignore_rules_and_limits_live_and_names_what_needs_a_re
     let cfg = nodes[1].home.config();
     let text = std::fs::read_to_string(&cfg).unwrap();
     let edited = text
-        .replace("min_free_mib = 256", "min_free_mib = 1\nupload_limit_mbit = 500")
+        .replace("min_free_mib = 256", "min_free_mib = 1\nupload_limit_mbit = 500\ndownload_limit_mbit = 400")
         .replace(&format!("listen = \"{}\"", nodes[1].listen), "listen = \"127.0.0.1:1\"")
         + "ignore = [\"*.log\"]\nschedule = \"0 1 * * *\"\n";
     std::fs::write(&cfg, edited).unwrap();
     let (ok, out, err) = cli(&nodes[1].home, &["reload"]).await;
     assert!(ok, "{err}");
-    let applied = "applied: [node] min_free_mib, [node] upload_limit_mbit, share \"s\" ignore, share \"s\" schedule";
+    let applied = "applied: [node] min_free_mib, [node] upload_limit_mbit, [node] download_limit_mbit, \
+                   share \"s\" ignore, share \"s\" schedule";
     assert!(out.contains(applied), "{out}");
     let window = nodes[1].status().shares[0].schedule.clone().map(|w| w.pattern);
     assert_eq!(window.as_deref(), Some("0 1 * * * for 60 min"), "the new schedule runs");

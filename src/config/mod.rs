@@ -1,12 +1,13 @@
 //! The node's TOML config: parsing, defaults, validation with file:line errors.
 
 mod edit;
-mod modes;
 pub mod schedule;
+mod share;
 
-pub use modes::{DeleteBrake, LogFormat, ShareMode, Versioning};
+use share::RawShare;
+pub use share::{DeleteBrake, ShareConfig, ShareMode, Versioning, DEFAULT_MIN_INTERVAL};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,28 @@ pub enum ConfigError {
     },
 }
 
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown log format {s:?}: expected human or json")),
+        }
+    }
+}
+
 /// `[node]`: this node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -59,6 +82,8 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// Cap on this node's upload in Mbit/s (like rsync's `--bwlimit`); `None`: no cap.
     pub upload_limit_mbit: Option<u64>,
+    /// Cap on this node's downloads in Mbit/s, all shares and peers together; `None`: no cap.
+    pub download_limit_mbit: Option<u64>,
     /// TCP address serving Prometheus metrics at `/metrics`; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
@@ -70,25 +95,6 @@ pub struct NodeConfig {
     /// How long after its first packet a connection must have finished its
     /// handshake, and a join connection sent its whole request.
     pub join_deadline: Duration,
-}
-
-/// `[[share]]`: one replicated folder.
-#[derive(Clone, Debug)]
-pub struct ShareConfig {
-    /// Name, equal on every node that replicates it.
-    pub name: String,
-    /// Local folder.
-    pub path: PathBuf,
-    /// Send/receive mode.
-    pub mode: ShareMode,
-    /// Extra ignore patterns (globs on the relative path or file name).
-    pub ignore: Vec<String>,
-    /// When downloads may start; `None`: at any time.
-    pub schedule: Option<crate::config::schedule::Schedule>,
-    /// How many deletions one scan may record.
-    pub max_delete: DeleteBrake,
-    /// What happens to a file a peer's change replaces or deletes.
-    pub versioning: Versioning,
 }
 
 /// A node's whole config.
@@ -122,6 +128,8 @@ struct RawNode {
     #[serde(default)]
     upload_limit_mbit: Option<u64>,
     #[serde(default)]
+    download_limit_mbit: Option<u64>,
+    #[serde(default)]
     metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     log: LogFormat,
@@ -152,30 +160,6 @@ fn default_min_free() -> Spanned<u64> {
     Spanned::new(0..0, 256)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawShare {
-    name: Spanned<String>,
-    path: Spanned<PathBuf>,
-    #[serde(default)]
-    mode: ShareMode,
-    #[serde(default)]
-    ignore: Vec<Spanned<String>>,
-    #[serde(default)]
-    schedule: Option<Spanned<String>>,
-    #[serde(default)]
-    schedule_window_mins: Option<Spanned<u64>>,
-    #[serde(default)]
-    max_delete: Option<u64>,
-    #[serde(default)]
-    versioning: Option<Spanned<String>>,
-    #[serde(default)]
-    keep_days: Option<Spanned<u32>>,
-}
-
-/// How long a scheduled share's window stays open when `schedule_window_mins` is not set.
-const DEFAULT_WINDOW_MINS: u64 = 60;
-
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -191,6 +175,23 @@ pub fn ignore_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
     let trimmed = pattern.trim_end_matches('/');
     let escaped = trimmed.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1;
     globset::Glob::new(if escaped { pattern } else { trimmed })
+}
+
+/// Parses a duration: a number (`2`, `0.5`) with an optional unit, `ms`, `s`
+/// (the default), `m`, `h` or `d`: `500ms`, `90s`, `15m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 500ms, 30s, 15m, 1h or 2d"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|_| format!("bad duration {s:?}: too long"))
 }
 
 /// Checks a share name: it travels on the wire and names index trees.
@@ -235,56 +236,7 @@ impl Config {
             if !s.path.get_ref().is_absolute() {
                 return Err(invalid(s.path.span().start, "share path must be absolute".into()));
             }
-            let mut ignore = Vec::new();
-            for g in s.ignore {
-                ignore_glob(g.get_ref()).map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
-                ignore.push(g.into_inner());
-            }
-            let schedule = match (s.schedule, s.schedule_window_mins) {
-                (None, None) => None,
-                (None, Some(w)) => {
-                    return Err(invalid(w.span().start, "schedule_window_mins needs a schedule = \"<cron>\"".into()))
-                }
-                (Some(pat), w) => {
-                    let mins = w.as_ref().map(|w| *w.get_ref()).unwrap_or(DEFAULT_WINDOW_MINS);
-                    let at = w.as_ref().map(|w| w.span().start).unwrap_or(pat.span().start);
-                    let window = Duration::from_secs(mins.saturating_mul(60));
-                    let sched = crate::config::schedule::Schedule::parse(pat.get_ref(), window).map_err(|e| {
-                        let at = if e == crate::config::schedule::ScheduleError::EmptyWindow {
-                            at
-                        } else {
-                            pat.span().start
-                        };
-                        invalid(at, e.to_string())
-                    })?;
-                    Some(sched)
-                }
-            };
-            shares.push(ShareConfig {
-                name: s.name.into_inner(),
-                path: s.path.into_inner(),
-                mode: s.mode,
-                ignore,
-                schedule,
-                versioning: match (s.versioning.as_ref().map(|v| v.get_ref().as_str()), &s.keep_days) {
-                    (Some("off"), Some(k)) => {
-                        return Err(invalid(k.span().start, "keep_days needs versioning = \"trash\"".into()))
-                    }
-                    (Some("off"), None) => Versioning::Off,
-                    (None | Some("trash"), k) => {
-                        Versioning::Trash { keep_days: k.as_ref().map_or(7, |k| *k.get_ref()) }
-                    }
-                    (Some(other), _) => {
-                        let at = s.versioning.as_ref().map_or(0, |v| v.span().start);
-                        return Err(invalid(at, format!("versioning {other:?}: expected \"trash\" or \"off\"")));
-                    }
-                },
-                max_delete: match s.max_delete {
-                    None => DeleteBrake::Half,
-                    Some(0) => DeleteBrake::Off,
-                    Some(n) => DeleteBrake::AtMost(n),
-                },
-            });
+            shares.push(s.into_config(&invalid)?);
         }
         let metrics_listen = match &raw.node.metrics_listen {
             Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -325,6 +277,7 @@ impl Config {
                 rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
                 min_free_bytes,
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
+                download_limit_mbit: raw.node.download_limit_mbit.filter(|m| *m > 0),
                 metrics_listen,
                 log: raw.node.log,
                 max_join_connections: raw.node.max_join_connections.into_inner(),
@@ -361,6 +314,7 @@ impl Config {
              rescan_interval_secs = 3600\n\
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
+             # download_limit_mbit = 100            # cap on downloads, every share and peer together (default: none)\n\
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
              # max_join_connections = 16            # join connections served at once (default 16)\n\
              # max_join_per_address = 4             # ... from one address (default 4)\n\
@@ -393,6 +347,9 @@ impl Config {
             DeleteBrake::Half => {}
             DeleteBrake::Off => add.push_str("max_delete = 0\n"),
             DeleteBrake::AtMost(n) => add.push_str(&format!("max_delete = {n}\n")),
+        }
+        if share.min_interval != DEFAULT_MIN_INTERVAL {
+            add.push_str(&format!("min_interval = \"{}ms\"\n", share.min_interval.as_millis()));
         }
         if let Some(s) = &share.schedule {
             add.push_str(&format!(
@@ -456,6 +413,15 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:7: versioning \"simple\": expected"), "{e}");
         let e = err(&format!("{NODE}versioning = \"off\"\nkeep_days = 3\n"));
         assert!(e.starts_with("/h/config.toml:8: keep_days needs"), "{e}");
+        assert_eq!(c.shares[0].min_interval, DEFAULT_MIN_INTERVAL);
+        for (v, want) in [("2", 2000), ("0.25", 250), ("\"2s\"", 2000), ("\"500ms\"", 500), ("0", 0)] {
+            let c = Config::parse(&format!("{NODE}min_interval = {v}\n"), Path::new("c")).unwrap();
+            assert_eq!(c.shares[0].min_interval, Duration::from_millis(want), "{v}");
+        }
+        let e = err(&format!("{NODE}min_interval = \"soon\"\n"));
+        assert!(e.starts_with("/h/config.toml:7: min_interval: bad duration \"soon\": expected e.g. 500ms"), "{e}");
+        let e = err(&format!("{NODE}mode = \"send-only\"\nmin_interval = -1\n"));
+        assert!(e.starts_with("/h/config.toml:8: min_interval: -1 s is out of range"), "{e}");
     }
 
     #[test]
@@ -510,6 +476,7 @@ mod tests {
             schedule: Some(crate::config::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
             max_delete: DeleteBrake::AtMost(500),
             versioning: Versioning::Trash { keep_days: 30 },
+            min_interval: Duration::from_millis(2500),
         };
         let c = Config::append_share(&p, &share).unwrap();
         assert_eq!(c.node.name, "n \"q\"");
@@ -517,6 +484,7 @@ mod tests {
         assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("0 1 * * 1-5 for 120 min".into()));
         assert_eq!(c.shares[0].max_delete, DeleteBrake::AtMost(500));
         assert_eq!(c.shares[0].versioning, Versioning::Trash { keep_days: 30 });
+        assert_eq!(c.shares[0].min_interval, Duration::from_millis(2500));
         assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
         assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
     }

@@ -130,6 +130,7 @@ fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
         max_delete: Default::default(),
         // A bench blob replaced or deleted is not worth keeping.
         versioning: crate::config::Versioning::Off,
+        min_interval: crate::config::DEFAULT_MIN_INTERVAL,
     };
     let share = Arc::new(Share::open(node, cfg)?);
     node.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name, share.clone());

@@ -379,6 +379,7 @@ async fn receive_index(
         debug!(share, "refused an index batch of a share the peer is not a member of");
         return Ok(());
     }
+    debug!(share, entries = batch.entries.len(), upto = batch.upto, "index batch received");
     let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
     sh.mark_dirty(paths);
     Ok(())

@@ -10,7 +10,7 @@ use crate::proto::{Control, SameVersion, WireEntry, MAX_BATCH_ENTRIES};
 use crate::relpath::RelPath;
 use crate::stats::Counters;
 use tokio::sync::{mpsc, watch};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Streams this node's changes of share `name` to `peer`, from sequence `sent` on,
 /// whenever `seq` (the share's newest sequence) moves. `their_minor` is the peer's
@@ -74,6 +74,7 @@ pub async fn send(
         if tx.send(msg).await.is_err() {
             return;
         }
+        debug!(upto, "index batch sent");
         sent = upto;
     }
 }

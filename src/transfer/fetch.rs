@@ -95,10 +95,12 @@ impl ShareCtx {
                     holders,
                     remaining: swarm.missing_bytes(),
                 };
-                let (f, pos) = (file.clone(), positions.clone());
+                let (f, pos, limit) = (file.clone(), positions.clone(), self.download_limit.clone());
                 // Verified and written in the request task: hashing runs on every core
                 // and this loop never waits for the disk, only for bookkeeping.
                 let h = tasks.spawn(async move {
+                    // The node's download cap paces the asking, before any deadline starts.
+                    limit.acquire(cr.chunks.iter().map(|c| u64::from(c.len)).sum()).await;
                     let got = match net::request_chunks(&conn, &cr).await {
                         Ok(ChunkAnswer::Data(data)) => {
                             let chunks = cr.chunks;

@@ -70,6 +70,8 @@ pub struct ShareCtx {
     pub mode: ShareMode,
     /// Free bytes to keep (the node's, which a reload changes).
     pub min_free: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's download cap, shared by every share (a reload changes it).
+    pub download_limit: Arc<crate::net::limit::RateLimit>,
     /// Live connections.
     pub peers: Arc<Peers>,
     /// Counters.

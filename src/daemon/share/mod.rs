@@ -42,13 +42,15 @@ struct Settings {
     ignore: Arc<Ignore>,
     /// When downloads may start.
     schedule: Option<Schedule>,
+    /// Least time between two scans of one changed path.
+    min_interval: std::time::Duration,
 }
 
 /// A share taken part in by this node.
 pub struct Share {
     /// Its config as started. Name, path and mode never change while it runs;
-    /// ignore rules and schedule do (a reload): read [`Share::ignore`] and
-    /// [`Share::schedule`].
+    /// ignore rules, schedule and `min_interval` do (a reload): read
+    /// [`Share::ignore`], [`Share::schedule`] and [`Share::live_config`].
     pub cfg: ShareConfig,
     /// What the executor needs (index, root, peers...).
     pub ctx: ShareCtx,
@@ -101,10 +103,12 @@ impl Share {
         let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
         let watched: Arc<crate::watch::Pending> = Default::default();
+        watched.set_min_interval(cfg.min_interval);
         let settings = Mutex::new(Settings {
             patterns: cfg.ignore.clone(),
             ignore: Arc::new(ignore),
             schedule: cfg.schedule.clone(),
+            min_interval: cfg.min_interval,
         });
         Ok(Self {
             ctx: ShareCtx {
@@ -113,6 +117,7 @@ impl Share {
                 index,
                 mode: cfg.mode,
                 min_free: node.live.min_free.clone(),
+                download_limit: node.live.download.clone(),
                 peers: node.peers.clone(),
                 counters: node.counters.clone(),
                 progress: node.progress.clone(),
@@ -231,11 +236,16 @@ impl Share {
     /// Its config as it runs now.
     pub fn live_config(&self) -> ShareConfig {
         let st = self.settings.lock().unwrap_or_else(|e| e.into_inner());
-        ShareConfig { ignore: st.patterns.clone(), schedule: st.schedule.clone(), ..self.cfg.clone() }
+        ShareConfig {
+            ignore: st.patterns.clone(),
+            schedule: st.schedule.clone(),
+            min_interval: st.min_interval,
+            ..self.cfg.clone()
+        }
     }
 
-    /// Takes new ignore rules and schedule (a reload); the worker then watches the
-    /// folder with them and scans it again.
+    /// Takes new ignore rules, schedule and `min_interval` (a reload); the worker
+    /// then watches the folder with them and scans it again.
     pub fn reconfigure(&self, cfg: &ShareConfig) -> anyhow::Result<()> {
         let mut st = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         if st.patterns != cfg.ignore {
@@ -244,6 +254,8 @@ impl Share {
             self.ignore_changed.store(true, Ordering::SeqCst);
         }
         st.schedule = cfg.schedule.clone();
+        st.min_interval = cfg.min_interval;
+        self.watched.set_min_interval(cfg.min_interval);
         self.reconfigured.notify_one();
         Ok(())
     }

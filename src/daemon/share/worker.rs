@@ -138,10 +138,11 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                     }
                 }
                 _ = sleep_until_some(due) => {
-                    let paths = share.watched.with(|s, now| s.take_due(now, crate::watch::SETTLE));
+                    let paths = share.watched.with(|s, now| s.take_due(now));
                     if paths.is_empty() {
                         continue;
                     }
+                    debug!(count = paths.len(), "scanning watched paths");
                     let s2 = share.clone();
                     let scan_start = std::time::Instant::now();
                     share.scanning.store(true, Ordering::SeqCst);

@@ -40,8 +40,10 @@ pub async fn send(
             }
             let upto = recs.last().map(|r| r.seq);
             let (mut entries, mut same) = (Vec::with_capacity(recs.len()), Vec::new());
+            // Looked up once per batch, not per record.
+            let names_back = names_back && holds_their_index(&idx, &peer, their_index)?;
             for r in recs.iter().filter(|r| !r.local_change) {
-                if names_back && is_theirs(&idx, r, &peer, their_index)? {
+                if names_back && is_theirs(&idx, r, &peer)? {
                     let version = r.entry.version.pairs().iter().map(|(id, c)| (id.0, *c)).collect();
                     same.push(SameVersion { path: r.entry.path.clone(), version });
                 } else {
@@ -82,14 +84,17 @@ pub async fn send(
 /// True when a record is the very version `peer` announced (a file this node just
 /// applied from it): the peer needs only to hear that this node has it now, not
 /// the entry with every block again. Only what the peer announced under its index
-/// id of now counts: a peer whose index was reset (its share removed and added
-/// again) no longer holds what it announced before, and takes a name for nothing.
-fn is_theirs(index: &ShareIndex, r: &LocalRecord, peer: &NodeId, their_index: u64) -> Result<bool, IndexError> {
-    if index.remote_state(peer)?.is_none_or(|(id, _)| id != their_index) {
-        return Ok(false);
-    }
+/// id of now counts, which [`holds_their_index`] checks first.
+fn is_theirs(index: &ShareIndex, r: &LocalRecord, peer: &NodeId) -> Result<bool, IndexError> {
     let theirs = index.remote_entry(&r.entry.path, peer)?;
     Ok(theirs.is_some_and(|t| t.version == r.entry.version && t.same_content(&r.entry)))
+}
+
+/// True when what this node holds of `peer`'s index is from its index of now
+/// (`their_index`): a peer whose index was reset (its share removed and added
+/// again) no longer holds what it announced before, and takes a name for nothing.
+fn holds_their_index(index: &ShareIndex, peer: &NodeId, their_index: u64) -> Result<bool, IndexError> {
+    Ok(index.remote_state(peer)?.is_some_and(|(id, _)| id == their_index))
 }
 
 /// A peer's index batch as it arrived.
@@ -175,9 +180,12 @@ mod tests {
         here.put(entry(3), 1, false).unwrap();
         let f = RelPath::parse("f").unwrap();
         let rec = here.get(&f).unwrap().unwrap();
-        assert!(is_theirs(&here, &rec, &from, 7).unwrap(), "the peer it came from has it");
-        assert!(!is_theirs(&here, &rec, &other, 7).unwrap(), "everyone else gets the entry");
-        assert!(!is_theirs(&here, &rec, &from, 8).unwrap(), "the peer's index was reset since");
+        let theirs = |rec: &LocalRecord, peer: &NodeId, index: u64| {
+            holds_their_index(&here, peer, index).unwrap() && is_theirs(&here, rec, peer).unwrap()
+        };
+        assert!(theirs(&rec, &from, 7), "the peer it came from has it");
+        assert!(!theirs(&rec, &other, 7), "everyone else gets the entry");
+        assert!(!theirs(&rec, &from, 8), "the peer's index was reset since");
         // The source takes the name as this node holding its own entry.
         source.put(entry(3), 1, false).unwrap();
         let v = entry(3).version;
@@ -190,6 +198,6 @@ mod tests {
         // A newer local version goes to the peer whole.
         here.put(entry(4), 1, false).unwrap();
         let rec = here.get(&f).unwrap().unwrap();
-        assert!(!is_theirs(&here, &rec, &from, 7).unwrap());
+        assert!(!theirs(&rec, &from, 7));
     }
 }

@@ -3,6 +3,7 @@
 
 mod entry;
 mod forget;
+mod many;
 mod peers;
 mod trust;
 mod vv;
@@ -264,6 +265,8 @@ impl ShareIndex {
         let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.get(&entry.path)?;
         let seq = self.max_seq()? + 1;
+        // Before the record: see `put_many`.
+        self.inner.meta.insert("max_seq", &seq.to_be_bytes())?;
         if let Some(old) = &old {
             self.inner.by_seq.remove(old.seq.to_be_bytes())?;
             if old.entry.blocks != entry.blocks || entry.deleted {
@@ -285,7 +288,6 @@ impl ShareIndex {
         let rec = LocalRecord { entry, seq, ino, local_change };
         self.inner.local.insert(path.as_str(), codec::encode(&rec)?)?;
         self.inner.by_seq.insert(seq.to_be_bytes(), path.as_str())?;
-        self.inner.meta.insert("max_seq", &seq.to_be_bytes())?;
         Ok(seq)
     }
 

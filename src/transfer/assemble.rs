@@ -118,7 +118,7 @@ impl ShareCtx {
     }
 
     /// True when the disk still shows what the index recorded (nothing new to scan).
-    fn disk_matches(&self, rec: Option<&LocalRecord>, abs: &Path) -> bool {
+    pub(super) fn disk_matches(&self, rec: Option<&LocalRecord>, abs: &Path) -> bool {
         let meta = std::fs::symlink_metadata(abs).ok();
         match (rec.filter(|r| !r.entry.deleted), meta) {
             (None, None) => true,
@@ -134,7 +134,7 @@ impl ShareCtx {
         }
     }
 
-    fn ensure_parent(&self, abs: &Path) -> Result<(), ApplyError> {
+    pub(super) fn ensure_parent(&self, abs: &Path) -> Result<(), ApplyError> {
         if let Some(parent) = abs.parent() {
             if !parent.is_dir() {
                 self.create_below_root(parent)?;
@@ -146,7 +146,7 @@ impl ShareCtx {
     /// Creates a directory and its missing parents inside the share, never the
     /// share's folder itself: a root that vanished (an unmounted disk) is not made
     /// again and filled.
-    fn create_below_root(&self, dir: &Path) -> Result<(), ApplyError> {
+    pub(super) fn create_below_root(&self, dir: &Path) -> Result<(), ApplyError> {
         if !self.root.is_dir() {
             let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "the share folder is gone");
             return Err(io_err(&self.root)(gone));
@@ -175,7 +175,7 @@ impl ShareCtx {
         Ok(())
     }
 
-    fn temp_path(&self, target: &Entry) -> PathBuf {
+    pub(super) fn temp_path(&self, target: &Entry) -> PathBuf {
         let mut h = blake3::Hasher::new();
         h.update(target.path.as_str().as_bytes());
         for b in &target.blocks {
@@ -328,7 +328,12 @@ impl ShareCtx {
         Ok(())
     }
 
-    fn set_aside_or_replace(&self, rel: &RelPath, abs: &Path, conflict: Option<&RelPath>) -> Result<(), ApplyError> {
+    pub(super) fn set_aside_or_replace(
+        &self,
+        rel: &RelPath,
+        abs: &Path,
+        conflict: Option<&RelPath>,
+    ) -> Result<(), ApplyError> {
         let m = std::fs::symlink_metadata(abs).map_err(io_err(abs))?;
         if conflict.is_none() && m.is_file() {
             // rename(2) replaces a file atomically; the old content is kept first (a
@@ -343,14 +348,14 @@ impl ShareCtx {
 }
 
 /// Permission bits applied from a peer: setuid, setgid and sticky bits never travel.
-fn safe_mode(mode: u32) -> u32 {
+pub(super) fn safe_mode(mode: u32) -> u32 {
     mode & 0o777
 }
 
 /// The entry as it now is on disk, to record: with the peer's setuid bits in the
 /// index, the next scan saw a mode change, recorded a new version, and the mesh
 /// stripped the bits from the file on the node that set them.
-fn as_applied(mut e: Entry) -> Entry {
+pub(super) fn as_applied(mut e: Entry) -> Entry {
     e.mode = safe_mode(e.mode);
     e
 }

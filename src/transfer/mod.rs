@@ -3,12 +3,14 @@
 //! and the chunks a node can serve (`local`, `partial`).
 
 mod assemble;
+mod batch;
 mod fetch;
 pub mod local;
 pub mod partial;
 pub mod serve;
 pub mod versions;
 
+pub use batch::Outcomes;
 pub use fetch::{announce_every, FAST_ANNOUNCE_PEERS, REFRESH_EVERY};
 pub use local::{LocalChunks, Verify};
 pub use partial::PartialStore;

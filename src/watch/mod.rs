@@ -41,8 +41,11 @@ pub enum WatchError {
 /// would only find what the index already says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ours {
-    /// A downloaded file renamed into place.
+    /// A downloaded file renamed into place, its handle closed after the rename.
     RenamedInto,
+    /// A downloaded file renamed into place after its handle was closed (a batch
+    /// of small files): no close follows.
+    Placed,
     /// A path deleted because the mesh deleted it.
     Removed,
 }
@@ -57,10 +60,13 @@ enum Expect {
     /// The change itself.
     Change(Ours),
     /// What follows the half of a rename that was ours: the combined event notify
-    /// sends when it saw both halves (the temp files and kept versions are in the
-    /// watched `.meshsync/`), and the close of the download's temp file, whose
-    /// handle the transfer holds until after the rename.
+    /// sends when it saw both halves (only when `.meshsync/`, where temp files and
+    /// kept versions live, is watched after all: see [`ShareWatch::start`]), and
+    /// the close of the download's temp file, whose handle the transfer holds
+    /// until after the rename.
     Tail,
+    /// Only that combined event (the handle was closed before the rename).
+    Both,
 }
 
 /// The events of one share, shared between notify's thread and the share worker.
@@ -115,12 +121,14 @@ impl Pending {
         use notify::event::RenameMode::{Any, Both, From, To};
         use notify::event::{AccessKind, AccessMode};
         use notify::EventKind::{Access, Modify, Remove};
-        use Expect::{Change, Tail};
+        use Expect::{Both as BothNext, Change, Tail};
         let mut m = self.ours.lock().unwrap_or_else(|e| e.into_inner());
         // What is expected after this event, if it is ours.
         let then = match (m.get(path), kind) {
             (Some(Change(Ours::RenamedInto)), Modify(ModifyKind::Name(To))) => Some(Some(Tail)),
             (Some(Change(Ours::RenamedInto)), Modify(ModifyKind::Name(Both | Any))) => Some(None),
+            (Some(Change(Ours::Placed)), Modify(ModifyKind::Name(To))) => Some(Some(BothNext)),
+            (Some(Change(Ours::Placed) | BothNext), Modify(ModifyKind::Name(Both | Any))) => Some(None),
             // A deleted file kept as a version is renamed away, not removed.
             (Some(Change(Ours::Removed)), Remove(_)) => Some(None),
             (Some(Change(Ours::Removed)), Modify(ModifyKind::Name(From))) => Some(Some(Tail)),
@@ -128,7 +136,7 @@ impl Pending {
             (Some(Tail), Modify(ModifyKind::Name(Both))) => Some(Some(Tail)),
             (Some(Tail), Access(AccessKind::Close(AccessMode::Write))) => Some(None),
             // Anything else is the user's, and so is all that follows.
-            (Some(Tail), _) => {
+            (Some(Tail | BothNext), _) => {
                 m.remove(path);
                 None
             }
@@ -220,6 +228,11 @@ impl ShareWatch {
         let config = notify::Config::default().with_follow_symlinks(false);
         let mut w = notify::RecommendedWatcher::new(handler, config).map_err(err)?;
         w.watch(root, RecursiveMode::Recursive).map_err(err)?;
+        // Nothing in the node's own folder is a change to scan: unwatched, the temp
+        // files of downloads raise no events (five per small file: create, write,
+        // chmod, mtime, close), only their renames into the share. It exists
+        // before the watch starts (the share's marker), so notify never adds it back.
+        let _ = w.unwatch(&root.join(crate::relpath::PRIVATE_DIR));
         Ok(Self { _watcher: w })
     }
 }
@@ -296,6 +309,15 @@ mod tests {
         p.ours(f.clone(), Ours::Removed);
         assert!(p.is_ours(&f, &rename(RenameMode::From)));
         assert!(p.is_ours(&f, &rename(RenameMode::Both)));
+        // A file closed before its rename: its rename's two events, and nothing after.
+        p.ours(f.clone(), Ours::Placed);
+        assert!(p.is_ours(&f, &rename(RenameMode::To)));
+        assert!(p.is_ours(&f, &rename(RenameMode::Both)));
+        assert!(!p.is_ours(&f, &close_write), "a user's write after it");
+        p.ours(f.clone(), Ours::Placed);
+        assert!(p.is_ours(&f, &rename(RenameMode::To)));
+        assert!(!p.is_ours(&f, &close_write), "no combined event came: the close is the user's");
+        assert!(!p.is_ours(&f, &rename(RenameMode::Both)));
         // Whatever else comes after the rename is the user's, all of it.
         p.ours(f.clone(), Ours::RenamedInto);
         assert!(p.is_ours(&f, &rename(RenameMode::To)));

@@ -4,14 +4,20 @@
 use super::Share;
 use crate::index::LocalRecord;
 use crate::relpath::RelPath;
+use crate::sync::batch::{self, Job};
 use crate::sync::planner::plan_revert;
 use crate::sync::{plan_path, Action};
 use crate::transfer::ApplyError;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
-/// Files fetched at the same time within one share.
+/// Files fetched at the same time within one share (each its own swarm download).
 const PARALLEL_FILES: usize = 4;
+/// Batches of small files fetched and placed at the same time within one share,
+/// beside those: a batch spends most of its time in the file system's calls, one
+/// after another, so several keep both the network and the disk busy.
+const PARALLEL_BATCHES: usize = 8;
 
 /// Which planner a pass over paths uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +39,17 @@ fn plan(share: &Share, paths: &[RelPath], pass: Pass) -> Vec<Action> {
         };
         actions.extend(action);
     }
-    actions.sort_by_key(|a| a.order_key());
+    // Cached: the key clones the path, and a pass may hold 100,000 actions.
+    actions.sort_by_cached_key(|a| a.order_key());
     actions
+}
+
+/// The paths a job is about.
+fn job_paths(job: Job) -> Vec<RelPath> {
+    match job {
+        Job::One(a) => vec![a.path().clone()],
+        Job::Batch(b) => b.iter().map(|a| a.path().clone()).collect(),
+    }
 }
 
 /// Plans `paths` against the peers' indexes and applies the plan; returns the paths
@@ -67,54 +82,84 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
     }
     debug!(count = actions.len(), "applying");
     let mut disk_full = None;
-    let mut i = 0;
-    while i < actions.len() {
-        let class = actions[i].order_key().0;
-        let mut j = i;
-        while j < actions.len() && actions[j].order_key().0 == class {
-            j += 1;
+    let mut actions = actions.into_iter().peekable();
+    while let Some(first) = actions.next() {
+        let class = first.order_key().0;
+        let mut steps = vec![first];
+        while let Some(a) = actions.next_if(|a| a.order_key().0 == class) {
+            steps.push(a);
         }
-        // Content actions run in parallel; directory and delete steps in order.
-        let batch: Vec<Action> = actions[i..j].to_vec();
-        let parallel = if class == 1 { PARALLEL_FILES } else { 1 };
-        let mut set = tokio::task::JoinSet::new();
-        let mut queue = batch.into_iter();
-        loop {
-            while set.len() < parallel {
-                // The transfer window closed: what has started finishes, the rest waits.
-                if !share.may_download() {
-                    failed.extend(queue.by_ref().map(|a| a.path().clone()));
-                    break;
+        // Content actions run in parallel, small files in batches; directory and
+        // delete steps in order.
+        let (mut singles, mut batches) = (VecDeque::new(), VecDeque::new());
+        if class == 1 {
+            for job in batch::jobs(steps) {
+                match job {
+                    Job::One(_) => singles.push_back(job),
+                    Job::Batch(_) => batches.push_back(job),
                 }
-                let Some(a) = queue.next() else { break };
-                let ctx = share.ctx.clone();
-                set.spawn(async move {
-                    let p = a.path().clone();
-                    (p, ctx.execute(a).await)
-                });
             }
-            let Some(res) = set.join_next().await else {
+        } else {
+            singles.extend(steps.into_iter().map(Job::One));
+        }
+        let limits = if class == 1 { [PARALLEL_FILES, PARALLEL_BATCHES] } else { [1, 0] };
+        let mut running = [0usize; 2];
+        let mut kinds = HashMap::new();
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            for (kind, queue) in [&mut singles, &mut batches].into_iter().enumerate() {
+                while running[kind] < limits[kind] && !queue.is_empty() {
+                    // The transfer window closed: what has started finishes, the rest waits.
+                    if !share.may_download() {
+                        failed.extend(queue.drain(..).flat_map(job_paths));
+                        break;
+                    }
+                    let Some(job) = queue.pop_front() else { break };
+                    let ctx = share.ctx.clone();
+                    running[kind] += 1;
+                    let task = set.spawn(async move {
+                        match job {
+                            Job::One(a) => {
+                                let p = a.path().clone();
+                                vec![(p, ctx.execute(a).await)]
+                            }
+                            Job::Batch(b) => ctx.execute_batch(b).await,
+                        }
+                    });
+                    kinds.insert(task.id(), kind);
+                }
+            }
+            let Some(res) = set.join_next_with_id().await else {
                 break;
             };
-            let Ok((path, res)) = res else { continue };
-            match res {
-                Ok(()) => {
-                    share.publish_seq();
-                    continue;
-                }
-                Err(e @ ApplyError::DiskFull { .. }) => {
-                    disk_full = Some(e.to_string());
-                }
-                Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
-                    debug!(path = %path, error = %e, "not applied yet; retried shortly");
-                }
-                Err(e) => {
-                    warn!(path = %path, error = %e, "not applied; retried shortly");
-                }
+            let id = match &res {
+                Ok((id, _)) => *id,
+                Err(e) => e.id(),
+            };
+            if let Some(kind) = kinds.remove(&id) {
+                running[kind] -= 1;
             }
-            failed.push(path);
+            // A task that panicked: its paths are planned again at the next pass.
+            let Ok((_, outcomes)) = res else { continue };
+            if outcomes.iter().any(|(_, r)| r.is_ok()) {
+                share.publish_seq();
+            }
+            for (path, res) in outcomes {
+                match res {
+                    Ok(()) => continue,
+                    Err(e @ ApplyError::DiskFull { .. }) => {
+                        disk_full = Some(e.to_string());
+                    }
+                    Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
+                        debug!(path = %path, error = %e, "not applied yet; retried shortly");
+                    }
+                    Err(e) => {
+                        warn!(path = %path, error = %e, "not applied; retried shortly");
+                    }
+                }
+                failed.push(path);
+            }
         }
-        i = j;
     }
     let mut pauses = share.pauses.lock().unwrap_or_else(|e| e.into_inner());
     match (&disk_full, pauses.disk_full.is_some()) {

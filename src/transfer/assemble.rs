@@ -209,6 +209,7 @@ impl ShareCtx {
             return Err(io_err(&tmp)(e));
         }
         let file = Arc::new(file);
+        self.partial.open(&tmp, &file);
 
         // Where each distinct chunk goes.
         let mut positions: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
@@ -231,13 +232,9 @@ impl ShareCtx {
 
         if !missing.is_empty() {
             let fetched = self.fetch_remote(&target, missing, &sources, &file, &positions, done_bytes).await;
-            done_bytes = match fetched {
-                Ok(d) => d,
-                Err(e) => {
-                    self.partial.remove_file(&file);
-                    return Err(e);
-                }
-            };
+            // On failure the temp file stays, and so does what it holds for peers
+            // (see `PartialStore`).
+            done_bytes = fetched?;
         }
         debug!(share = %self.name, path = %target.path, bytes = done_bytes, "assembled");
 

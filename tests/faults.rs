@@ -173,6 +173,38 @@ fn a_receiver_killed_twice_mid_transfer_of_256_mib_resumes() {
     receiver_killed_mid_transfer(256, 100.0, &[0.3, 0.7]);
 }
 
+#[test]
+fn at_start_stray_temp_files_go_and_a_pending_download_resumes_from_its_own() {
+    let Some(mut mesh) = mesh_or_skip(2, links(40.0), &[], false) else { return };
+    let roots = mesh.share_on(SHARE, &[0, 1]).unwrap();
+    let size = 24u64 << 20;
+    let body = random_bytes(size as usize, 11);
+    let hash = blake3::hash(&body);
+    place(&mesh.dir.join("scratch"), &roots[0], "big.bin", &body).unwrap();
+    drop(body);
+    mesh.wait("the receiver has part of the file", Duration::from_secs(60), |m| {
+        done_of(m, 1, "big.bin").is_some_and(|d| d >= size / 3)
+    });
+    mesh.hosts[1].kill9();
+    let tmp = roots[1].join(".meshsync/tmp");
+    let pending: Vec<PathBuf> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(pending.len(), 1, "the download's temp file: {pending:?}");
+    // Left by a crash: a download of a version nobody plans any more, and a restore's copy.
+    let stray = tmp.join("0123456789abcdef0123456789abcdef.part");
+    std::fs::write(&stray, random_bytes(1 << 20, 12)).unwrap();
+    let restore = tmp.join("restore-00000000000000aa.part");
+    std::fs::write(&restore, b"a restore's copy").unwrap();
+    mesh.hosts[1].start().unwrap();
+    mesh.wait("the stray temp file removed", Duration::from_secs(30), |_| !stray.exists());
+    assert!(restore.exists(), "only download temp files are touched");
+    let log = mesh.hosts[1].log_tail(200);
+    assert!(log.contains("temp files of downloads no longer planned removed"), "the removal is logged:\n{log}");
+    wait_whole(&mesh, &roots[1..], "big.bin", hash, Duration::from_secs(120));
+    let after_restart = Host::counter(&status(&mesh, 1), "chunk_bytes_received");
+    println!("after the restart the receiver fetched {} of {}", mib(after_restart), mib(size));
+    assert!(after_restart < size, "the pending download resumed from its temp file");
+}
+
 // ---------------------------------------------------------------------------
 // A download no peer can finish is not shown as a transfer.
 
@@ -677,6 +709,47 @@ fn a_full_disk_pauses_the_share_and_it_resumes_when_space_is_freed() {
 #[ignore = "big variant: cargo test --release --test faults -- --ignored --nocapture"]
 fn a_256_mib_file_on_a_64_mib_disk_waits_for_a_bigger_disk() {
     disk_full(64, 8, 256, Some(512));
+}
+
+#[test]
+fn a_sparse_file_bigger_than_the_disk_arrives_when_its_data_fits() {
+    // A download reserved (fallocate) the file's whole size and asked the disk for
+    // all of it: a 256 MiB file with 8 MiB of data paused a 64 MiB disk for good.
+    // Now runs of zeros stay holes and only the data is asked for.
+    if let Some(why) = skip_reason(false) {
+        println!("skipped: {why}");
+        return;
+    }
+    let disk = Tmpfs::mount(64);
+    let mesh = Mesh::new(2, &blackbox::fast_links(), &[("min_free_mib", "1")]).expect("a mesh of namespace hosts");
+    let mut roots = mesh.share_on(SHARE, &[0]).unwrap();
+    let share_dir = disk.path().join("share");
+    std::fs::create_dir(&share_dir).unwrap();
+    roots.push(mesh.hosts[1].share_add(SHARE, &share_dir).unwrap());
+    let size = 256u64 << 20;
+    let scratch = mesh.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let sparse = scratch.join("disk.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(&random_bytes(4 << 20, 9), 0).unwrap();
+        f.write_all_at(&random_bytes(4 << 20, 10), size - (4 << 20)).unwrap();
+    }
+    let hash = blake3::hash(&std::fs::read(&sparse).unwrap());
+    std::fs::rename(&sparse, roots[0].join("disk.img")).unwrap();
+    let took = wait_whole(&mesh, &roots[1..], "disk.img", hash, Duration::from_secs(120));
+    use std::os::unix::fs::MetadataExt;
+    let on_disk = std::fs::metadata(roots[1].join("disk.img")).unwrap().blocks() * 512;
+    println!(
+        "{} with {} of data arrived on a 64 MiB disk in {took:.1?}, {} allocated",
+        mib(size),
+        mib(8 << 20),
+        mib(on_disk)
+    );
+    assert!(on_disk < 32 << 20, "the holes stay holes: {on_disk} bytes allocated");
+    converge(&mesh, &[0, 1], &roots, Duration::from_secs(60));
 }
 
 // ---------------------------------------------------------------------------

@@ -108,6 +108,7 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ("rescan_interval_secs", a.rescan_interval != b.rescan_interval, true),
         ("min_free_mib", a.min_free_bytes != b.min_free_bytes, true),
         ("upload_limit_mbit", a.upload_limit_mbit != b.upload_limit_mbit, true),
+        ("bench_max_mib", a.bench_max_bytes != b.bench_max_bytes, false),
     ];
     for (key, changed, live) in node_keys {
         if changed {

@@ -7,6 +7,7 @@ mod fetch;
 pub mod local;
 pub mod partial;
 pub mod serve;
+mod space;
 pub mod versions;
 
 pub use fetch::{announce_every, FAST_ANNOUNCE_PEERS, REFRESH_EVERY};

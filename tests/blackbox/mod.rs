@@ -145,9 +145,28 @@ impl Host {
         }
     }
 
+    /// SIGSTOP: the daemon stops in its tracks, sockets open, answering nothing
+    /// (what a host frozen by a hung disk or a debugger looks like to its peers).
+    pub fn freeze(&self) {
+        if let Some(c) = &self.daemon {
+            util::signal(c, libc::SIGSTOP);
+            self.note("frozen with SIGSTOP");
+        }
+    }
+
+    /// SIGCONT: a frozen daemon goes on.
+    pub fn thaw(&self) {
+        if let Some(c) = &self.daemon {
+            util::signal(c, libc::SIGCONT);
+            self.note("thawed with SIGCONT");
+        }
+    }
+
     /// SIGTERM and up to 15 s for a clean exit, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(c) = self.daemon.take() {
+            // A frozen daemon would not see the SIGTERM.
+            util::signal(&c, libc::SIGCONT);
             util::stop_children(&mut [c], Duration::from_secs(15));
             self.note("stopped with SIGTERM");
         }
@@ -473,6 +492,7 @@ impl Drop for Mesh {
         // SIGTERM to all at once, so no daemon waits its turn behind a slow one.
         for h in &self.hosts {
             if let Some(c) = &h.daemon {
+                util::signal(c, libc::SIGCONT);
                 util::signal(c, libc::SIGTERM);
             }
         }

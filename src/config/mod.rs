@@ -183,12 +183,19 @@ pub struct NodeConfig {
     pub log: LogFormat,
     /// Largest bench blob this node writes or fetches (`meshsync bench`, a peer's offer).
     pub bench_max_bytes: u64,
+    /// Deleted entries are forgotten this many days after the delete, once every
+    /// member has seen it (see `sync::tombstones`).
+    pub tombstone_days: u32,
 }
 
 /// Default of `bench_max_mib`.
 pub const DEFAULT_BENCH_MAX_MIB: u64 = 4 << 10;
 /// Largest `bench_max_mib`: 64 GiB.
 pub const MAX_BENCH_MIB: u64 = 64 << 10;
+/// Default of `tombstone_days`.
+pub const DEFAULT_TOMBSTONE_DAYS: u32 = 30;
+/// Largest `tombstone_days` (a hundred years: "never", in practice).
+pub const MAX_TOMBSTONE_DAYS: u32 = 36_500;
 
 /// `[[share]]`: one replicated folder.
 #[derive(Clone, Debug)]
@@ -245,6 +252,8 @@ struct RawNode {
     log: LogFormat,
     #[serde(default = "default_bench_max")]
     bench_max_mib: Spanned<u64>,
+    #[serde(default = "default_tombstone_days")]
+    tombstone_days: Spanned<u32>,
 }
 
 fn default_rescan() -> Spanned<u64> {
@@ -258,6 +267,9 @@ fn default_min_free() -> Spanned<u64> {
 }
 fn default_bench_max() -> Spanned<u64> {
     Spanned::new(0..0, DEFAULT_BENCH_MAX_MIB)
+}
+fn default_tombstone_days() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_TOMBSTONE_DAYS)
 }
 
 #[derive(Deserialize)]
@@ -414,6 +426,13 @@ impl Config {
                 format!("bench_max_mib {} must be 1 to {MAX_BENCH_MIB} (64 GiB)", bench.get_ref()),
             ));
         }
+        let days = &raw.node.tombstone_days;
+        if !(1..=MAX_TOMBSTONE_DAYS).contains(days.get_ref()) {
+            return Err(invalid(
+                days.span().start,
+                format!("tombstone_days {} must be a whole number of days, 1 to {MAX_TOMBSTONE_DAYS}", days.get_ref()),
+            ));
+        }
         let listen = raw.node.listen;
         let advertise_at = raw.node.advertise.span().start;
         let advertise = raw.node.advertise.into_inner();
@@ -434,6 +453,7 @@ impl Config {
                 metrics_listen,
                 log: raw.node.log,
                 bench_max_bytes: bench.get_ref() << 20,
+                tombstone_days: *days.get_ref(),
             },
             shares,
         })
@@ -467,6 +487,7 @@ impl Config {
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
              # bench_max_mib = 4096                 # largest bench blob written or fetched here\n\
+             # tombstone_days = 30                  # forget deletions this old that every member has seen\n\
              log = \"human\"\n",
             toml_string(name)
         )

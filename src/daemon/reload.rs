@@ -109,6 +109,7 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ("min_free_mib", a.min_free_bytes != b.min_free_bytes, true),
         ("upload_limit_mbit", a.upload_limit_mbit != b.upload_limit_mbit, true),
         ("bench_max_mib", a.bench_max_bytes != b.bench_max_bytes, false),
+        ("tombstone_days", a.tombstone_days != b.tombstone_days, false),
     ];
     for (key, changed, live) in node_keys {
         if changed {

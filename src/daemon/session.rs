@@ -10,7 +10,7 @@ use crate::proto::{
     self, CodecError, Control, Hello, ShareHello, BENCH_SHARE_PREFIX, MINOR_MEMBERSHIP, PROTOCOL_MINOR,
 };
 use crate::stats::Counters;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -98,14 +98,22 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
     .await
 }
 
-fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, crate::index::IndexError> {
+/// What this node tells `peer` of a share; `have` is `None` (send everything) for
+/// a peer whose whole index it wants again (see `Share::asks_whole_index`).
+fn share_hello(
+    node: &Node,
+    share: &Share,
+    peer: &NodeId,
+    whole: &mut HashSet<String>,
+) -> Result<ShareHello, crate::index::IndexError> {
     let idx = &share.ctx.index;
-    Ok(ShareHello {
-        name: share.cfg.name.clone(),
-        index_id: idx.index_id()?,
-        max_seq: idx.max_seq()?,
-        have: idx.remote_state(peer)?,
-    })
+    let have = if share.asks_whole_index(peer, node.config.node.tombstone_days)? {
+        whole.insert(share.cfg.name.clone());
+        None
+    } else {
+        idx.remote_state(peer)?
+    };
+    Ok(ShareHello { name: share.cfg.name.clone(), index_id: idx.index_id()?, max_seq: idx.max_seq()?, have })
 }
 
 async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, dialed: bool) -> Result<(), SessionError> {
@@ -120,7 +128,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     let _ = send.set_priority(crate::net::URGENT);
     let mut events = node.events.subscribe();
     let mut announcements = node.announce.subscribe();
-    let shares = node.share_list().iter().map(|s| share_hello(s, &peer)).collect::<Result<Vec<_>, _>>()?;
+    // Shares whose whole index this node asked of the peer.
+    let mut whole: HashSet<String> = HashSet::new();
+    let shares =
+        node.share_list().iter().map(|s| share_hello(node, s, &peer, &mut whole)).collect::<Result<Vec<_>, _>>()?;
     let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
     proto::write_frame(&mut send, &hello).await?;
     let theirs: Hello =
@@ -171,8 +182,13 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
 
     let mut peer_shares: HashMap<String, ShareHello> = theirs.shares.into_iter().map(|s| (s.name.clone(), s)).collect();
     // Each Hello says afresh which shares the peer has (it may have removed one).
+    let now = crate::index::unix_now();
     for share in node.share_list() {
-        share.set_participant(peer, peer_shares.contains_key(&share.cfg.name));
+        let takes_part = peer_shares.contains_key(&share.cfg.name);
+        share.set_participant(peer, takes_part);
+        if takes_part {
+            share.ctx.index.note_contact(&peer, now)?;
+        }
     }
     // The index sender of each share, stopped when either side removes the share.
     let mut sending: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
@@ -232,7 +248,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     if let Some(share) = node.share(&name) {
                         // The peer named it in its Hello already, or will send ShareAdded.
                         share.set_participant(peer, peer_shares.contains_key(&name));
-                        let _ = tx.send(Control::ShareAdded(share_hello(&share, &peer)?)).await;
+                        let _ = tx.send(Control::ShareAdded(share_hello(node, &share, &peer, &mut whole)?)).await;
                     }
                     start_senders(&peer_shares, &mut sending, &mut tasks);
                 }
@@ -280,11 +296,11 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 match msg {
                     Control::Index { share, index_id, entries, upto_seq } => {
                         let batch = gossip::index::Batch { index_id, entries, same: Vec::new(), upto: upto_seq };
-                        receive_index(node, peer, &share, batch).await?;
+                        receive_index(node, peer, &share, batch, (peer_shares.get(&share), &mut whole)).await?;
                     }
                     Control::IndexBatch { share, index_id, entries, same, upto_seq } => {
                         let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
-                        receive_index(node, peer, &share, batch).await?;
+                        receive_index(node, peer, &share, batch, (peer_shares.get(&share), &mut whole)).await?;
                     }
                     Control::Peers(list) if list.len() > proto::MAX_GOSSIP_PEERS => {
                         Counters::add(&node.counters.refused, 1);
@@ -304,6 +320,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     Control::ShareAdded(sh) => {
                         if let Some(share) = node.share(&sh.name) {
                             share.set_participant(peer, true);
+                            share.ctx.index.note_contact(&peer, crate::index::unix_now())?;
                         }
                         peer_shares.insert(sh.name.clone(), sh);
                         start_senders(&peer_shares, &mut sending, &mut tasks);
@@ -342,15 +359,30 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
 }
 
 /// Stores a peer's index batch of one share (if this node has the share) and
-/// plans its paths again.
+/// plans its paths again. `theirs` is what the peer said of the share; `whole`
+/// the shares whose whole index this node asked of it: once that has all come,
+/// this node's re-check after a long absence settles with what the peer knows.
 async fn receive_index(
     node: &Node,
     peer: NodeId,
     share: &str,
     batch: gossip::index::Batch,
+    (theirs, whole): (Option<&ShareHello>, &mut HashSet<String>),
 ) -> Result<(), SessionError> {
     let Some(sh) = node.share(share) else { return Ok(()) };
+    let upto = batch.upto;
     let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
+    sh.ctx.index.note_contact(&peer, crate::index::unix_now())?;
     sh.mark_dirty(paths);
+    let Some(theirs) = theirs.filter(|t| whole.contains(share) && upto >= t.max_seq) else { return Ok(()) };
+    whole.remove(share);
+    // What the peer had received of this node's index, if it is of this index.
+    let ours = sh.ctx.index.index_id()?;
+    if let Some((_, ack)) = theirs.have.filter(|h| h.0 == ours) {
+        let s2 = sh.clone();
+        tokio::task::spawn_blocking(move || s2.settle_recheck(ack))
+            .await
+            .map_err(|e| crate::index::IndexError::Task(e.to_string()))??;
+    }
     Ok(())
 }

@@ -97,12 +97,19 @@ pub struct NodeConfig {
     pub join_deadline: Duration,
     /// Largest bench blob this node writes or fetches (`meshsync bench`, a peer's offer).
     pub bench_max_bytes: u64,
+    /// Deleted entries are forgotten this many days after the delete, once every
+    /// member has seen it (see `sync::tombstones`).
+    pub tombstone_days: u32,
 }
 
 /// Default of `bench_max_mib`.
 pub const DEFAULT_BENCH_MAX_MIB: u64 = 4 << 10;
 /// Largest `bench_max_mib`: 64 GiB.
 pub const MAX_BENCH_MIB: u64 = 64 << 10;
+/// Default of `tombstone_days`.
+pub const DEFAULT_TOMBSTONE_DAYS: u32 = 30;
+/// Largest `tombstone_days` (a hundred years: "never", in practice).
+pub const MAX_TOMBSTONE_DAYS: u32 = 36_500;
 
 /// A node's whole config.
 #[derive(Clone, Debug)]
@@ -148,6 +155,8 @@ struct RawNode {
     join_deadline_secs: Spanned<usize>,
     #[serde(default = "default_bench_max")]
     bench_max_mib: Spanned<u64>,
+    #[serde(default = "default_tombstone_days")]
+    tombstone_days: Spanned<u32>,
 }
 
 fn default_max_joins() -> Spanned<usize> {
@@ -170,6 +179,9 @@ fn default_min_free() -> Spanned<u64> {
 }
 fn default_bench_max() -> Spanned<u64> {
     Spanned::new(0..0, DEFAULT_BENCH_MAX_MIB)
+}
+fn default_tombstone_days() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_TOMBSTONE_DAYS)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -270,6 +282,13 @@ impl Config {
                 format!("bench_max_mib {} must be 1 to {MAX_BENCH_MIB} (64 GiB)", bench.get_ref()),
             ));
         }
+        let days = &raw.node.tombstone_days;
+        if !(1..=MAX_TOMBSTONE_DAYS).contains(days.get_ref()) {
+            return Err(invalid(
+                days.span().start,
+                format!("tombstone_days {} must be a whole number of days, 1 to {MAX_TOMBSTONE_DAYS}", days.get_ref()),
+            ));
+        }
         for (key, n, most) in [
             ("max_join_connections", &raw.node.max_join_connections, 1024),
             ("max_join_per_address", &raw.node.max_join_per_address, 1024),
@@ -303,6 +322,7 @@ impl Config {
                 max_join_per_address: raw.node.max_join_per_address.into_inner(),
                 join_deadline: Duration::from_secs(*raw.node.join_deadline_secs.get_ref() as u64),
                 bench_max_bytes: bench.get_ref() << 20,
+                tombstone_days: *days.get_ref(),
             },
             shares,
         })
@@ -340,6 +360,7 @@ impl Config {
              # max_join_per_address = 4             # ... from one address (default 4)\n\
              # join_deadline_secs = 10              # a joiner's handshake and request, from its first packet\n\
              # bench_max_mib = 4096                 # largest bench blob written or fetched here\n\
+             # tombstone_days = 30                  # forget deletions this old that every member has seen\n\
              log = \"human\"\n",
             toml_string(name)
         )

@@ -34,6 +34,7 @@ fn defaults_and_shares() {
     assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
     assert_eq!(c.node.join_deadline, Duration::from_secs(10));
     assert_eq!(c.node.bench_max_bytes, 4 << 30);
+    assert_eq!(c.node.tombstone_days, 30);
     assert!(c.node.advertise.is_empty(), "automatic");
     assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
     assert_eq!(c.shares[0].max_delete, DeleteBrake::Half);
@@ -92,6 +93,10 @@ fn errors_name_file_line_and_expectation() {
     assert!(e.starts_with("/h/config.toml:4: bench_max_mib 0 must be 1 to 65536"), "{e}");
     let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbench_max_mib = 65537\n");
     assert!(e.starts_with("/h/config.toml:4: bench_max_mib 65537"), "{e}");
+    let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n\ntombstone_days = 0\n");
+    assert!(e.starts_with("/h/config.toml:5: tombstone_days 0 must be a whole number of days"), "{e}");
+    let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\ntombstone_days = 1.5\n");
+    assert!(e.starts_with("/h/config.toml:4: "), "{e}");
     let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
     assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
 }

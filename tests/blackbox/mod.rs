@@ -49,6 +49,15 @@ pub fn skip_reason(needs_nft: bool) -> Option<String> {
     None
 }
 
+/// libfaketime (Debian: `apt-get install libfaketime`), for [`Host::clock_ahead`].
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Why [`Host::clock_ahead`] cannot work here, if it cannot.
+pub fn faketime_missing() -> Option<String> {
+    (!Path::new(FAKETIME_LIB).exists())
+        .then(|| format!("needs {FAKETIME_LIB} to move a daemon's clock ahead (apt-get install libfaketime)"))
+}
+
 /// Links fast enough not to matter: what tests of behaviour (not of rate) use.
 pub fn fast_links() -> Shaping {
     Shaping { rate_mbit: 1000.0, loss_pct: 0, delay_ms: 0 }
@@ -71,6 +80,8 @@ pub struct Host {
     daemon: Option<Child>,
     log: PathBuf,
     starts: u32,
+    /// Environment the daemon starts with, besides the harness's own.
+    env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -109,6 +120,7 @@ impl Host {
         writeln!(log, "===== test harness: start #{} =====", self.starts)?;
         let child = self
             .cli_in_ns()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             // MESHSYNC_TEST_LOG (a RUST_LOG filter) makes the daemons' logs more verbose.
             .env("RUST_LOG", std::env::var("MESHSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -134,6 +146,16 @@ impl Host {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// Starts the daemon from now on with its wall clock `days` ahead (libfaketime;
+    /// the monotonic clock is left alone), as if that long had passed.
+    pub fn clock_ahead(&mut self, days: u32) {
+        self.env = vec![
+            ("LD_PRELOAD".into(), FAKETIME_LIB.into()),
+            ("FAKETIME".into(), format!("+{days}d")),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
     }
 
     /// kill -9: no flush, no goodbye to peers; what a crash or an OOM kill does.
@@ -250,6 +272,11 @@ impl Host {
         Ok(path.canonicalize()?)
     }
 
+    /// This host's daemon log (every start appends to it).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The end of this host's daemon log.
     pub fn log_tail(&self, lines: usize) -> String {
         format!("--- {} log ({}) ---\n{}", self.name, self.log.display(), util::tail(&self.log, lines))
@@ -289,6 +316,7 @@ impl Mesh {
                     id: String::new(),
                     daemon: None,
                     starts: 0,
+                    env: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -84,6 +84,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         share.scanning.store(false, Ordering::SeqCst);
         clean_versions(&share).await;
         clean_temp(&share).await;
+        purge_tombstones(&node, &share).await;
         // A full plan after every scan retries what failed before (no source, disk full).
         let mut retry = Retry::default();
         let mut was_open = share.may_download();
@@ -339,6 +340,21 @@ async fn clean_temp(share: &Arc<Share>) {
         Ok(Ok((0, _))) | Err(_) => {}
         Ok(Ok((n, bytes))) => info!(removed = n, bytes, "temp files of downloads no longer planned removed"),
         Ok(Err(e)) => warn!(error = %e, "cannot clean temp files"),
+    }
+}
+
+/// Forgets deletes every member has seen, `tombstone_days` after them, at each full scan.
+async fn purge_tombstones(node: &Arc<Node>, share: &Arc<Share>) {
+    let days = node.config.node.tombstone_days;
+    let connected: Vec<crate::ids::NodeId> = share
+        .participation()
+        .into_iter()
+        .filter(|(id, takes_part)| *takes_part && node.peers.is_connected(id))
+        .map(|(id, _)| id)
+        .collect();
+    let s2 = share.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s2.purge_tombstones(days, &connected)).await {
+        warn!(error = %e, "cannot purge deleted entries");
     }
 }
 

@@ -407,6 +407,68 @@ fn a_share_of_160_mib_completes_from_the_others_when_one_of_three_sources_freeze
     one_source_stalls(160, 40.0, 0.2);
 }
 
+/// Drops, on host `h`, every packet from host `from` longer than 300 bytes: QUIC's
+/// acknowledgements and keep-alives pass, so the connection stays up, but no
+/// chunk data arrives (what a peer whose disk hangs, or a path that loses large
+/// packets, looks like). `on = false` removes the rule.
+fn blackhole_data(mesh: &Mesh, h: usize, from: usize, on: bool) {
+    let drop =
+        if on { format!("    ip saddr {} meta length > 300 drop\n", mesh.hosts[from].addr) } else { String::new() };
+    let rules = format!(
+        "table inet meshsync_hole\ndelete table inet meshsync_hole\ntable inet meshsync_hole {{\n  \
+         chain input {{\n    type filter hook input priority -10; policy accept;\n{drop}  }}\n}}\n"
+    );
+    let file = mesh.dir.join(format!("hole-{h}.nft"));
+    std::fs::write(&file, rules).unwrap();
+    blackbox::util::run(blackbox::util::in_ns(&mesh.hosts[h].ns, "nft").arg("-f").arg(&file)).expect("nft rule");
+}
+
+#[test]
+fn a_peer_that_stops_sending_data_holds_no_other_file_of_the_share_up() {
+    // Without deadlines, a download whose only source stopped sending (its QUIC
+    // connection alive) waited for ever, and with it every other file of the share:
+    // the share's worker waits for its pass to end.
+    let Some(mesh) = mesh_or_skip(3, links(40.0), &[], true) else { return };
+    let roots: Vec<PathBuf> = [1, 2]
+        .iter()
+        .map(|&h| {
+            let dir = mesh.hosts[h].dir.join(SHARE);
+            std::fs::create_dir_all(&dir).unwrap();
+            mesh.hosts[h].share_add(SHARE, &dir).unwrap()
+        })
+        .collect();
+    // Host 0 only sends: it never becomes a second source of host 2's file.
+    let dir0 = mesh.hosts[0].dir.join(SHARE);
+    std::fs::create_dir_all(&dir0).unwrap();
+    mesh.hosts[0].run_cli(&["share", "add", SHARE, &dir0.to_string_lossy(), "--mode", "send-only"]).unwrap();
+    let size = 48u64 << 20;
+    let body = random_bytes(size as usize, 13);
+    let hash = blake3::hash(&body);
+    place(&mesh.dir.join("scratch"), &roots[1], "big.bin", &body).unwrap();
+    drop(body);
+    mesh.wait("host 1 downloads from host 2", Duration::from_secs(60), |m| {
+        done_of(m, 1, "big.bin").is_some_and(|d| d >= size / 5)
+    });
+    let at_cut = done_of(&mesh, 1, "big.bin").unwrap_or(0);
+    blackhole_data(&mesh, 1, 2, true);
+    let cut = Instant::now();
+    place(&mesh.dir.join("scratch"), &dir0, "small.txt", b"from host 0").unwrap();
+    let small = roots[0].join("small.txt");
+    let took = mesh.wait("small.txt reaches host 1 meanwhile", Duration::from_secs(120), |_| small.exists());
+    let timed_out = Host::counter(&status(&mesh, 1), "requests_timed_out");
+    println!(
+        "host 2 stopped sending data at {} of {}; host 0's small.txt arrived {:.1} s later ({took:.1?} after it was \
+         placed); {timed_out} requests timed out",
+        mib(at_cut),
+        mib(size),
+        cut.elapsed().as_secs_f64()
+    );
+    assert!(timed_out > 0, "the stalled requests were taken back at their deadline");
+    blackhole_data(&mesh, 1, 2, false);
+    let rest = wait_whole(&mesh, &roots[..1], "big.bin", hash, Duration::from_secs(120));
+    println!("big.bin complete {rest:.1?} after host 2's data flowed again");
+}
+
 // ---------------------------------------------------------------------------
 // A partition with concurrent edits on both sides.
 

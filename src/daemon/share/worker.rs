@@ -68,11 +68,11 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         // Scan.
         let asked = share.scans_asked.load(Ordering::SeqCst);
         share.scanning.store(true, Ordering::SeqCst);
-        // Everything the watcher saw so far is covered by this walk.
-        share.watched.with(|s, _| {
-            s.clear();
-            s.take_overflow();
-        });
+        // Lost events are covered by this walk. The events seen are kept and
+        // scanned after it: a directory made as the walk starts may be read before
+        // the files put in it before its own watch existed, and only its event
+        // (which scans it whole) finds those.
+        share.watched.with(|s, _| s.take_overflow());
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
         let scanned = tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan()).await;

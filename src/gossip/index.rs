@@ -30,15 +30,23 @@ pub async fn send(
         let idx = index.clone();
         let from = sent;
         let batch = tokio::task::spawn_blocking(move || {
+            let top = idx.max_seq()?;
             let recs = idx.since(from, MAX_BATCH_ENTRIES)?;
+            // Sequences past the last record, up to the newest, were records purged
+            // since (forgotten deletes): a batch that ends the index says it reaches
+            // the newest, so a peer reading this index whole can tell it has all of it.
+            let upto = match recs.last().map(|r| r.seq) {
+                Some(last) if idx.since(last, 1)?.is_empty() => Some(last.max(top)),
+                Some(last) => Some(last),
+                None => (top > from).then_some(top),
+            };
             // Only what is on disk leaves: a sequence number a peer holds but this
             // node lost in a crash would be given again to other entries after the
             // restart, and the peer, asking from the number it holds, would never
             // get them (found by the fault suite: kill -9 during heavy writes).
-            if !recs.is_empty() {
+            if upto.is_some() {
                 idx.flush()?;
             }
-            let upto = recs.last().map(|r| r.seq);
             let (mut entries, mut same) = (Vec::with_capacity(recs.len()), Vec::new());
             // Looked up once per batch, not per record.
             let names_back = names_back && holds_their_index(&idx, &peer, their_index)?;

@@ -8,6 +8,7 @@ mod fetch;
 pub mod local;
 pub mod partial;
 pub mod serve;
+mod space;
 pub mod versions;
 
 pub use batch::Outcomes;

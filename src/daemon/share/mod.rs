@@ -19,6 +19,7 @@ use tracing::info;
 
 mod pass;
 mod root;
+mod tombstones;
 mod worker;
 
 use root::Pauses;
@@ -91,6 +92,9 @@ pub struct Share {
     /// for it too; one that left the share keeps its old entries in the index but
     /// is not waited for. In memory only: known again when the peer next connects.
     participants: Mutex<HashMap<NodeId, bool>>,
+    /// Peers asked for their whole index during this node's re-check after a long
+    /// absence (see `tombstones`).
+    recheck_asked: Mutex<std::collections::HashSet<NodeId>>,
     /// The last status summary of this share.
     pub status_cache: super::summary::SummaryCache,
 }
@@ -147,6 +151,7 @@ impl Share {
             scanning: AtomicBool::new(false),
             watched,
             participants: Mutex::new(HashMap::new()),
+            recheck_asked: Default::default(),
             status_cache: Default::default(),
         })
     }
@@ -198,14 +203,16 @@ impl Share {
     /// Puts the mesh's version back over every local change (`meshsync revert`);
     /// returns how many there are.
     pub fn revert(&self) -> anyhow::Result<usize> {
-        if self.cfg.mode != crate::config::ShareMode::ReceiveOnly {
+        let n = self.ctx.index.all()?.iter().filter(|r| r.local_change).count();
+        // Other shares have local changes only from a return after a long absence
+        // (files the mesh deleted and forgot meanwhile, see `tombstones`).
+        if self.cfg.mode != crate::config::ShareMode::ReceiveOnly && n == 0 {
             anyhow::bail!(
-                "share {} is {}: only a receive-only share keeps local changes",
+                "share {} is {}: it keeps no local changes (a receive-only share does)",
                 self.cfg.name,
                 self.cfg.mode.as_str()
             );
         }
-        let n = self.ctx.index.all()?.iter().filter(|r| r.local_change).count();
         self.revert_now.notify_one();
         Ok(n)
     }

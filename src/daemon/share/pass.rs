@@ -8,7 +8,8 @@ use crate::sync::batch::{self, Job};
 use crate::sync::planner::plan_revert;
 use crate::sync::{plan_path, Action};
 use crate::transfer::ApplyError;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
@@ -169,4 +170,25 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
     }
     pauses.disk_full = disk_full;
     failed
+}
+
+/// Every path a peer has an entry for, once each, in order.
+pub(super) fn all_remote_paths(share: &Share) -> Vec<RelPath> {
+    let mut set: BTreeSet<RelPath> = BTreeSet::new();
+    match share.ctx.index.all_remote() {
+        Ok(all) => set.extend(all.into_iter().map(|(_, e)| e.path)),
+        Err(e) => warn!(error = %e, "index read failed"),
+    }
+    set.into_iter().collect()
+}
+
+/// The temp files of every download a full pass would start now.
+pub(super) fn planned_temp_files(share: &Share) -> HashSet<PathBuf> {
+    plan(share, &all_remote_paths(share), Pass::Sync)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Fetch { target, .. } => Some(share.ctx.temp_path(&target)),
+            _ => None,
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! quiet, peers' changes as they come, failed actions again after a while, and the
 //! transfer window's opening.
 
-use super::pass::{plan_and_apply, run_pass, Pass};
+use super::pass::{all_remote_paths, plan_and_apply, planned_temp_files, run_pass, Pass};
 use super::root::ROOT_RECHECK;
 use super::{Node, Share};
 use crate::config::schedule::Window;
@@ -68,11 +68,11 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         // Scan.
         let asked = share.scans_asked.load(Ordering::SeqCst);
         share.scanning.store(true, Ordering::SeqCst);
-        // Everything the watcher saw so far is covered by this walk.
-        share.watched.with(|s, _| {
-            s.clear();
-            s.take_overflow();
-        });
+        // Lost events are covered by this walk. The events seen are kept and
+        // scanned after it: a directory made as the walk starts may be read before
+        // the files put in it before its own watch existed, and only its event
+        // (which scans it whole) finds those.
+        share.watched.with(|s, _| s.take_overflow());
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
         let scanned = tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan()).await;
@@ -83,6 +83,8 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
         clean_versions(&share).await;
+        clean_temp(&share).await;
+        purge_tombstones(&node, &share).await;
         // A full plan after every scan retries what failed before (no source, disk full).
         let mut retry = Retry::default();
         let mut was_open = share.may_download();
@@ -324,6 +326,38 @@ async fn clean_versions(share: &Share) {
     }
 }
 
+/// Removes temp files of downloads no longer planned, at start (left by a crash
+/// or by a version replaced while the daemon was down) and after each full scan.
+/// Those of downloads still planned stay: the next attempt resumes from them.
+async fn clean_temp(share: &Arc<Share>) {
+    // A folder that is not known to be the share's is not touched.
+    if !share.root_ready() || share.brake_paused() {
+        return;
+    }
+    let s2 = share.clone();
+    let cleaned = tokio::task::spawn_blocking(move || s2.ctx.remove_stale_temp(&planned_temp_files(&s2))).await;
+    match cleaned {
+        Ok(Ok((0, _))) | Err(_) => {}
+        Ok(Ok((n, bytes))) => info!(removed = n, bytes, "temp files of downloads no longer planned removed"),
+        Ok(Err(e)) => warn!(error = %e, "cannot clean temp files"),
+    }
+}
+
+/// Forgets deletes every member has seen, `tombstone_days` after them, at each full scan.
+async fn purge_tombstones(node: &Arc<Node>, share: &Arc<Share>) {
+    let days = node.config.node.tombstone_days;
+    let connected: Vec<crate::ids::NodeId> = share
+        .participation()
+        .into_iter()
+        .filter(|(id, takes_part)| *takes_part && node.peers.is_connected(id))
+        .map(|(id, _)| id)
+        .collect();
+    let s2 = share.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s2.purge_tombstones(days, &connected)).await {
+        warn!(error = %e, "cannot purge deleted entries");
+    }
+}
+
 fn local_change_paths(share: &Share) -> Vec<RelPath> {
     match share.ctx.index.all() {
         Ok(all) => all.into_iter().filter(|r| r.local_change).map(|r| r.entry.path).collect(),
@@ -332,13 +366,4 @@ fn local_change_paths(share: &Share) -> Vec<RelPath> {
             Vec::new()
         }
     }
-}
-
-fn all_remote_paths(share: &Share) -> Vec<RelPath> {
-    let mut set: BTreeSet<RelPath> = BTreeSet::new();
-    match share.ctx.index.all_remote() {
-        Ok(all) => set.extend(all.into_iter().map(|(_, e)| e.path)),
-        Err(e) => warn!(error = %e, "index read failed"),
-    }
-    set.into_iter().collect()
 }

@@ -3,11 +3,13 @@
 
 mod entry;
 mod forget;
+mod listing;
 mod peers;
 mod trust;
 mod vv;
 
 pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
+pub use listing::Child;
 pub use peers::{AddrOrigin, KnownPeer};
 pub use trust::{Members, Removal, ShareMembers};
 pub use vv::{CounterExhausted, VersionVector, VvOrder, MAX_COUNTER};

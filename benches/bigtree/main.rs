@@ -137,13 +137,14 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     let one = reference::walk_and_hash(&tree_root, ".meshsync", 1);
     let two = reference::walk_and_hash(&tree_root, ".meshsync", 2);
     println!(
-        "walk+hash, 1 thread : {} ({} files, {} MiB) [{}]",
+        "walk+hash, 1 thread : {} ({:.1} CPU-s; {} files, {} MiB) [{}]",
         fmt_secs(one.time),
+        one.cpu,
         one.files,
         one.bytes >> 20,
         load()
     );
-    println!("walk+hash, 2 threads: {} [{}]", fmt_secs(two.time), load());
+    println!("walk+hash, 2 threads: {} ({:.1} CPU-s) [{}]", fmt_secs(two.time), two.cpu, load());
 
     let work = a.dir.join("run");
     if work.exists() {
@@ -226,10 +227,11 @@ fn hwm(d: &Daemon) -> f64 {
 fn print_scan(name: &str, s: &Scanned, walk: std::time::Duration) {
     println!("{name}: slowest `status` answer while scanning: {}", fmt_secs(measure::slowest_status()));
     println!(
-        "{name}: indexed {} files in {} (wall, run to status done; the scan's own log: {}); {:.2}x the 1-thread walk+hash [{}]",
+        "{name}: indexed {} files in {} (wall, run to status done; the scan's own log: {}; {:.1} CPU-s); {:.2}x the 1-thread walk+hash [{}]",
         s.files,
         fmt_secs(s.wall),
         s.logged.map_or("-".into(), fmt_secs),
+        s.cpu,
         s.wall.as_secs_f64() / walk.as_secs_f64(),
         load()
     );

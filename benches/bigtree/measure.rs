@@ -44,7 +44,7 @@ pub fn load() -> String {
 }
 
 /// CPU seconds a process has used (user + system).
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after its ')'.
     let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -110,6 +110,9 @@ pub struct Scanned {
     pub wall: Duration,
     /// What the daemon logged for the scan (its `local changes` line).
     pub logged: Option<Duration>,
+    /// CPU seconds the daemon used until then (steadier than wall time on a
+    /// shared machine).
+    pub cpu: f64,
 }
 
 /// Waits until share `name` of `d` holds `files` files and no scan runs.
@@ -120,7 +123,8 @@ pub async fn wait_scanned(d: &Daemon, name: &str, t0: Instant, files: u64, poll_
         let sh = share(&st, name)?;
         if sh.files >= files && !sh.scanning {
             let logged = scan_secs_logged(&d.log);
-            return Ok(Scanned { files: sh.files, wall: t0.elapsed(), logged });
+            let cpu = cpu_secs(d.child.id())?;
+            return Ok(Scanned { files: sh.files, wall: t0.elapsed(), logged, cpu });
         }
         if let Some(p) = &sh.paused {
             bail!("share {name} paused: {p}");

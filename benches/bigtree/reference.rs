@@ -17,6 +17,8 @@ pub struct Walked {
     pub dirs: u64,
     /// Wall time.
     pub time: Duration,
+    /// CPU seconds this process used meanwhile.
+    pub cpu: f64,
 }
 
 /// Directories still to read, and how many threads are reading one.
@@ -29,6 +31,7 @@ struct Queue {
 /// `threads` threads.
 pub fn walk_and_hash(root: &Path, skip: &str, threads: usize) -> Walked {
     let start = Instant::now();
+    let cpu0 = crate::measure::cpu_secs(std::process::id()).unwrap_or(f64::NAN);
     let queue = Mutex::new(Queue { dirs: vec![root.to_path_buf()], busy: 0 });
     let more = Condvar::new();
     let totals = Mutex::new(Walked::default());
@@ -70,6 +73,7 @@ pub fn walk_and_hash(root: &Path, skip: &str, threads: usize) -> Walked {
     });
     let mut t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
     t.time = start.elapsed();
+    t.cpu = crate::measure::cpu_secs(std::process::id()).unwrap_or(f64::NAN) - cpu0;
     t
 }
 

@@ -328,16 +328,15 @@ impl ShareIndex {
     /// How many live (not deleted) entries this node records.
     pub fn live_count(&self) -> Result<usize, IndexError> {
         let mut n = 0;
-        for v in self.inner.local.iter().values() {
-            let rec: LocalRecord = codec::decode(&v?)?;
-            n += usize::from(!rec.entry.deleted);
+        for rec in self.local_records() {
+            n += usize::from(!rec?.entry.deleted);
         }
         Ok(n)
     }
 
     /// Every local record.
     pub fn all(&self) -> Result<Vec<LocalRecord>, IndexError> {
-        self.inner.local.iter().values().map(|v| Ok(codec::decode(&v?)?)).collect()
+        self.local_records().collect()
     }
 
     /// This node's records of everything below directory `dir`.
@@ -456,17 +455,7 @@ impl ShareIndex {
 
     /// Every (peer, entry) pair known, in path order.
     pub fn all_remote(&self) -> Result<Vec<(NodeId, Entry)>, IndexError> {
-        let mut out = Vec::new();
-        for kv in self.inner.remote.iter() {
-            let (k, v) = kv?;
-            if k.len() < 33 {
-                continue;
-            }
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&k[k.len() - 32..]);
-            out.push((NodeId(id), codec::decode(&v)?));
-        }
-        Ok(out)
+        self.remote_entries().collect()
     }
 }
 

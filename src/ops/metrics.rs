@@ -230,6 +230,7 @@ mod tests {
                 paused: Some("disk full".into()),
                 in_sync: false,
                 scanning: false,
+                counting: false,
                 peers: vec![SharePeerStatus {
                     id: "B".into(),
                     connected: true,

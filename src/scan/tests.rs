@@ -220,7 +220,11 @@ fn a_full_scan_finds_what_is_gone_directory_by_directory() {
     f.write("a.txt/inside", b"now a directory");
     let st = f.scanner().scan().unwrap();
     assert_eq!(f.live(), ["a", "a.txt", "a.txt/inside", "b", "e", "e/f", "keep", "keep/g"]);
-    assert_eq!((st.changed, st.deleted), (3, 6), "a and a.txt changed, a.txt/inside new; a/x, a/y, a/y/z, a-1, b/c, b/c/d gone");
+    assert_eq!(
+        (st.changed, st.deleted),
+        (3, 6),
+        "a and a.txt changed, a.txt/inside new; a/x, a/y, a/y/z, a-1, b/c, b/c/d gone"
+    );
     // Nothing changed: nothing recorded.
     assert_eq!(f.scanner().scan().unwrap(), ScanStats::default());
 }

@@ -87,7 +87,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         let mut retry = Retry::default();
         let mut was_open = share.may_download();
         if was_open {
-            retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
+            retry.failed(plan_everything(&share).await);
         }
         // Then follow peers' announcements and local events until the next scan is due.
         let next_scan = tokio::time::Instant::now() + interval;
@@ -103,7 +103,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                 info!("transfer window open");
                 share.take_dirty();
                 retry = Retry::default();
-                retry.failed(plan_and_apply(&share, all_remote_paths(&share)).await);
+                retry.failed(plan_everything(&share).await);
             }
             was_open = open;
             let recheck = window.and_then(window_recheck);
@@ -333,11 +333,26 @@ fn local_change_paths(share: &Share) -> Vec<RelPath> {
     }
 }
 
-fn all_remote_paths(share: &Share) -> Vec<RelPath> {
-    let mut set: BTreeSet<RelPath> = BTreeSet::new();
-    match share.ctx.index.all_remote() {
-        Ok(all) => set.extend(all.into_iter().map(|(_, e)| e.path)),
-        Err(e) => warn!(error = %e, "index read failed"),
+/// Paths planned at once by [`plan_everything`].
+const PLAN_PAGE: usize = 4096;
+
+/// Plans and applies every path a peer holds an entry of, a page at a time (a
+/// million paths are not held at once); returns the paths whose action failed.
+async fn plan_everything(share: &Arc<Share>) -> Vec<RelPath> {
+    let mut failed = Vec::new();
+    let mut after: Option<RelPath> = None;
+    loop {
+        let (idx, from) = (share.ctx.index.clone(), after.take());
+        let page = match tokio::task::spawn_blocking(move || idx.remote_paths(from.as_ref(), PLAN_PAGE)).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                warn!(error = %e, "index read failed");
+                return failed;
+            }
+            Err(_) => return failed,
+        };
+        let Some(last) = page.last().cloned() else { return failed };
+        failed.extend(plan_and_apply(share, page).await);
+        after = Some(last);
     }
-    set.into_iter().collect()
 }

@@ -8,6 +8,7 @@ mod exchange;
 mod handle;
 mod join;
 mod membership;
+mod memory;
 mod reload;
 mod service;
 mod session;
@@ -287,6 +288,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(dialer::address_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(certs::renew_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(reload::config_reload_loop(node.clone(), asks).instrument(span));
+    tasks.spawn(memory::give_back_loop(node.cancel.clone()));
     Ok(NodeHandle { node, tasks })
 }
 

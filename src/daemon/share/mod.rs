@@ -52,8 +52,10 @@ pub struct Share {
     pub cfg: ShareConfig,
     /// What the executor needs (index, root, peers...).
     pub ctx: ShareCtx,
-    /// The newest local sequence; index senders wait on it.
+    /// The newest local sequence.
     pub seq: watch::Sender<u64>,
+    /// The newest local sequence on disk; index senders wait on it (see `worker::flush_loop`).
+    pub durable: watch::Sender<u64>,
     /// Why the share is paused, if it is.
     pauses: Mutex<Pauses>,
     /// The mesh, as share markers name it.
@@ -100,6 +102,8 @@ impl Share {
         let index = node.index.share(&cfg.name)?;
         let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
+        // What the index holds when opened is on disk.
+        let durable = watch::channel(index.max_seq()?).0;
         let watched: Arc<crate::watch::Pending> = Default::default();
         let settings = Mutex::new(Settings {
             patterns: cfg.ignore.clone(),
@@ -124,6 +128,7 @@ impl Share {
             },
             cfg,
             seq,
+            durable,
             pauses: Mutex::new(Pauses::default()),
             mesh: data_encoding::HEXLOWER.encode(&node.ident.ca_fingerprint()),
             settings,

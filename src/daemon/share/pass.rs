@@ -13,6 +13,9 @@ use tracing::{debug, info, warn};
 /// Files fetched at the same time within one share.
 const PARALLEL_FILES: usize = 4;
 
+/// Actions that need no peer, carried out on one thread at a time.
+const LOCAL_BATCH: usize = 256;
+
 /// Which planner a pass over paths uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Pass {
@@ -75,7 +78,39 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
             j += 1;
         }
         // Content actions run in parallel; directory and delete steps in order.
-        let batch: Vec<Action> = actions[i..j].to_vec();
+        let mut batch: Vec<Action> = actions[i..j].to_vec();
+        if class == 1 {
+            // What needs no peer (adopting or merging a version, a link) runs in
+            // batches on one thread each: one at a time, the hand-offs between
+            // threads and a flush and an index batch for every few files cost more
+            // than the work (two nodes that indexed the same files adopt each one).
+            let (fetches, local): (Vec<Action>, Vec<Action>) =
+                batch.into_iter().partition(|a| matches!(a, Action::Fetch { .. }));
+            let mut local = local.into_iter().peekable();
+            while local.peek().is_some() {
+                if !share.may_download() {
+                    failed.extend(local.by_ref().map(|a| a.path().clone()));
+                    break;
+                }
+                let part: Vec<Action> = local.by_ref().take(LOCAL_BATCH).collect();
+                let paths: Vec<RelPath> = part.iter().map(|a| a.path().clone()).collect();
+                let ctx = share.ctx.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    part.into_iter().map(|a| (a.path().clone(), ctx.execute_local(a))).collect::<Vec<_>>()
+                })
+                .await;
+                match done {
+                    Ok(done) => {
+                        for (path, res) in done {
+                            note(path, res, &mut failed, &mut disk_full);
+                        }
+                    }
+                    Err(_) => failed.extend(paths),
+                }
+                share.publish_seq();
+            }
+            batch = fetches;
+        }
         let parallel = if class == 1 { PARALLEL_FILES } else { 1 };
         let mut set = tokio::task::JoinSet::new();
         let mut queue = batch.into_iter();
@@ -97,22 +132,10 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
                 break;
             };
             let Ok((path, res)) = res else { continue };
-            match res {
-                Ok(()) => {
-                    share.publish_seq();
-                    continue;
-                }
-                Err(e @ ApplyError::DiskFull { .. }) => {
-                    disk_full = Some(e.to_string());
-                }
-                Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
-                    debug!(path = %path, error = %e, "not applied yet; retried shortly");
-                }
-                Err(e) => {
-                    warn!(path = %path, error = %e, "not applied; retried shortly");
-                }
+            if res.is_ok() {
+                share.publish_seq();
             }
-            failed.push(path);
+            note(path, res, &mut failed, &mut disk_full);
         }
         i = j;
     }
@@ -124,4 +147,22 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
     }
     pauses.disk_full = disk_full;
     failed
+}
+
+/// Notes a failed action's path to try again (and why, in the log); a full disk
+/// pauses the share.
+fn note(path: RelPath, res: Result<(), ApplyError>, failed: &mut Vec<RelPath>, disk_full: &mut Option<String>) {
+    match res {
+        Ok(()) => return,
+        Err(e @ ApplyError::DiskFull { .. }) => {
+            *disk_full = Some(e.to_string());
+        }
+        Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
+            debug!(path = %path, error = %e, "not applied yet; retried shortly");
+        }
+        Err(e) => {
+            warn!(path = %path, error = %e, "not applied; retried shortly");
+        }
+    }
+    failed.push(path);
 }

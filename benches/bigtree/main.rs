@@ -179,7 +179,7 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     node_folder(&tree_root, &work.join("b-share"), a.second)?;
     let t0 = Instant::now();
     let spec_b = NodeSpec { dir: &work, name: "b", share_name: SHARE, share: work.join("b-share") };
-    let node_b = Daemon::start(&a.bin, spec_b, Some(&node_a)).await?;
+    let mut node_b = Daemon::start(&a.bin, spec_b, Some(&node_a)).await?;
     let scanned = wait_scanned(&node_b, SHARE, t0, totals.files, a.poll_ms).await?;
     print_scan("b", &scanned, one.time);
     let synced = wait_in_sync(&[&node_a, &node_b], SHARE, t0, a.poll_ms).await?;
@@ -216,6 +216,24 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     }
     println!("\n## node a: unchanged rescan, with b");
     rescan(&node_a, a.poll_ms).await?;
+
+    println!("\n## node b restarts: the exchange starts from what each side holds");
+    let before = measure::status(&node_a).await?.counters;
+    let t0 = Instant::now();
+    node_b.restart(&a.bin).await?;
+    let synced = wait_in_sync(&[&node_a, &node_b], SHARE, t0, a.poll_ms).await?;
+    let (after, b_now) = (measure::status(&node_a).await?.counters, measure::status(&node_b).await?.counters);
+    println!(
+        "in sync {} after b restarted; a sent {} entries in {} batches ({} bytes), b sent {} entries in {} batches ({} bytes) [{}]",
+        fmt_secs(synced),
+        after.entries_sent - before.entries_sent,
+        after.index_batches_sent - before.index_batches_sent,
+        after.index_bytes_sent - before.index_bytes_sent,
+        b_now.entries_sent,
+        b_now.index_batches_sent,
+        b_now.index_bytes_sent,
+        load()
+    );
     drop((node_a, node_b));
     finish(a, &tree_root, &work)
 }

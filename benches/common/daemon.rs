@@ -80,24 +80,32 @@ impl Daemon {
         }
         cli(bin, &home, &["share", "add", share_name, &share.to_string_lossy()], None)?;
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(bin)
-            .arg("run")
-            .env("MESHSYNC_HOME", &home)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
+        let child = spawn_run(bin, &home, &log)?;
         let d = Daemon { home, share, log, child };
+        d.answering().await?;
+        Ok(d)
+    }
+
+    /// Stops the daemon (SIGTERM, as systemd does) and starts it again; returns
+    /// once it answers `status`.
+    pub async fn restart(&mut self, bin: &Path) -> anyhow::Result<()> {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.wait()?;
+        self.child = spawn_run(bin, &self.home, &self.log)?;
+        self.answering().await
+    }
+
+    /// Waits until the daemon answers `status`.
+    async fn answering(&self) -> anyhow::Result<()> {
         let start = Instant::now();
-        while meshsync::ops::control::status(&Home::new(&d.home)).await.is_err() {
+        while meshsync::ops::control::status(&self.home()).await.is_err() {
             if start.elapsed() > Duration::from_secs(20) {
-                bail!("{name}'s daemon does not answer status");
+                bail!("the daemon of {} does not answer status", self.home.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(d)
+        Ok(())
     }
 
     /// Its home, as the control client takes it.
@@ -109,6 +117,20 @@ impl Daemon {
     pub fn rss_mib(&self) -> anyhow::Result<f64> {
         proc_kib(self.child.id(), "VmRSS:").map(|k| k / 1024.0)
     }
+}
+
+/// `meshsync run` for `home`, its log appended to `log`.
+fn spawn_run(bin: &Path, home: &Path, log: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok(Command::new(bin)
+        .arg("run")
+        .env("MESHSYNC_HOME", home)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
 }
 
 /// A `kB` line of /proc/<pid>/status (e.g. `VmRSS:`, `VmHWM:`).

@@ -70,6 +70,8 @@ pub struct NodeConfig {
     /// How long after its first packet a connection must have finished its
     /// handshake, and a join connection sent its whole request.
     pub join_deadline: Duration,
+    /// MiB of index pages kept in memory (the index database's cache).
+    pub index_cache_mib: u64,
 }
 
 /// `[[share]]`: one replicated folder.
@@ -131,6 +133,12 @@ struct RawNode {
     max_join_per_address: Spanned<usize>,
     #[serde(default = "default_join_deadline")]
     join_deadline_secs: Spanned<usize>,
+    #[serde(default = "default_index_cache")]
+    index_cache_mib: Spanned<usize>,
+}
+
+fn default_index_cache() -> Spanned<usize> {
+    Spanned::new(0..0, crate::index::DEFAULT_CACHE_MIB as usize)
 }
 
 fn default_max_joins() -> Spanned<usize> {
@@ -303,6 +311,7 @@ impl Config {
             ("max_join_connections", &raw.node.max_join_connections, 1024),
             ("max_join_per_address", &raw.node.max_join_per_address, 1024),
             ("join_deadline_secs", &raw.node.join_deadline_secs, 300),
+            ("index_cache_mib", &raw.node.index_cache_mib, 1 << 20),
         ] {
             if !(1..=most).contains(n.get_ref()) {
                 return Err(invalid(n.span().start, format!("{key} must be a whole number from 1 to {most}")));
@@ -330,6 +339,7 @@ impl Config {
                 max_join_connections: raw.node.max_join_connections.into_inner(),
                 max_join_per_address: raw.node.max_join_per_address.into_inner(),
                 join_deadline: Duration::from_secs(*raw.node.join_deadline_secs.get_ref() as u64),
+                index_cache_mib: *raw.node.index_cache_mib.get_ref() as u64,
             },
             shares,
         })
@@ -365,6 +375,7 @@ impl Config {
              # max_join_connections = 16            # join connections served at once (default 16)\n\
              # max_join_per_address = 4             # ... from one address (default 4)\n\
              # join_deadline_secs = 10              # a joiner's handshake and request, from its first packet\n\
+             # index_cache_mib = 64                 # index pages kept in memory (about 3x resident)\n\
              log = \"human\"\n",
             toml_string(name)
         )
@@ -447,6 +458,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
         assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
+        assert_eq!(c.node.index_cache_mib, crate::index::DEFAULT_CACHE_MIB);
         assert_eq!(c.node.join_deadline, Duration::from_secs(10));
         assert!(c.node.advertise.is_empty(), "automatic");
         assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
@@ -491,6 +503,8 @@ mod tests {
         assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmin_free_mib = 17592186044416\n");
         assert!(e.starts_with("/h/config.toml:4: min_free_mib"), "{e}");
+        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nindex_cache_mib = 0\n");
+        assert!(e.starts_with("/h/config.toml:4: index_cache_mib must be a whole number from 1"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_join_connections = 0\n");
         assert!(e.starts_with("/h/config.toml:4: max_join_connections must be a whole number from 1"), "{e}");
         let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");

@@ -10,6 +10,23 @@ use tokio_util::sync::CancellationToken;
 /// How often freed memory is given back, whatever ran.
 const EVERY: Duration = Duration::from_secs(30);
 
+/// Allocator arenas the daemon uses at most (glibc's default is 8 per core).
+/// Memory a thread frees goes back to the arena it came from, so with one arena
+/// per thread (the scan, the index database's flushers, the runtime's workers)
+/// each keeps its own peak. At a million files and a 64 MiB index cache: 276 MiB
+/// resident after the initial index with 2 arenas, against about 440 MiB.
+const ARENAS: i32 = 2;
+
+/// Caps the allocator's arenas (see [`ARENAS`]); call it before the runtime
+/// starts its threads. glibc only: others keep their own counsel.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
 /// Returns the allocator's free pages to the system (glibc's `malloc_trim`; other
 /// allocators return theirs by themselves). Takes milliseconds: call it after a
 /// burst, off the async runtime's workers.

@@ -19,6 +19,7 @@ mod trust;
 pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
 pub use membership::{ForgetError, LeaveReport};
+pub use memory::limit_arenas;
 pub use reload::{ReloadError, ReloadReport};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
@@ -230,7 +231,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     let config = Config::load(&home.config())?;
     let ident =
         Identity::load(home).context("loading this node's identity (did you run `meshsync init` or `join`?)")?;
-    let index = Index::open(&home.index()).with_context(|| {
+    let index = Index::open_with_cache(&home.index(), config.node.index_cache_mib << 20).with_context(|| {
         format!("opening the index in {} (is another meshsync running with this home?)", home.index().display())
     })?;
     let trust = trust::Trust::load(&index).context("reading the removal and membership records")?;

@@ -111,6 +111,7 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ("max_join_connections", a.max_join_connections != b.max_join_connections, false),
         ("max_join_per_address", a.max_join_per_address != b.max_join_per_address, false),
         ("join_deadline_secs", a.join_deadline != b.join_deadline, false),
+        ("index_cache_mib", a.index_cache_mib != b.index_cache_mib, false),
     ];
     for (key, changed, live) in node_keys {
         if changed {

@@ -101,24 +101,15 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
             schedule: None,
             max_delete: Default::default(),
             versioning: Default::default(),
+            min_interval: crate::config::DEFAULT_MIN_INTERVAL,
         },
     )?;
     Ok(())
 }
 
-/// Parses durations like `90s`, `15m`, `1h`, `2d`.
+/// Parses durations like `90s`, `15m`, `1h`, `2d` (see [`crate::config::parse_duration`]).
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 30m, 1h, 2d"))?;
-    let mul = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("bad duration unit in {s:?}: use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(n * mul))
+    crate::config::parse_duration(s)
 }
 
 /// Where `meshsync join` takes its token from.

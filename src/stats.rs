@@ -23,6 +23,8 @@ pub struct Counters {
     pub chunks_busy: AtomicU64,
     /// Chunk requests answered `Busy` because this node already served its maximum of peers.
     pub requests_full: AtomicU64,
+    /// Chunk requests this node gave up on: not answered by their deadline, asked elsewhere.
+    pub requests_timed_out: AtomicU64,
     /// Index entries received from peers.
     pub entries_received: AtomicU64,
     /// Index entries sent to peers.
@@ -65,6 +67,9 @@ pub struct CounterSnapshot {
     /// See [`Counters::requests_full`].
     #[serde(default)]
     pub requests_full: u64,
+    /// See [`Counters::requests_timed_out`].
+    #[serde(default)]
+    pub requests_timed_out: u64,
     /// See [`Counters::entries_received`].
     pub entries_received: u64,
     /// See [`Counters::entries_sent`].
@@ -109,6 +114,7 @@ impl Counters {
             chunks_corrupt: g(&self.chunks_corrupt),
             chunks_busy: g(&self.chunks_busy),
             requests_full: g(&self.requests_full),
+            requests_timed_out: g(&self.requests_timed_out),
             entries_received: g(&self.entries_received),
             entries_sent: g(&self.entries_sent),
             index_batches_sent: g(&self.index_batches_sent),

@@ -80,18 +80,23 @@ pub fn fs_id(path: &Path) -> io::Result<u64> {
     Ok(statvfs(path)?.f_fsid as u64)
 }
 
-/// Sets a file's length to `len` with the blocks allocated, so a download cannot
-/// run out of space half way because something else filled the disk after the
-/// free-space check. File systems without `fallocate` get a sparse file.
-pub fn reserve(f: &std::fs::File, len: u64) -> io::Result<()> {
+/// Sets a file's length to `len` with the blocks of `runs` (offset, length)
+/// allocated, so a download cannot run out of space half way because something
+/// else filled the disk after the free-space check; the rest stays a hole. File
+/// systems without `fallocate` get a sparse file.
+pub fn reserve(f: &std::fs::File, len: u64, runs: &[(u64, u64)]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let size = libc::off_t::try_from(len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: a valid open descriptor; fallocate only changes that file. It
-    // refuses an empty range (EINVAL), and an empty file needs no blocks.
-    let r = if size == 0 { 0 } else { unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size) } };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+    let off_t = |v: u64| libc::off_t::try_from(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    for &(at, n) in runs.iter().filter(|r| r.1 > 0) {
+        let (at, n) = (off_t(at)?, off_t(n)?);
+        // SAFETY: a valid open descriptor; fallocate only changes that file (an
+        // empty range is refused with EINVAL, hence the filter).
+        let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, at, n) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+                break;
+            }
             return Err(e);
         }
     }
@@ -145,23 +150,31 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn reserve_allocates_the_whole_length_and_cuts_a_longer_leftover() {
+    fn reserve_allocates_the_runs_only_and_cuts_a_longer_leftover() {
         use std::os::unix::fs::MetadataExt;
         let mut f = tempfile::tempfile().expect("temp file");
         let len = 3 << 20;
-        reserve(&f, len).expect("reserve");
+        reserve(&f, len, &[(0, len)]).expect("reserve");
         let m = f.metadata().expect("metadata");
         assert_eq!(m.len(), len);
         assert!(m.blocks() * 512 >= len, "blocks allocated up front: {} bytes", m.blocks() * 512);
         f.write_all(b"kept").expect("write");
-        reserve(&f, 10).expect("reserve shorter");
+        reserve(&f, 10, &[(0, 10)]).expect("reserve shorter");
         assert_eq!(f.metadata().expect("metadata").len(), 10, "a longer leftover is cut to size");
         let empty = tempfile::tempfile().expect("temp file");
-        reserve(&empty, 0).expect("an empty file is reserved too");
+        reserve(&empty, 0, &[]).expect("an empty file is reserved too");
         assert_eq!(empty.metadata().expect("metadata").len(), 0);
         let mut head = [0u8; 4];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).expect("read");
         assert_eq!(&head, b"kept", "data already written survives");
+        // A sparse file: 1 MiB of data at each end of 64 MiB, holes between.
+        let sparse = tempfile::tempfile().expect("temp file");
+        let big = 64 << 20;
+        reserve(&sparse, big, &[(0, 1 << 20), (big - (1 << 20), 1 << 20)]).expect("reserve runs");
+        let m = sparse.metadata().expect("metadata");
+        assert_eq!(m.len(), big);
+        let got = m.blocks() * 512;
+        assert!((2 << 20..4 << 20).contains(&got), "only the data is allocated: {got} bytes");
     }
 
     #[test]

@@ -44,3 +44,22 @@ async fn bench_measures_every_peer_and_leaves_nothing_behind() {
     let err = meshsync::ops::control::bench(&solo.home, 1 << 20, 1 << 20, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("no peer is connected"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_blobs_are_bounded_by_each_nodes_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh_with(dir.path(), &[SendReceive; 3], "bench_max_mib = 4").await;
+    // Over its own limit, a node does not start a run.
+    let err = meshsync::ops::control::bench(&nodes[0].home, 8 << 20, 1 << 20, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("bench_max_mib"), "{err}");
+    // Offered a blob over its limit, it refuses at once, and says so: the run ends
+    // without waiting for it.
+    let report = meshsync::ops::control::bench(&nodes[1].home, 8 << 20, 1 << 20, |_| {}).await.expect("bench runs");
+    let of = |name: &str| report.peers.iter().find(|p| p.name == name).map(|p| p.secs);
+    assert_eq!(of("alpha"), Some(None), "the limited node fetched nothing: {report:?}");
+    assert!(of("gamma").is_some_and(|s| s.is_some()), "the other peer got its copy: {report:?}");
+    assert!(
+        std::fs::read_dir(nodes[0].home.dir().join("bench")).map(|d| d.count() == 0).unwrap_or(true),
+        "nothing written for the refused offer"
+    );
+}

@@ -118,12 +118,21 @@ async fn a_receive_only_local_edit_survives_a_remote_delete_until_reverted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scan_that_finds_most_files_gone_pauses_until_the_user_confirms() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
     std::fs::create_dir(nodes[0].path("site")).unwrap();
     for i in 0..150 {
         std::fs::write(nodes[0].path(&format!("site/{i}.html")), format!("page {i}")).unwrap();
     }
+    // Every page known to alpha: the first ones may be written before the new
+    // folder's watch exists, and are found when the folder is scanned, a second
+    // after it was made.
+    wait("alpha indexed every page", || files(&nodes[0]) == 150).await;
+    wait_content(&nodes, "site/0.html", b"page 0").await;
     wait_content(&nodes, "site/149.html", b"page 149").await;
     wait_in_sync(&nodes).await;
     // A deploy script gone astray: most of the tree is gone at once.

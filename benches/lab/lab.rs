@@ -17,10 +17,9 @@ mod util;
 
 use anyhow::{bail, Context};
 use netns::{DelayOutcome, Host, Shaping, Topology};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,7 +142,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
     let src = work.path().join("source").join(FILE);
     print!("writing a {} MiB random source file ... ", opts.size_mib);
     std::io::stdout().flush().ok();
-    let src_hash = write_random(&src, size)?;
+    let src_hash = util::write_random(&src, size, &mut rand::thread_rng())?;
     println!("blake3 {}", &src_hash.to_hex()[..16]);
 
     let shaping = Shaping { rate_mbit: opts.rate_mbit, loss_pct: opts.loss_pct, delay_ms: opts.delay_ms };
@@ -283,28 +282,8 @@ fn validate(o: &Options) -> anyhow::Result<()> {
 
 /// Why the lab cannot run on this machine, if it cannot.
 fn preflight(o: &Options) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the bandwidth lab needs root (it creates network namespaces); skipped".into());
-    }
-    let mut need = vec![("ip", "iproute2"), ("tc", "iproute2")];
-    if o.loss_pct > 0 {
-        need.push(("nft", "nftables"));
-    }
-    for (tool, pkg) in need {
-        if util::which(tool).is_none() {
-            return Some(format!("`{tool}` is not installed (apt-get install {pkg}); the bandwidth lab is skipped"));
-        }
-    }
-    // Root in a container may still lack CAP_SYS_ADMIN for namespaces.
-    let probe = format!("msl{}-probe", std::process::id());
-    match util::run(Command::new("ip").args(["netns", "add", &probe])) {
-        Ok(_) => {
-            let _ = util::run(Command::new("ip").args(["netns", "del", &probe]));
-            None
-        }
-        Err(e) => Some(format!("cannot create network namespaces here ({e:#}); the bandwidth lab is skipped")),
-    }
+    let nft: &[(&str, &str)] = if o.loss_pct > 0 { &[("nft", "nftables")] } else { &[] };
+    netns::unavailable(nft, "the bandwidth lab")
 }
 
 /// The lower bound for getting F bytes from one source to N receivers when
@@ -315,25 +294,6 @@ pub fn theoretical_min(size: u64, n: usize, rate_mbit: f64) -> f64 {
     let rate = rate_mbit * 1e6 / 8.0;
     let (u_s, d_min, sum_u) = (rate, rate, n as f64 * rate);
     (f / u_s).max(f / d_min).max(n as f64 * f / (u_s + sum_u))
-}
-
-fn write_random(path: &Path, size: u64) -> anyhow::Result<blake3::Hash> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rand::thread_rng().fill_bytes(&mut buf[..n]);
-        h.update(&buf[..n]);
-        f.write_all(&buf[..n]).with_context(|| format!("writing {}", path.display()))?;
-        left -= n as u64;
-    }
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
-    Ok(h.finalize())
 }
 
 /// What every method shares during a run.

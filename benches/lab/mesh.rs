@@ -21,6 +21,8 @@ pub struct Node {
     pub share: PathBuf,
     /// The daemon's log.
     pub log: PathBuf,
+    /// The namespace it runs in.
+    ns: String,
     child: Option<Child>,
 }
 
@@ -38,18 +40,48 @@ pub struct QuicFigures {
     pub datagrams_per_send: f64,
 }
 
+/// How the daemons are configured beyond what `init`/`join` write.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `rescan_interval_secs` of every node.
+    pub rescan_interval_secs: u64,
+    /// `RUST_LOG` of every daemon.
+    pub log_filter: String,
+}
+
+impl Default for Settings {
+    /// A full scan every second, so a missed event costs at most that (the
+    /// bandwidth lab measures transfers, not the watcher); info logs.
+    fn default() -> Self {
+        Self { rescan_interval_secs: 1, log_filter: "info".into() }
+    }
+}
+
 /// The running daemons; stopped on drop.
 pub struct Mesh {
     bin: PathBuf,
+    log_filter: String,
     /// Node i runs on lab host i.
     pub nodes: Vec<Node>,
 }
 
 impl Mesh {
-    /// Sets up and starts one node per host. `dir` holds homes and shares,
-    /// `logs` the daemon logs (named `<tag>-h<i>.log`).
+    /// Sets up and starts one node per host with the default [`Settings`]. `dir`
+    /// holds homes and shares, `logs` the daemon logs (named `<tag>-h<i>.log`).
     pub fn start(bin: &Path, hosts: &[Host], dir: &Path, logs: &Path, tag: &str) -> anyhow::Result<Self> {
-        let mut mesh = Mesh { bin: bin.to_path_buf(), nodes: Vec::new() };
+        Self::start_with(bin, hosts, dir, logs, tag, &Settings::default())
+    }
+
+    /// [`Mesh::start`] with these settings.
+    pub fn start_with(
+        bin: &Path,
+        hosts: &[Host],
+        dir: &Path,
+        logs: &Path,
+        tag: &str,
+        settings: &Settings,
+    ) -> anyhow::Result<Self> {
+        let mut mesh = Mesh { bin: bin.to_path_buf(), log_filter: settings.log_filter.clone(), nodes: Vec::new() };
         for (i, h) in hosts.iter().enumerate() {
             util::check_interrupt()?;
             let home = dir.join(format!("h{i}")).join("home");
@@ -62,22 +94,11 @@ impl Mesh {
             } else {
                 mesh.join(&home, &hosts[i].ns, &name, &listen)?;
             }
-            fast_rescan(&home.join("config.toml"))?;
+            set_rescan(&home.join("config.toml"), settings.rescan_interval_secs)?;
             std::fs::create_dir_all(&share).with_context(|| format!("creating {}", share.display()))?;
             mesh.cli(&home, &["share", "add", SHARE, &share.to_string_lossy()])?;
-            let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-            let child = util::in_ns(&h.ns, bin)
-                .arg("run")
-                .env("MESHSYNC_HOME", &home)
-                .env("RUST_LOG", "info")
-                // Plain text logs: they are read in files, not on a terminal.
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(logf)
-                .spawn()
-                .with_context(|| format!("starting the daemon on host {i}"))?;
-            mesh.nodes.push(Node { home, share, log, child: Some(child) });
+            mesh.nodes.push(Node { home, share, log, ns: h.ns.clone(), child: None });
+            mesh.start_node(i)?;
             if i == 0 {
                 // The inviter's daemon must answer before anyone can join through it.
                 mesh.wait_until(Duration::from_secs(20), "host 0's daemon to answer `status`", |m| {
@@ -86,6 +107,41 @@ impl Mesh {
             }
         }
         Ok(mesh)
+    }
+
+    /// Starts node `i`'s daemon in its namespace (it must not be running); its log
+    /// is appended to, so a restart keeps what came before.
+    pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = &self.nodes[i];
+        if n.child.is_some() {
+            bail!("the daemon on host {i} is already running");
+        }
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .with_context(|| format!("opening {}", n.log.display()))?;
+        let child = util::in_ns(&n.ns, &self.bin)
+            .arg("run")
+            .env("MESHSYNC_HOME", &n.home)
+            .env("RUST_LOG", &self.log_filter)
+            // Plain text logs: they are read in files, not on a terminal.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("starting the daemon on host {i}"))?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Stops node `i`'s daemon (SIGTERM, then SIGKILL after 10 s).
+    #[allow(dead_code)] // benches/pair's
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(c) = self.nodes[i].child.take() {
+            util::stop_children(&mut [c], Duration::from_secs(10));
+        }
     }
 
     /// `meshsync` with the node's home, outside any namespace (the control socket
@@ -264,22 +320,23 @@ impl Drop for Mesh {
     }
 }
 
-/// Sets `rescan_interval_secs = 1` in `[node]`, so a missed event costs at most a second.
-fn fast_rescan(cfg: &Path) -> anyhow::Result<()> {
+/// Sets `rescan_interval_secs = secs` in `[node]`.
+fn set_rescan(cfg: &Path, secs: u64) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(cfg).with_context(|| format!("reading {}", cfg.display()))?;
     let has_key = text.lines().any(|l| l.trim_start().starts_with("rescan_interval_secs"));
+    let line_set = format!("rescan_interval_secs = {secs}\n");
     let mut out = String::new();
     let mut done = false;
     for line in text.lines() {
         if has_key && line.trim_start().starts_with("rescan_interval_secs") {
-            out.push_str("rescan_interval_secs = 1\n");
+            out.push_str(&line_set);
             done = true;
             continue;
         }
         out.push_str(line);
         out.push('\n');
         if !has_key && line.trim() == "[node]" {
-            out.push_str("rescan_interval_secs = 1\n");
+            out.push_str(&line_set);
             done = true;
         }
     }

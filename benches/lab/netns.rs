@@ -121,6 +121,30 @@ fn tc(ns: &str, args: &[String]) -> anyhow::Result<String> {
     run(Command::new("tc").args(["-n", ns]).args(args))
 }
 
+/// Why network namespaces cannot be built here, if they cannot: not root, `ip`
+/// or `tc` (or a tool of `extra`, as (program, package)) missing, or no right to
+/// create namespaces. `what` names the benchmark in the message.
+pub fn unavailable(extra: &[(&str, &str)], what: &str) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(format!("{what} needs root (it creates network namespaces); skipped"));
+    }
+    for (tool, pkg) in [("ip", "iproute2"), ("tc", "iproute2")].iter().chain(extra) {
+        if util::which(tool).is_none() {
+            return Some(format!("`{tool}` is not installed (apt-get install {pkg}); {what} is skipped"));
+        }
+    }
+    // Root in a container may still lack CAP_SYS_ADMIN for namespaces.
+    let probe = format!("msl{}-probe", std::process::id());
+    match run(Command::new("ip").args(["netns", "add", &probe])) {
+        Ok(_) => {
+            let _ = run(Command::new("ip").args(["netns", "del", &probe]));
+            None
+        }
+        Err(e) => Some(format!("cannot create network namespaces here ({e:#}); {what} is skipped")),
+    }
+}
+
 /// The lab address of host `i`: 198.18.0.0/15 is reserved for benchmarking (RFC 2544).
 pub fn host_addr(i: usize) -> Ipv4Addr {
     let n = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 1 + i as u32;
@@ -189,22 +213,36 @@ impl Topology {
     /// the senders' congestion control overshot (or nftables' loss, which is not
     /// counted here). `None` if tc's statistics could not be read.
     pub fn queue_drops(&self) -> Option<Vec<(u64, u64)>> {
+        // Summed over the device's qdiscs (netem and tbf when delay is applied).
+        self.per_link("(dropped ", |counts| counts.iter().sum())
+    }
+
+    /// Bytes each host's shaped links have passed so far, as (upload, download) per
+    /// host, IP packets with their Ethernet headers. `None` if unreadable.
+    #[allow(dead_code)] // benches/pair's
+    pub fn link_bytes(&self) -> Option<Vec<(u64, u64)>> {
+        // netem and tbf on one device both see every packet: the larger is the root's.
+        self.per_link("Sent ", |counts| counts.iter().copied().max().unwrap_or(0))
+    }
+
+    /// One figure of `tc -s qdisc` (the number after `key`, as in "Sent 123 bytes 4
+    /// pkt (dropped 5, overlimits 6 requeues 0)") per host link, combined over the
+    /// device's qdiscs by `combine`, as (upload, download) per host.
+    fn per_link(&self, key: &str, combine: impl Fn(&[u64]) -> u64) -> Option<Vec<(u64, u64)>> {
         let sw = self.switch_ns.as_deref()?;
-        let dropped = |ns: &str, dev: &str| -> Option<u64> {
+        let figure = |ns: &str, dev: &str| -> Option<u64> {
             let out = tc(ns, &["-s", "qdisc", "show", "dev", dev].map(String::from)).ok()?;
-            // "Sent 123 bytes 4 pkt (dropped 5, overlimits 6 requeues 0)": summed
-            // over the device's qdiscs (netem and tbf when delay is applied).
             let counts: Vec<u64> = out
-                .split("(dropped ")
+                .split(key)
                 .skip(1)
-                .map(|rest| rest.split(',').next().and_then(|n| n.trim().parse().ok()))
+                .map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()))
                 .collect::<Option<_>>()?;
-            (!counts.is_empty()).then(|| counts.iter().sum())
+            (!counts.is_empty()).then(|| combine(&counts))
         };
         self.hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| Some((dropped(&h.ns, "eth0")?, dropped(sw, &format!("h{i}"))?)))
+            .map(|(i, h)| Some((figure(&h.ns, "eth0")?, figure(sw, &format!("h{i}"))?)))
             .collect()
     }
 

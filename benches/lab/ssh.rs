@@ -129,6 +129,20 @@ impl Sshd {
     /// `rsync -a --whole-file -e ssh SRC root@host:DEST_DIR/`, run in host 0's
     /// namespace, stdout/stderr to `log`.
     pub fn rsync(&self, from: &Host, src: &Path, to: &Host, dest_dir: &Path, log: &Path) -> anyhow::Result<Child> {
+        self.rsync_with(&["-a", "--whole-file"], from, src, to, dest_dir, log)
+    }
+
+    /// `rsync OPTIONS -e ssh SRC root@host:DEST_DIR/` (a `SRC` ending in `/` copies
+    /// what is in it), run in `from`'s namespace, stdout/stderr to `log`.
+    pub fn rsync_with(
+        &self,
+        options: &[&str],
+        from: &Host,
+        src: &Path,
+        to: &Host,
+        dest_dir: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Child> {
         // rsync splits -e on spaces and honours single quotes.
         let quoted: Vec<String> = std::iter::once(self.tools.ssh.to_string_lossy().to_string())
             .chain(self.ssh_opts())
@@ -139,7 +153,8 @@ impl Sshd {
         }
         let logf = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         util::in_ns(&from.ns, &self.tools.rsync)
-            .args(["-a", "--whole-file", "-e"])
+            .args(options)
+            .arg("-e")
             .arg(quoted.join(" "))
             .arg(src)
             .arg(format!("root@{}:{}/", to.addr, dest_dir.display()))

@@ -168,3 +168,24 @@ pub fn hash_file(p: &Path) -> anyhow::Result<blake3::Hash> {
     h.update_reader(f).with_context(|| format!("reading {}", p.display()))?;
     Ok(h.finalize())
 }
+
+/// Writes `size` bytes from `rng` to `path` (parents created), synced; returns their blake3.
+pub fn write_random(path: &Path, size: u64, rng: &mut impl rand::RngCore) -> anyhow::Result<blake3::Hash> {
+    use std::io::Write;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n]).with_context(|| format!("writing {}", path.display()))?;
+        left -= n as u64;
+    }
+    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    Ok(h.finalize())
+}

@@ -103,8 +103,8 @@ fn main() {
         },
     );
     println!();
-    println!("| N | last done (s) | minimum (s) | ratio | first done (s) | source sent / F | duplicates / F | maps / F | requests | busy (full) | events | wall (s) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| N | last done (s) | minimum (s) | ratio | first done (s) | source sent / F | duplicates / F | maps / F | requests | busy (full) | timed out | events | wall (s) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &a.nodes {
         let mut cfg = Config::uniform(n, rate, a.size_mib << 20, Duration::from_secs_f64(a.rtt_ms / 1e3), a.seed);
         cfg.view = a.view;
@@ -122,7 +122,7 @@ fn main() {
         let f = r.file_bytes as f64;
         let complete = r.held.iter().all(|h| *h == r.chunks);
         println!(
-            "| {n} | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {} | {} ({}) | {} | {:.1} |{}",
+            "| {n} | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} | {:.3} | {} | {} ({}) | {} | {} | {:.1} |{}",
             r.last_done,
             r.minimum,
             r.ratio,
@@ -133,6 +133,7 @@ fn main() {
             r.requests,
             r.busy,
             r.full,
+            r.timeouts,
             r.events,
             wall,
             if complete { "" } else { " INCOMPLETE" },

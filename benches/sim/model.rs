@@ -186,6 +186,8 @@ pub struct Report {
     pub full: u64,
     /// Duplicate requests cancelled.
     pub cancels: u64,
+    /// Requests taken back at their deadline (the daemon's `requests_timed_out`).
+    pub timeouts: u64,
     /// Events processed.
     pub events: u64,
     /// Mean time a chunk waited for the receiver's downlink after its last byte arrived (s).
@@ -503,6 +505,7 @@ impl<'a> Sim<'a> {
             busy: 0,
             full: 0,
             cancels: 0,
+            timeouts: 0,
             events: 0,
             downlink_wait: 0.0,
             held: vec![],
@@ -917,6 +920,15 @@ impl<'a> Sim<'a> {
             let down = self.cfg.links[r as usize].down;
             let free = &mut self.down_free[r as usize];
             *free = free.max(now as f64 * 1e-9) + (read * self.map_bytes) as f64 / down;
+        }
+        // As the daemon's refresh does: requests past their deadline go elsewhere.
+        for d in self.rx(r).swarm.expire(Duration::from_nanos(now)) {
+            self.report.timeouts += 1;
+            if let Some(id) = self.rx(r).outstanding.remove(&(host_of(&d.peer), d.chunk as u32)) {
+                self.reqs[id as usize].cancelled = true;
+                let g = self.reqs[id as usize].gen;
+                self.at(now + self.one_way, Ev::Cancel(id, g));
+            }
         }
         self.poll(r, now);
         self.at(now + ns(REFRESH_EVERY), Ev::Refresh(r));

@@ -1,12 +1,13 @@
 //! The node's TOML config: parsing, defaults, validation with file:line errors.
 
 mod edit;
-mod modes;
 pub mod schedule;
+mod share;
 
-pub use modes::{DeleteBrake, LogFormat, ShareMode, Versioning};
+use share::RawShare;
+pub use share::{DeleteBrake, ShareConfig, ShareMode, Versioning, DEFAULT_MIN_INTERVAL};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,28 @@ pub enum ConfigError {
     },
 }
 
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown log format {s:?}: expected human or json")),
+        }
+    }
+}
+
 /// `[node]`: this node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -59,6 +82,8 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// Cap on this node's upload in Mbit/s (like rsync's `--bwlimit`); `None`: no cap.
     pub upload_limit_mbit: Option<u64>,
+    /// Cap on this node's downloads in Mbit/s, all shares and peers together; `None`: no cap.
+    pub download_limit_mbit: Option<u64>,
     /// TCP address serving Prometheus metrics at `/metrics`; `None`: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
@@ -72,26 +97,21 @@ pub struct NodeConfig {
     pub join_deadline: Duration,
     /// MiB of index pages kept in memory (the index database's cache).
     pub index_cache_mib: u64,
+    /// Largest bench blob this node writes or fetches (`meshsync bench`, a peer's offer).
+    pub bench_max_bytes: u64,
+    /// Deleted entries are forgotten this many days after the delete, once every
+    /// member has seen it (see `sync::tombstones`).
+    pub tombstone_days: u32,
 }
 
-/// `[[share]]`: one replicated folder.
-#[derive(Clone, Debug)]
-pub struct ShareConfig {
-    /// Name, equal on every node that replicates it.
-    pub name: String,
-    /// Local folder.
-    pub path: PathBuf,
-    /// Send/receive mode.
-    pub mode: ShareMode,
-    /// Extra ignore patterns (globs on the relative path or file name).
-    pub ignore: Vec<String>,
-    /// When downloads may start; `None`: at any time.
-    pub schedule: Option<crate::config::schedule::Schedule>,
-    /// How many deletions one scan may record.
-    pub max_delete: DeleteBrake,
-    /// What happens to a file a peer's change replaces or deletes.
-    pub versioning: Versioning,
-}
+/// Default of `bench_max_mib`.
+pub const DEFAULT_BENCH_MAX_MIB: u64 = 4 << 10;
+/// Largest `bench_max_mib`: 64 GiB.
+pub const MAX_BENCH_MIB: u64 = 64 << 10;
+/// Default of `tombstone_days`.
+pub const DEFAULT_TOMBSTONE_DAYS: u32 = 30;
+/// Largest `tombstone_days` (a hundred years: "never", in practice).
+pub const MAX_TOMBSTONE_DAYS: u32 = 36_500;
 
 /// A node's whole config.
 #[derive(Clone, Debug)]
@@ -124,6 +144,8 @@ struct RawNode {
     #[serde(default)]
     upload_limit_mbit: Option<u64>,
     #[serde(default)]
+    download_limit_mbit: Option<u64>,
+    #[serde(default)]
     metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
     log: LogFormat,
@@ -133,6 +155,10 @@ struct RawNode {
     max_join_per_address: Spanned<usize>,
     #[serde(default = "default_join_deadline")]
     join_deadline_secs: Spanned<usize>,
+    #[serde(default = "default_bench_max")]
+    bench_max_mib: Spanned<u64>,
+    #[serde(default = "default_tombstone_days")]
+    tombstone_days: Spanned<u32>,
     #[serde(default = "default_index_cache")]
     index_cache_mib: Spanned<usize>,
 }
@@ -159,30 +185,12 @@ fn no_advertise() -> Spanned<Vec<SocketAddr>> {
 fn default_min_free() -> Spanned<u64> {
     Spanned::new(0..0, 256)
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawShare {
-    name: Spanned<String>,
-    path: Spanned<PathBuf>,
-    #[serde(default)]
-    mode: ShareMode,
-    #[serde(default)]
-    ignore: Vec<Spanned<String>>,
-    #[serde(default)]
-    schedule: Option<Spanned<String>>,
-    #[serde(default)]
-    schedule_window_mins: Option<Spanned<u64>>,
-    #[serde(default)]
-    max_delete: Option<u64>,
-    #[serde(default)]
-    versioning: Option<Spanned<String>>,
-    #[serde(default)]
-    keep_days: Option<Spanned<u32>>,
+fn default_bench_max() -> Spanned<u64> {
+    Spanned::new(0..0, DEFAULT_BENCH_MAX_MIB)
 }
-
-/// How long a scheduled share's window stays open when `schedule_window_mins` is not set.
-const DEFAULT_WINDOW_MINS: u64 = 60;
+fn default_tombstone_days() -> Spanned<u32> {
+    Spanned::new(0..0, DEFAULT_TOMBSTONE_DAYS)
+}
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -199,6 +207,23 @@ pub fn ignore_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
     let trimmed = pattern.trim_end_matches('/');
     let escaped = trimmed.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1;
     globset::Glob::new(if escaped { pattern } else { trimmed })
+}
+
+/// Parses a duration: a number (`2`, `0.5`) with an optional unit, `ms`, `s`
+/// (the default), `m`, `h` or `d`: `500ms`, `90s`, `15m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 500ms, 30s, 15m, 1h or 2d"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|_| format!("bad duration {s:?}: too long"))
 }
 
 /// Checks a share name: it travels on the wire and names index trees.
@@ -243,56 +268,7 @@ impl Config {
             if !s.path.get_ref().is_absolute() {
                 return Err(invalid(s.path.span().start, "share path must be absolute".into()));
             }
-            let mut ignore = Vec::new();
-            for g in s.ignore {
-                ignore_glob(g.get_ref()).map_err(|e| invalid(g.span().start, format!("bad ignore pattern: {e}")))?;
-                ignore.push(g.into_inner());
-            }
-            let schedule = match (s.schedule, s.schedule_window_mins) {
-                (None, None) => None,
-                (None, Some(w)) => {
-                    return Err(invalid(w.span().start, "schedule_window_mins needs a schedule = \"<cron>\"".into()))
-                }
-                (Some(pat), w) => {
-                    let mins = w.as_ref().map(|w| *w.get_ref()).unwrap_or(DEFAULT_WINDOW_MINS);
-                    let at = w.as_ref().map(|w| w.span().start).unwrap_or(pat.span().start);
-                    let window = Duration::from_secs(mins.saturating_mul(60));
-                    let sched = crate::config::schedule::Schedule::parse(pat.get_ref(), window).map_err(|e| {
-                        let at = if e == crate::config::schedule::ScheduleError::EmptyWindow {
-                            at
-                        } else {
-                            pat.span().start
-                        };
-                        invalid(at, e.to_string())
-                    })?;
-                    Some(sched)
-                }
-            };
-            shares.push(ShareConfig {
-                name: s.name.into_inner(),
-                path: s.path.into_inner(),
-                mode: s.mode,
-                ignore,
-                schedule,
-                versioning: match (s.versioning.as_ref().map(|v| v.get_ref().as_str()), &s.keep_days) {
-                    (Some("off"), Some(k)) => {
-                        return Err(invalid(k.span().start, "keep_days needs versioning = \"trash\"".into()))
-                    }
-                    (Some("off"), None) => Versioning::Off,
-                    (None | Some("trash"), k) => {
-                        Versioning::Trash { keep_days: k.as_ref().map_or(7, |k| *k.get_ref()) }
-                    }
-                    (Some(other), _) => {
-                        let at = s.versioning.as_ref().map_or(0, |v| v.span().start);
-                        return Err(invalid(at, format!("versioning {other:?}: expected \"trash\" or \"off\"")));
-                    }
-                },
-                max_delete: match s.max_delete {
-                    None => DeleteBrake::Half,
-                    Some(0) => DeleteBrake::Off,
-                    Some(n) => DeleteBrake::AtMost(n),
-                },
-            });
+            shares.push(s.into_config(&invalid)?);
         }
         let metrics_listen = match &raw.node.metrics_listen {
             Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -307,6 +283,20 @@ impl Config {
         let min_free_bytes = min_free.get_ref().checked_mul(1 << 20).ok_or_else(|| {
             invalid(min_free.span().start, format!("min_free_mib {} is more than any disk holds", min_free.get_ref()))
         })?;
+        let bench = &raw.node.bench_max_mib;
+        if !(1..=MAX_BENCH_MIB).contains(bench.get_ref()) {
+            return Err(invalid(
+                bench.span().start,
+                format!("bench_max_mib {} must be 1 to {MAX_BENCH_MIB} (64 GiB)", bench.get_ref()),
+            ));
+        }
+        let days = &raw.node.tombstone_days;
+        if !(1..=MAX_TOMBSTONE_DAYS).contains(days.get_ref()) {
+            return Err(invalid(
+                days.span().start,
+                format!("tombstone_days {} must be a whole number of days, 1 to {MAX_TOMBSTONE_DAYS}", days.get_ref()),
+            ));
+        }
         for (key, n, most) in [
             ("max_join_connections", &raw.node.max_join_connections, 1024),
             ("max_join_per_address", &raw.node.max_join_per_address, 1024),
@@ -334,12 +324,15 @@ impl Config {
                 rescan_interval: Duration::from_secs(*raw.node.rescan_interval_secs.get_ref()),
                 min_free_bytes,
                 upload_limit_mbit: raw.node.upload_limit_mbit.filter(|m| *m > 0),
+                download_limit_mbit: raw.node.download_limit_mbit.filter(|m| *m > 0),
                 metrics_listen,
                 log: raw.node.log,
                 max_join_connections: raw.node.max_join_connections.into_inner(),
                 max_join_per_address: raw.node.max_join_per_address.into_inner(),
                 join_deadline: Duration::from_secs(*raw.node.join_deadline_secs.get_ref() as u64),
                 index_cache_mib: *raw.node.index_cache_mib.get_ref() as u64,
+                bench_max_bytes: bench.get_ref() << 20,
+                tombstone_days: *days.get_ref(),
             },
             shares,
         })
@@ -371,11 +364,14 @@ impl Config {
              rescan_interval_secs = 3600\n\
              min_free_mib = 256\n\
              # upload_limit_mbit = 100              # cap on upload, like rsync --bwlimit (default: none)\n\
+             # download_limit_mbit = 100            # cap on downloads, every share and peer together (default: none)\n\
              # metrics_listen = \"127.0.0.1:9477\"   # Prometheus metrics at /metrics (default: off)\n\
              # max_join_connections = 16            # join connections served at once (default 16)\n\
              # max_join_per_address = 4             # ... from one address (default 4)\n\
              # join_deadline_secs = 10              # a joiner's handshake and request, from its first packet\n\
              # index_cache_mib = 64                 # index pages kept in memory (about 3x resident)\n\
+             # bench_max_mib = 4096                 # largest bench blob written or fetched here\n\
+             # tombstone_days = 30                  # forget deletions this old that every member has seen\n\
              log = \"human\"\n",
             toml_string(name)
         )
@@ -405,6 +401,9 @@ impl Config {
             DeleteBrake::Off => add.push_str("max_delete = 0\n"),
             DeleteBrake::AtMost(n) => add.push_str(&format!("max_delete = {n}\n")),
         }
+        if share.min_interval != DEFAULT_MIN_INTERVAL {
+            add.push_str(&format!("min_interval = \"{}ms\"\n", share.min_interval.as_millis()));
+        }
         if let Some(s) = &share.schedule {
             add.push_str(&format!(
                 "schedule = {}\nschedule_window_mins = {}\n",
@@ -425,113 +424,4 @@ fn toml_string(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> String {
-        Config::parse(text, Path::new("/h/config.toml")).unwrap_err().to_string()
-    }
-
-    const NODE: &str = "[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"b\"\npath = \"/srv/b\"\n";
-
-    #[test]
-    fn schedules_parse_and_bad_ones_name_their_line() {
-        let c = Config::parse(&format!("{NODE}schedule = \"30 2 * * *\"\n"), Path::new("c")).unwrap();
-        assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("30 2 * * * for 60 min".into()));
-        let e = err(&format!("{NODE}schedule = \"nightly\"\n"));
-        assert!(e.starts_with("/h/config.toml:7: bad schedule \"nightly\""), "{e}");
-        let e = err(&format!("{NODE}schedule = \"0 1 * * *\"\nschedule_window_mins = 0\n"));
-        assert!(e.starts_with("/h/config.toml:8: schedule_window_mins must be at least 1"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmetrics_listen = \"localhost\"\n");
-        assert!(e.starts_with("/h/config.toml:4: metrics_listen \"localhost\" must be ip:port"), "{e}");
-        let e = err(&format!("{NODE}schedule_window_mins = 30\n"));
-        assert!(e.starts_with("/h/config.toml:7: schedule_window_mins needs a schedule"), "{e}");
-        assert!(Config::parse(NODE, Path::new("c")).unwrap().shares[0].schedule.is_none());
-    }
-
-    #[test]
-    fn defaults_and_shares() {
-        let c = Config::parse(
-            "[node]\nname = \"a\"\nlisten = \"127.0.0.1:7000\"\n[[share]]\nname = \"web\"\npath = \"/srv/www\"\nmode = \"receive-only\"\n",
-            Path::new("c"),
-        )
-        .unwrap();
-        assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
-        assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
-        assert_eq!(c.node.index_cache_mib, crate::index::DEFAULT_CACHE_MIB);
-        assert_eq!(c.node.join_deadline, Duration::from_secs(10));
-        assert!(c.node.advertise.is_empty(), "automatic");
-        assert_eq!(c.shares[0].mode, ShareMode::ReceiveOnly);
-        assert_eq!(c.shares[0].max_delete, DeleteBrake::Half);
-        assert_eq!(c.shares[0].versioning, Versioning::Trash { keep_days: 7 });
-        let e = err(&format!("{NODE}versioning = \"simple\"\n"));
-        assert!(e.starts_with("/h/config.toml:7: versioning \"simple\": expected"), "{e}");
-        let e = err(&format!("{NODE}versioning = \"off\"\nkeep_days = 3\n"));
-        assert!(e.starts_with("/h/config.toml:8: keep_days needs"), "{e}");
-    }
-
-    #[test]
-    fn the_delete_brake_stops_more_than_half_and_at_least_a_hundred() {
-        let half = DeleteBrake::Half;
-        assert!(half.allows(99, 100), "fewer than 100: always");
-        assert!(half.allows(100, 200), "exactly half");
-        assert!(!half.allows(101, 200));
-        assert!(!half.allows(100, 100), "all of them");
-        assert!(!half.may_stop(99) && half.may_stop(100));
-        assert!(DeleteBrake::Off.allows(1_000_000, 1));
-        assert!(!DeleteBrake::AtMost(10).allows(11, 1_000_000));
-        assert!(DeleteBrake::AtMost(10).allows(10, 10));
-    }
-
-    #[test]
-    fn errors_name_file_line_and_expectation() {
-        let e = err("[node]\nname = \"a\"\nlisten = \"nope\"\n");
-        assert!(e.starts_with("/h/config.toml:3: "), "{e}");
-        assert!(e.contains("socket address"), "{e}");
-        let e = err(
-            "[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/x\"\nmode = \"both\"\n",
-        );
-        assert!(e.starts_with("/h/config.toml:7: "), "{e}");
-        assert!(e.contains("send-receive"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nrescan_interval_secs = 0\n");
-        assert!(e.starts_with("/h/config.toml:4: "), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"rel\"\n");
-        assert!(e.starts_with("/h/config.toml:6: ") && e.contains("absolute"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[share]]\nname = \"w\"\npath = \"/a\"\n[[share]]\nname = \"w\"\npath = \"/b\"\n");
-        assert!(e.starts_with("/h/config.toml:8: ") && e.contains("twice"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"0.0.0.0:1\"\nadvertise = [\"0.0.0.0:1\"]\n");
-        assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmin_free_mib = 17592186044416\n");
-        assert!(e.starts_with("/h/config.toml:4: min_free_mib"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nindex_cache_mib = 0\n");
-        assert!(e.starts_with("/h/config.toml:4: index_cache_mib must be a whole number from 1"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_join_connections = 0\n");
-        assert!(e.starts_with("/h/config.toml:4: max_join_connections must be a whole number from 1"), "{e}");
-        let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n");
-        assert!(e.starts_with("/h/config.toml:4: ") && e.contains("unknown field"), "{e}");
-    }
-
-    #[test]
-    fn append_share_keeps_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("config.toml");
-        std::fs::write(&p, Config::initial_text("n \"q\"", "127.0.0.1:9".parse().unwrap(), &[])).unwrap();
-        let share = ShareConfig {
-            name: "docs".into(),
-            path: "/tmp/some dir/ü".into(),
-            mode: ShareMode::SendOnly,
-            ignore: vec!["*.log".into()],
-            schedule: Some(crate::config::schedule::Schedule::parse("0 1 * * 1-5", Duration::from_secs(7200)).unwrap()),
-            max_delete: DeleteBrake::AtMost(500),
-            versioning: Versioning::Trash { keep_days: 30 },
-        };
-        let c = Config::append_share(&p, &share).unwrap();
-        assert_eq!(c.node.name, "n \"q\"");
-        assert_eq!(c.shares[0].path, PathBuf::from("/tmp/some dir/ü"));
-        assert_eq!(c.shares[0].schedule.as_ref().map(|s| s.describe()), Some("0 1 * * 1-5 for 120 min".into()));
-        assert_eq!(c.shares[0].max_delete, DeleteBrake::AtMost(500));
-        assert_eq!(c.shares[0].versioning, Versioning::Trash { keep_days: 30 });
-        assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
-        assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
-    }
-}
+mod tests;

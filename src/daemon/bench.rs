@@ -23,8 +23,47 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Largest blob a peer agrees to fetch.
-pub const MAX_BLOB: u64 = 64 << 30;
+/// Why a node does not write or fetch a blob of some size.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BlobRefused {
+    /// Empty, or over the node's `bench_max_mib`.
+    #[error("blob size {size} bytes: expected 1 byte to {limit_mib} MiB (`bench_max_mib` in the config)", limit_mib = limit >> 20)]
+    Size {
+        /// Bytes asked for.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// It would eat into the free space to keep.
+    #[error("blob of {size} bytes does not fit: {free} bytes free, {keep} of them kept free (`min_free_mib`)")]
+    Space {
+        /// Bytes asked for.
+        size: u64,
+        /// Bytes free where bench blobs go.
+        free: u64,
+        /// Bytes to keep free.
+        keep: u64,
+    },
+}
+
+/// Whether a blob of `size` bytes may be written here, with `free` bytes free under
+/// the home and `keep` to keep free.
+pub fn blob_fits(size: u64, limit: u64, free: u64, keep: u64) -> Result<(), BlobRefused> {
+    if size == 0 || size > limit {
+        return Err(BlobRefused::Size { size, limit });
+    }
+    if free < size.saturating_add(keep) {
+        return Err(BlobRefused::Space { size, free, keep });
+    }
+    Ok(())
+}
+
+/// [`blob_fits`] for this node now.
+fn check_blob(node: &Node, size: u64) -> Result<(), BlobRefused> {
+    let free = crate::util::free_space(node.home.dir()).unwrap_or(0);
+    let keep = node.live.min_free.load(std::sync::atomic::Ordering::Relaxed);
+    blob_fits(size, node.config.node.bench_max_bytes, free, keep)
+}
 /// How long a peer keeps a blob if the end of the run never arrives.
 const KEEP_AT_MOST: Duration = Duration::from_secs(600);
 
@@ -130,6 +169,7 @@ fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
         max_delete: Default::default(),
         // A bench blob replaced or deleted is not worth keeping.
         versioning: crate::config::Versioning::Off,
+        min_interval: crate::config::DEFAULT_MIN_INTERVAL,
     };
     let share = Arc::new(Share::open(node, cfg)?);
     node.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name, share.clone());
@@ -206,7 +246,7 @@ async fn run_inner(
     probe_bytes: u64,
     out: &mpsc::Sender<BenchEvent>,
 ) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(size > 0 && size <= MAX_BLOB, "blob size must be between 1 byte and {} GiB", MAX_BLOB >> 30);
+    check_blob(node, size)?;
     let peers = node.peers.list();
     anyhow::ensure!(!peers.is_empty(), "no peer is connected; `meshsync status` shows who is known");
     // One peer at a time, so each probe has this node's download to itself.
@@ -312,8 +352,15 @@ pub(super) fn on_offer(node: &Arc<Node>, from: NodeId, id: u64, entry: WireEntry
             return;
         }
     };
-    if entry.kind != EntryKind::File || entry.path != blob_path() || entry.size > MAX_BLOB {
-        warn!(size = entry.size, "refused bench offer (not a blob this node accepts)");
+    if entry.kind != EntryKind::File || entry.path != blob_path() {
+        warn!("refused bench offer (not a blob)");
+        return;
+    }
+    if let Err(why) = check_blob(node, entry.size) {
+        warn!(%why, "refused bench offer");
+        // Told at once: the originator need not wait for this node's copy.
+        let refused = Control::BenchDone { id, ok: false };
+        tokio::spawn(async move { reply.send(refused).await });
         return;
     }
     let token = CancellationToken::new();
@@ -361,5 +408,23 @@ pub(super) fn clean_leftovers(node: &Node) {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             warn!(path = %dir.display(), error = %e, "cannot remove old bench blobs");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_fits_under_the_limit_and_above_the_free_space_kept() {
+        let mib = 1 << 20;
+        assert_eq!(blob_fits(8 * mib, 16 * mib, 100 * mib, 10 * mib), Ok(()));
+        assert_eq!(blob_fits(0, 16 * mib, 100 * mib, 0), Err(BlobRefused::Size { size: 0, limit: 16 * mib }));
+        let over = blob_fits(17 * mib, 16 * mib, 100 * mib, 0).unwrap_err();
+        assert!(over.to_string().contains("1 byte to 16 MiB (`bench_max_mib`"), "{over}");
+        let full = blob_fits(8 * mib, 16 * mib, 12 * mib, 5 * mib).unwrap_err();
+        assert_eq!(full, BlobRefused::Space { size: 8 * mib, free: 12 * mib, keep: 5 * mib });
+        assert!(full.to_string().contains("min_free_mib"), "{full}");
+        assert!(blob_fits(u64::MAX, u64::MAX, u64::MAX - 1, 1).is_err(), "no overflow");
     }
 }

@@ -7,6 +7,7 @@
 use super::{Node, Share};
 use crate::gossip;
 use crate::ids::NodeId;
+use crate::index::IndexError;
 use crate::proto::{Control, ShareHello};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,20 +15,33 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
-/// Where this node stands with `share` for `peer`, as sent in Hello and ShareAdded.
-pub(super) fn share_hello(share: &Share, peer: &NodeId) -> Result<ShareHello, crate::index::IndexError> {
+/// Where this node stands with `share` for `peer`, as sent in Hello and ShareAdded;
+/// `have` is `None` (send everything) for a peer whose whole index this node wants
+/// again (see `Share::asks_whole_index`), and the share goes into `whole`.
+pub(super) fn share_hello(
+    node: &Node,
+    share: &Share,
+    peer: &NodeId,
+    whole: &mut HashSet<String>,
+) -> Result<ShareHello, IndexError> {
     let idx = &share.ctx.index;
-    Ok(ShareHello {
-        name: share.cfg.name.clone(),
-        index_id: idx.index_id()?,
-        max_seq: idx.max_seq()?,
-        have: idx.remote_state(peer)?,
-    })
+    let have = if share.asks_whole_index(peer, node.config.node.tombstone_days)? {
+        whole.insert(share.cfg.name.clone());
+        None
+    } else {
+        idx.remote_state(peer)?
+    };
+    Ok(ShareHello { name: share.cfg.name.clone(), index_id: idx.index_id()?, max_seq: idx.max_seq()?, have })
 }
 
 /// The shares this node tells `peer` of in its Hello: those the peer is admitted to.
-pub(super) fn hello_shares(node: &Node, peer: &NodeId) -> Result<Vec<ShareHello>, crate::index::IndexError> {
-    node.share_list().iter().filter(|s| node.admits(&s.cfg.name, peer)).map(|s| share_hello(s, peer)).collect()
+pub(super) fn hello_shares(
+    node: &Node,
+    peer: &NodeId,
+    whole: &mut HashSet<String>,
+) -> Result<Vec<ShareHello>, IndexError> {
+    let list = node.share_list();
+    list.iter().filter(|s| node.admits(&s.cfg.name, peer)).map(|s| share_hello(node, s, peer, whole)).collect()
 }
 
 /// One session's share exchange.
@@ -45,6 +59,8 @@ pub(super) struct Exchange {
     sending: HashMap<String, AbortHandle>,
     /// Shares this node holds that the peer is not admitted to, as last decided.
     excluded: HashSet<String>,
+    /// Shares whose whole index this node asked of the peer, until it has come.
+    whole: HashSet<String>,
 }
 
 impl Exchange {
@@ -55,19 +71,25 @@ impl Exchange {
         minor: u32,
         tx: mpsc::Sender<Control>,
         hello: Vec<ShareHello>,
-    ) -> Self {
+        whole: HashSet<String>,
+    ) -> Result<Self, IndexError> {
         let (theirs, held): (HashMap<String, ShareHello>, HashMap<String, ShareHello>) =
             hello.into_iter().map(|s| (s.name.clone(), s)).partition(|(name, _)| node.admits(name, &peer));
         let mut excluded = HashSet::new();
         // Each Hello says afresh which shares the peer has (it may have removed one).
+        let now = crate::index::unix_now();
         for share in node.share_list() {
             let admitted = node.admits(&share.cfg.name, &peer);
-            share.set_participant(peer, admitted && theirs.contains_key(&share.cfg.name));
+            let takes_part = admitted && theirs.contains_key(&share.cfg.name);
+            share.set_participant(peer, takes_part);
+            if takes_part {
+                share.ctx.index.note_contact(&peer, now)?;
+            }
             if !admitted {
                 excluded.insert(share.cfg.name.clone());
             }
         }
-        Self { node, peer, minor, tx, theirs, held, sending: HashMap::new(), excluded }
+        Ok(Self { node, peer, minor, tx, theirs, held, sending: HashMap::new(), excluded, whole })
     }
 
     /// True if the peer takes part in `share` with this node (progress maps go to it).
@@ -110,6 +132,9 @@ impl Exchange {
         }
         if let Some(share) = self.node.share(&sh.name) {
             share.set_participant(self.peer, true);
+            if let Err(e) = share.ctx.index.note_contact(&self.peer, crate::index::unix_now()) {
+                tracing::warn!(share = %sh.name, error = %e, "cannot note the peer's contact");
+            }
         }
         if let Some(h) = self.sending.remove(&sh.name) {
             h.abort();
@@ -117,6 +142,26 @@ impl Exchange {
         self.theirs.insert(sh.name.clone(), sh);
         self.start_senders(tasks);
         true
+    }
+
+    /// An index batch of `name` up to `upto` came in: once the whole index this node
+    /// asked for is in, its own records the mesh forgot become local changes
+    /// (see `Share::settle_recheck`).
+    pub(super) async fn received(&mut self, name: &str, upto: u64) -> Result<(), IndexError> {
+        let Some(theirs) = self.theirs.get(name).filter(|t| self.whole.contains(name) && upto >= t.max_seq) else {
+            return Ok(());
+        };
+        let have = theirs.have;
+        self.whole.remove(name);
+        let Some(sh) = self.node.share(name) else { return Ok(()) };
+        // What the peer had received of this node's index, if it is of this index.
+        let ours = sh.ctx.index.index_id()?;
+        if let Some((_, ack)) = have.filter(|h| h.0 == ours) {
+            tokio::task::spawn_blocking(move || sh.settle_recheck(ack))
+                .await
+                .map_err(|e| IndexError::Task(e.to_string()))??;
+        }
+        Ok(())
     }
 
     /// This node stopped taking part in `name` (`share remove` while running).
@@ -137,11 +182,7 @@ impl Exchange {
     }
 
     /// This node started taking part in `name` (`share add` while running).
-    pub(super) async fn we_added(
-        &mut self,
-        name: &str,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<(), crate::index::IndexError> {
+    pub(super) async fn we_added(&mut self, name: &str, tasks: &mut JoinSet<()>) -> Result<(), IndexError> {
         let Some(share) = self.node.share(name) else { return Ok(()) };
         if !self.node.admits(name, &self.peer) {
             self.excluded.insert(name.to_string());
@@ -149,7 +190,7 @@ impl Exchange {
         }
         // The peer named it in its Hello already, or will send ShareAdded.
         share.set_participant(self.peer, self.theirs.contains_key(name));
-        let _ = self.tx.send(Control::ShareAdded(share_hello(&share, &self.peer)?)).await;
+        let _ = self.tx.send(Control::ShareAdded(share_hello(&self.node, &share, &self.peer, &mut self.whole)?)).await;
         self.start_senders(tasks);
         Ok(())
     }
@@ -157,11 +198,7 @@ impl Exchange {
     /// `share`'s members changed: stop exchanging it with a peer no longer
     /// admitted (and forget what it sent), tell one newly admitted that this node
     /// has it.
-    pub(super) async fn reconsider(
-        &mut self,
-        name: &str,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<(), crate::index::IndexError> {
+    pub(super) async fn reconsider(&mut self, name: &str, tasks: &mut JoinSet<()>) -> Result<(), IndexError> {
         let Some(share) = self.node.share(name) else { return Ok(()) };
         let now = self.node.admits(name, &self.peer);
         let was = !self.excluded.contains(name);
@@ -178,7 +215,8 @@ impl Exchange {
             self.excluded.remove(name);
             // This node forgot the peer's index of it: the peer starts over from
             // this ShareAdded; a peer that forgot this node's sends one too.
-            let _ = self.tx.send(Control::ShareAdded(share_hello(&share, &self.peer)?)).await;
+            let _ =
+                self.tx.send(Control::ShareAdded(share_hello(&self.node, &share, &self.peer, &mut self.whole)?)).await;
             if let Some(sh) = self.held.remove(name) {
                 share.set_participant(self.peer, true);
                 self.theirs.insert(name.to_string(), sh);

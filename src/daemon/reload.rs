@@ -1,9 +1,10 @@
 //! Config edits applied to a running node, without dropping a connection: when the
 //! file changes on disk, at SIGHUP, and at `meshsync reload` (which gets a report).
-//! Shares added and removed, a share's ignore rules and schedule, and the node's
-//! upload cap, free-space floor and rescan interval take effect at once; the rest
-//! (listen, advertise, name, log, metrics_listen, a share's path or mode) at the
-//! next start, and the log and the report say so.
+//! Shares added and removed, a share's ignore rules, schedule and min_interval, and
+//! the node's upload and download caps, free-space floor and rescan interval take
+//! effect at once;
+//! the rest (listen, advertise, name, log, metrics_listen, a share's path or mode)
+//! at the next start, and the log and the report say so.
 
 use super::{Node, NodeEvent};
 use crate::config::{Config, ConfigError, NodeConfig, ShareConfig};
@@ -52,6 +53,10 @@ pub(super) struct LiveSettings {
     pub(super) min_free: Arc<AtomicU64>,
     /// 0: no cap.
     upload_mbit: AtomicU64,
+    /// 0: no cap.
+    download_mbit: AtomicU64,
+    /// Paces every download of the node; shared with every share's transfer context.
+    pub(super) download: Arc<crate::net::limit::RateLimit>,
 }
 
 impl LiveSettings {
@@ -61,6 +66,8 @@ impl LiveSettings {
             rescan_secs: AtomicU64::new(cfg.rescan_interval.as_secs()),
             min_free: Arc::new(AtomicU64::new(cfg.min_free_bytes)),
             upload_mbit: AtomicU64::new(cfg.upload_limit_mbit.unwrap_or(0)),
+            download_mbit: AtomicU64::new(cfg.download_limit_mbit.unwrap_or(0)),
+            download: Arc::new(crate::net::limit::RateLimit::new(cfg.download_limit_mbit)),
         }
     }
 
@@ -75,6 +82,7 @@ impl LiveSettings {
             rescan_interval: self.rescan_interval(),
             min_free_bytes: self.min_free.load(Ordering::Relaxed),
             upload_limit_mbit: Some(self.upload_mbit.load(Ordering::Relaxed)).filter(|m| *m > 0),
+            download_limit_mbit: Some(self.download_mbit.load(Ordering::Relaxed)).filter(|m| *m > 0),
             ..cfg.clone()
         }
     }
@@ -87,7 +95,7 @@ struct Changes {
     removed: Vec<String>,
     /// Shares of the new config not running.
     added: Vec<ShareConfig>,
-    /// Running shares whose ignore rules or schedule changed, as configured now.
+    /// Running shares whose ignore rules, schedule or `min_interval` changed, as configured now.
     reconfigured: Vec<ShareConfig>,
     /// Settings applied live.
     applied: Vec<String>,
@@ -112,6 +120,9 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ("max_join_per_address", a.max_join_per_address != b.max_join_per_address, false),
         ("join_deadline_secs", a.join_deadline != b.join_deadline, false),
         ("index_cache_mib", a.index_cache_mib != b.index_cache_mib, false),
+        ("download_limit_mbit", a.download_limit_mbit != b.download_limit_mbit, true),
+        ("bench_max_mib", a.bench_max_bytes != b.bench_max_bytes, false),
+        ("tombstone_days", a.tombstone_days != b.tombstone_days, false),
     ];
     for (key, changed, live) in node_keys {
         if changed {
@@ -135,7 +146,11 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ch.needs_restart.extend(
             [("path", old.path != s.path), ("mode", old.mode != s.mode)].iter().filter(|k| k.1).map(|k| named(k.0)),
         );
-        let live = [("ignore", old.ignore != s.ignore), ("schedule", describe(old) != describe(s))];
+        let live = [
+            ("ignore", old.ignore != s.ignore),
+            ("schedule", describe(old) != describe(s)),
+            ("min_interval", old.min_interval != s.min_interval),
+        ];
         if live.iter().any(|k| k.1) {
             ch.applied.extend(live.iter().filter(|k| k.1).map(|k| named(k.0)));
             ch.reconfigured.push(s.clone());
@@ -263,6 +278,8 @@ async fn apply(
     live.min_free.store(n.min_free_bytes, Ordering::Relaxed);
     live.upload_mbit.store(n.upload_limit_mbit.unwrap_or(0), Ordering::Relaxed);
     node.server.set_upload_limit(n.upload_limit_mbit);
+    live.download_mbit.store(n.download_limit_mbit.unwrap_or(0), Ordering::Relaxed);
+    live.download.set(n.download_limit_mbit);
     if rescan_changed {
         // Workers wait out the old interval otherwise.
         node.share_list().iter().for_each(|s| s.reconfigured.notify_one());
@@ -299,8 +316,11 @@ mod tests {
         assert_eq!(none.removed, vec!["s"]);
         let edited = BASE
             .replace("listen = \"127.0.0.1:1\"", "listen = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:2\"")
-            .replace("name = \"a\"", "name = \"a\"\nupload_limit_mbit = 50\nrescan_interval_secs = 60")
-            + "ignore = [\"*.log\"]\nschedule = \"0 1 * * *\"\n";
+            .replace(
+                "name = \"a\"",
+                "name = \"a\"\nupload_limit_mbit = 50\ndownload_limit_mbit = 80\nrescan_interval_secs = 60",
+            )
+            + "ignore = [\"*.log\"]\nschedule = \"0 1 * * *\"\nmin_interval = \"5s\"\n";
         let ch = diff(&running, &parse(&edited));
         assert_eq!(ch.needs_restart, vec!["[node] metrics_listen"]);
         assert_eq!(
@@ -308,8 +328,10 @@ mod tests {
             vec![
                 "[node] rescan_interval_secs",
                 "[node] upload_limit_mbit",
+                "[node] download_limit_mbit",
                 "share \"s\" ignore",
-                "share \"s\" schedule"
+                "share \"s\" schedule",
+                "share \"s\" min_interval"
             ]
         );
         assert_eq!(ch.reconfigured.len(), 1);
@@ -324,9 +346,11 @@ mod tests {
         let live = LiveSettings::of(&started);
         assert_eq!(live.overlay(&started).upload_limit_mbit, None);
         live.upload_mbit.store(40, Ordering::Relaxed);
+        live.download_mbit.store(30, Ordering::Relaxed);
         live.rescan_secs.store(60, Ordering::Relaxed);
         let now = live.overlay(&started);
         assert_eq!((now.upload_limit_mbit, now.rescan_interval), (Some(40), Duration::from_secs(60)));
+        assert_eq!(now.download_limit_mbit, Some(30));
         assert_eq!(now.name, "a");
     }
 }

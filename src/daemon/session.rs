@@ -124,7 +124,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     // Records on a channel of their own: the busy one of progress maps may lag.
     let mut records = node.trust.events.subscribe();
     // A share the peer is not a member of is not named to it.
-    let shares = exchange::hello_shares(node, &peer)?;
+    // `whole`: the shares whose whole index this node asks of the peer (deletes it
+    // may have forgotten while this node was away, see `Share::asks_whole_index`).
+    let mut whole = std::collections::HashSet::new();
+    let shares = exchange::hello_shares(node, &peer, &mut whole)?;
     let hello = Hello { minor: PROTOCOL_MINOR, name: node.config.node.name.clone(), addrs: node.advertised(), shares };
     proto::write_frame(&mut send, &hello).await?;
     let theirs: Hello =
@@ -200,7 +203,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
         let _ = tx.send(Control::Peers(piece.to_vec())).await;
     }
 
-    let mut shares = Exchange::new(node.clone(), peer, theirs_minor, tx.clone(), theirs.shares);
+    let mut shares = Exchange::new(node.clone(), peer, theirs_minor, tx.clone(), theirs.shares, whole)?;
     shares.start_senders(&mut tasks);
     // In the peer's span, like everything else of the session: a log line of a
     // served request says whom it served.
@@ -311,10 +314,12 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                     Control::Index { share, index_id, entries, upto_seq } => {
                         let batch = gossip::index::Batch { index_id, entries, same: Vec::new(), upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
+                        shares.received(&share, upto_seq).await?;
                     }
                     Control::IndexBatch { share, index_id, entries, same, upto_seq } => {
                         let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
+                        shares.received(&share, upto_seq).await?;
                     }
                     Control::Removed(r) => {
                         if let Err(e) = node.take_removal(r).await {
@@ -381,8 +386,8 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     result
 }
 
-/// Stores a peer's index batch of one share (if this node has the share) and
-/// plans its paths again.
+/// Stores a peer's index batch of one share (if this node has the share and the
+/// peer is a member of it) and plans its paths again.
 async fn receive_index(
     node: &Node,
     peer: NodeId,
@@ -395,7 +400,9 @@ async fn receive_index(
         debug!(share, "refused an index batch of a share the peer is not a member of");
         return Ok(());
     }
+    debug!(share, entries = batch.entries.len(), upto = batch.upto, "index batch received");
     let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
+    sh.ctx.index.note_contact(&peer, crate::index::unix_now())?;
     sh.mark_dirty(paths);
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::proto::{Control, SameVersion, WireEntry, MAX_BATCH_ENTRIES};
 use crate::relpath::RelPath;
 use crate::stats::Counters;
 use tokio::sync::{mpsc, watch};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Streams this node's changes of share `name` to `peer`, from sequence `sent` on,
 /// whenever `durable` (the share's newest sequence on disk) moves. Only what is on
@@ -35,7 +35,15 @@ pub async fn send(
         let from = sent;
         let batch = tokio::task::spawn_blocking(move || {
             let recs = idx.since(from, upto_durable, MAX_BATCH_ENTRIES)?;
-            let upto = recs.last().map(|r| r.seq);
+            // Sequences past the last record, up to the newest on disk, were records
+            // purged since (forgotten deletes): a batch that ends the index says it
+            // reaches that newest, so a peer reading this index whole can tell it has
+            // all of it.
+            let upto = match recs.last().map(|r| r.seq) {
+                Some(last) if idx.since(last, upto_durable, 1)?.is_empty() => Some(last.max(upto_durable)),
+                Some(last) => Some(last),
+                None => (upto_durable > from).then_some(upto_durable),
+            };
             let (mut entries, mut same) = (Vec::with_capacity(recs.len()), Vec::new());
             for r in recs.iter().filter(|r| !r.local_change) {
                 if names_back && is_theirs(&idx, r, &peer, their_index)? {
@@ -71,6 +79,7 @@ pub async fn send(
         if tx.send(msg).await.is_err() {
             return;
         }
+        debug!(upto, "index batch sent");
         sent = upto;
     }
 }

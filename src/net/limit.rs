@@ -1,5 +1,5 @@
-//! Upload rate limit (`upload_limit_mbit`), like rsync's `--bwlimit`: a token bucket
-//! shared by every upload of the node.
+//! Rate limits (`upload_limit_mbit`, `download_limit_mbit`), like rsync's
+//! `--bwlimit`: a token bucket shared by every upload, or every download, of the node.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use tokio::time::Instant;
 /// Bytes the bucket may send at once after an idle spell.
 const BURST: f64 = 256.0 * 1024.0;
 
-/// A shared upload budget.
+/// A shared budget of bytes per second.
 #[derive(Debug)]
 pub struct RateLimit {
     bucket: Mutex<Bucket>,

@@ -24,6 +24,9 @@ fn summary(cfg: &Config, path: &Path) -> String {
     if let Some(m) = n.upload_limit_mbit {
         let _ = write!(s, ", upload capped at {m} Mbit/s");
     }
+    if let Some(m) = n.download_limit_mbit {
+        let _ = write!(s, ", downloads capped at {m} Mbit/s");
+    }
     if let Some(m) = n.metrics_listen {
         let _ = write!(s, ", metrics at http://{m}/metrics");
     }

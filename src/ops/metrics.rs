@@ -60,7 +60,9 @@ pub fn render(st: &Status) -> Result<String, std::fmt::Error> {
         ("share_files", "files in the share", |s| s.files as i64),
         ("share_dirs", "directories in the share", |s| s.dirs as i64),
         ("share_size_bytes", "bytes of the share's files", |s| s.bytes as i64),
-        ("share_local_changes", "local changes a receive-only share keeps to itself", |s| s.local_changes as i64),
+        ("share_local_changes", "local changes the share keeps to itself (never announced)", |s| {
+            s.local_changes as i64
+        }),
         ("share_in_sync", "1 if every connected peer and this node have the same versions", |s| s.in_sync.into()),
         ("share_paused", "1 if the share is paused (disk full)", |s| s.paused.is_some().into()),
         ("share_scanning", "1 while a scan runs or a local change waits to be scanned", |s| s.scanning.into()),

@@ -170,6 +170,11 @@ pub const MINOR_MEMBERSHIP: u32 = 2;
 /// mesh: the leaving node takes it as "heard".
 pub const CLOSE_LEFT: u32 = 6;
 
+/// The application close code of a connection closed because the peer answered
+/// nothing, not even QUIC acknowledgements, while chunk requests to it missed their
+/// deadlines: it is dialed again.
+pub const CLOSE_STALLED: u32 = 7;
+
 /// "My entry for this path is yours, at this version."
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SameVersion {

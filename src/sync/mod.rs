@@ -1,11 +1,12 @@
-//! The pure cores of the sync engine: the planner, the swarm scheduler, pieces and
-//! the upload policy. No I/O, no tokio, no locks, no clock but a `now` passed in;
+//! The pure cores of the sync engine: the planner, the swarm scheduler, pieces,
+//! the upload policy and the tombstone rules. No I/O, no tokio, no locks, no clock but a `now` passed in;
 //! `transfer`, `gossip` and `daemon` drive them.
 
 pub mod dial;
 pub mod pieces;
 pub mod planner;
 pub mod swarm;
+pub mod tombstones;
 pub mod upload;
 
 pub use planner::{plan_path, Action};

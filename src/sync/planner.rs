@@ -100,6 +100,12 @@ pub fn plan_path(local: Option<&LocalRecord>, remotes: &[(NodeId, Entry)], mode:
     };
     let le = &l.entry;
     match le.version.compare(&w.version) {
+        // Kept to itself as forgotten by the mesh (`sync::tombstones`), but a peer
+        // holds this very version after all: it is the mesh's again. (A receive-only
+        // change has a version of its own, which no peer holds.)
+        VvOrder::Equal if l.local_change && le.deleted == w.deleted && le.same_content(w) => {
+            Some(Action::Adopt { target: w.clone() })
+        }
         VvOrder::Equal | VvOrder::Greater => None,
         VvOrder::Less => {
             if mode == ShareMode::SendOnly {
@@ -226,6 +232,17 @@ mod tests {
         let theirs = file(b"old", &[(1, 1)], 1, 5);
         assert_eq!(plan_path(Some(&rec(mine.clone())), &[(A, theirs)], ShareMode::SendReceive), None);
         assert_eq!(plan_path(Some(&rec(mine.clone())), &[(A, mine)], ShareMode::SendReceive), None);
+    }
+
+    #[test]
+    fn a_file_kept_as_forgotten_by_the_mesh_is_announced_again_once_a_peer_holds_it() {
+        let kept = file(b"x", &[(1, 1)], 1, 10);
+        let local = LocalRecord { local_change: true, ..rec(kept.clone()) };
+        let act = plan_path(Some(&local), &[(A, kept.clone())], ShareMode::SendReceive);
+        assert_eq!(act, Some(Action::Adopt { target: kept.clone() }));
+        let other = file(b"y", &[(1, 1)], 1, 10);
+        assert_eq!(plan_path(Some(&local), &[(A, other)], ShareMode::SendReceive), None, "not the same content");
+        assert_eq!(plan_path(Some(&rec(kept.clone())), &[(A, kept)], ShareMode::SendReceive), None);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! since the scan.
 
 use super::local::Verify;
-use super::versions;
 use super::{io_err, ApplyError, ShareCtx};
+use super::{space, versions};
 use crate::config::Versioning;
 use crate::ids::ChunkHash;
 use crate::index::{Entry, EntryKind, FileStamp, LocalRecord};
@@ -17,7 +17,7 @@ use crate::watch::Ours;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
@@ -179,15 +179,6 @@ impl ShareCtx {
         Ok(())
     }
 
-    fn temp_path(&self, target: &Entry) -> PathBuf {
-        let mut h = blake3::Hasher::new();
-        h.update(target.path.as_str().as_bytes());
-        for b in &target.blocks {
-            h.update(&b.hash.0);
-        }
-        self.private_dir().join(format!("{}.part", &h.finalize().to_hex()[..32]))
-    }
-
     pub(super) async fn fetch(
         &self,
         target: Entry,
@@ -198,21 +189,26 @@ impl ShareCtx {
         let started = std::time::Instant::now();
         let free = free_space(&self.root).map_err(io_err(&self.root))?;
         let tmp = self.temp_path(&target);
-        let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-        let need = target.size.saturating_sub(have_tmp);
+        // What the file's data needs (all-zero chunks stay holes), less what a
+        // temp file left by an earlier attempt has already: its length says
+        // nothing, it was set to the full size at once.
+        let runs = space::data_runs(&target);
+        let need = runs.iter().map(|r| r.1).sum::<u64>().saturating_sub(space::allocated(&tmp));
         if free < need.saturating_add(self.min_free.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(ApplyError::DiskFull { need, free });
         }
+        let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
         self.create_below_root(&self.private_dir())?;
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&tmp).map_err(io_err(&tmp))?;
-        if let Err(e) = crate::util::reserve(&file, target.size) {
+        if let Err(e) = crate::util::reserve(&file, target.size, &runs) {
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 return Err(ApplyError::DiskFull { need, free: free_space(&self.root).unwrap_or(0) });
             }
             return Err(io_err(&tmp)(e));
         }
         let file = Arc::new(file);
+        self.partial.open(&tmp, &file);
 
         // Where each distinct chunk goes.
         let mut positions: HashMap<ChunkHash, (u32, Vec<u64>)> = HashMap::new();
@@ -235,13 +231,9 @@ impl ShareCtx {
 
         if !missing.is_empty() {
             let fetched = self.fetch_remote(&target, missing, &sources, &file, &positions, done_bytes).await;
-            done_bytes = match fetched {
-                Ok(d) => d,
-                Err(e) => {
-                    self.partial.remove_file(&file);
-                    return Err(e);
-                }
-            };
+            // On failure the temp file stays, and so does what it holds for peers
+            // (see `PartialStore`).
+            done_bytes = fetched?;
         }
         debug!(share = %self.name, path = %target.path, bytes = done_bytes, "assembled");
 

@@ -10,13 +10,13 @@ use crate::net::{self, ChunkAnswer};
 use crate::proto::{ChunkRef, ChunkRequest, Control, HaveMap, Holders};
 use crate::stats::Counters;
 use crate::sync::pieces::{piece_target, PieceBlocks, Pieces};
-use crate::sync::swarm::{Have, Outcome, Request, Swarm};
+use crate::sync::swarm::{Dropped, Have, Outcome, Request, Swarm, BUSY_LIMIT, MAX_TIMEOUTS};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// How often a download announces which chunks it holds (if that changed) when it
 /// sends its maps to `peers` peers. Each hop of a piece through the mesh waits for
@@ -79,9 +79,13 @@ impl ShareCtx {
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: HashMap<Request, tokio::task::AbortHandle> = HashMap::new();
         let mut unflushed = 0u64;
-        // Peers whose index came in after the plan was made count from the start.
+        // Peers whose index came in after the plan was made count from the start,
+        // and so do peers that announced chunks of this version: with the source
+        // gone, what the others hold is all there is.
         let (mut sources_at, mut sources_gen) = (epoch, self.index.remote_generation());
         self.add_sources(&mut swarm, target, &mut known);
+        dl.learn_announced(&mut swarm);
+        let mut stalls = Stalls::default();
         loop {
             for req in swarm.poll(epoch.elapsed()) {
                 let Some(conn) = self.peers.get(&req.peer) else {
@@ -95,10 +99,12 @@ impl ShareCtx {
                     holders,
                     remaining: swarm.missing_bytes(),
                 };
-                let (f, pos) = (file.clone(), positions.clone());
+                let (f, pos, limit) = (file.clone(), positions.clone(), self.download_limit.clone());
                 // Verified and written in the request task: hashing runs on every core
                 // and this loop never waits for the disk, only for bookkeeping.
                 let h = tasks.spawn(async move {
+                    // The node's download cap paces the asking, before any deadline starts.
+                    limit.acquire(cr.chunks.iter().map(|c| u64::from(c.len)).sum()).await;
                     let got = match net::request_chunks(&conn, &cr).await {
                         Ok(ChunkAnswer::Data(data)) => {
                             let chunks = cr.chunks;
@@ -118,10 +124,15 @@ impl ShareCtx {
             if swarm.is_complete() {
                 break;
             }
-            if tasks.is_empty() && swarm.is_stuck() && !self.add_sources(&mut swarm, target, &mut known) {
-                // Nothing in flight and nothing to ask: no one has the rest.
-                dl.announce(true);
-                return Err(ApplyError::NoSource(target.path.clone()));
+            if tasks.is_empty() && swarm.is_stuck() {
+                dl.learn_announced(&mut swarm);
+                if !self.add_sources(&mut swarm, target, &mut known) && swarm.is_stuck() {
+                    // Nothing in flight and nothing to ask: no one has the rest. What is
+                    // here stays servable from the temp file until the next attempt.
+                    dl.announce(true);
+                    return Err(ApplyError::NoSource(target.path.clone()));
+                }
+                continue;
             }
             let joined = tokio::select! {
                 j = tasks.join_next(), if !tasks.is_empty() => j,
@@ -138,6 +149,14 @@ impl ShareCtx {
                             swarm.set_rtt(id, c.rtt());
                         }
                     }
+                    let late = swarm.expire(epoch.elapsed());
+                    for r in &late {
+                        if let Some(h) = running.remove(r) {
+                            h.abort();
+                        }
+                    }
+                    stalls.missed(self, target, &late);
+                    stalls.dropped(self, target, swarm.take_dropped());
                     continue;
                 }
                 _ = announce.tick() => {
@@ -150,6 +169,9 @@ impl ShareCtx {
             };
             let Ok((req, got)) = joined else { continue };
             running.remove(&req);
+            if matches!(got, Got::Piece { .. }) {
+                stalls.answered(&req.peer);
+            }
             let outcome = match got {
                 Got::Piece { written, corrupt, missing } => {
                     let mut bytes = 0u64;
@@ -201,6 +223,7 @@ impl ShareCtx {
                     h.abort();
                 }
             }
+            stalls.dropped(self, target, swarm.take_dropped());
         }
         for (_, h) in running {
             h.abort();
@@ -361,4 +384,66 @@ fn verify_and_write(
         written.push(*c);
     }
     Got::Piece { written, corrupt, missing }
+}
+
+/// Peers that missed a deadline in this download, with the count of datagrams
+/// their connection had received at the first miss: a peer dropped for missing
+/// deadlines whose connection has received nothing since is gone (killed, frozen,
+/// cut off), and its connection is closed at once rather than at QUIC's idle
+/// timeout (30 s), so the dialer tries it again; one that still answers (keep-alive
+/// acknowledgements) is only left out of this download.
+#[derive(Default)]
+struct Stalls {
+    since: HashMap<NodeId, u64>,
+}
+
+impl Stalls {
+    fn missed(&mut self, ctx: &ShareCtx, target: &Entry, late: &[Request]) {
+        if late.is_empty() {
+            return;
+        }
+        Counters::add(&ctx.counters.requests_timed_out, late.len() as u64);
+        let mut peers: Vec<NodeId> = late.iter().map(|r| r.peer).collect();
+        peers.dedup();
+        for peer in peers {
+            let Some(conn) = ctx.peers.get(&peer) else { continue };
+            let received = conn.stats().udp_rx.datagrams;
+            if let std::collections::hash_map::Entry::Vacant(v) = self.since.entry(peer) {
+                v.insert(received);
+                warn!(share = %ctx.name, peer = ?peer, path = %target.path,
+                    "requests not answered in time; asking other peers");
+            }
+        }
+    }
+
+    fn answered(&mut self, peer: &NodeId) {
+        self.since.remove(peer);
+    }
+
+    fn dropped(&mut self, ctx: &ShareCtx, target: &Entry, dropped: Vec<(NodeId, Dropped)>) {
+        for (peer, why) in dropped {
+            let conn = ctx.peers.get(&peer);
+            match why {
+                Dropped::Corrupt => {
+                    warn!(share = %ctx.name, peer = ?peer, path = %target.path, "peer sent corrupt chunks; not asked again for this file")
+                }
+                Dropped::Busy => info!(share = %ctx.name, peer = ?peer, path = %target.path,
+                    "peer answered only Busy for {} s while nothing arrived; not asked again for this file now", BUSY_LIMIT.as_secs()),
+                Dropped::Timeouts => {
+                    let silent = conn
+                        .as_ref()
+                        .zip(self.since.get(&peer))
+                        .is_some_and(|(c, at)| c.stats().udp_rx.datagrams == *at);
+                    if let (true, Some(c)) = (silent, conn) {
+                        warn!(share = %ctx.name, peer = ?peer, path = %target.path,
+                            "peer missed {MAX_TIMEOUTS} deadlines and sent nothing since the first; disconnecting (it is dialed again)");
+                        c.close(crate::proto::CLOSE_STALLED.into(), b"no answer in time");
+                    } else {
+                        warn!(share = %ctx.name, peer = ?peer, path = %target.path,
+                            "peer missed {MAX_TIMEOUTS} deadlines in a row; not asked again for this file now");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod fetch;
 pub mod local;
 pub mod partial;
 pub mod serve;
+mod space;
 pub mod versions;
 
 pub use fetch::{announce_every, FAST_ANNOUNCE_PEERS, REFRESH_EVERY};
@@ -70,6 +71,8 @@ pub struct ShareCtx {
     pub mode: ShareMode,
     /// Free bytes to keep (the node's, which a reload changes).
     pub min_free: Arc<std::sync::atomic::AtomicU64>,
+    /// The node's download cap, shared by every share (a reload changes it).
+    pub download_limit: Arc<crate::net::limit::RateLimit>,
     /// Live connections.
     pub peers: Arc<Peers>,
     /// Counters.

@@ -1,13 +1,17 @@
 //! Watches a share for changes (inotify through `notify`) so a local change is
-//! scanned within about a second instead of at the next full rescan, and only the
-//! changed paths are looked at: a full walk of a share with millions of files is
-//! minutes of `stat`, which the hourly rescan still does to catch missed events.
+//! scanned at once instead of at the next full rescan, and only the changed paths
+//! are looked at: a full walk of a share with millions of files is minutes of
+//! `stat`, which the hourly rescan still does to catch missed events.
 //!
-//! A changed path is scanned once it has been quiet for [`SETTLE`]: a file still
-//! being written keeps moving its deadline, so it is not hashed (and replicated)
-//! half-written. The scanner checks size and mtime again after hashing as well, and
-//! partial-download names (`*.filepart`, ...) are ignored whatever the timing.
-//! `config::schedule` says when a share may transfer.
+//! `settle` decides when a changed path is scanned: a file closed after writing or
+//! moved in at once, one still being written once quiet. The scanner checks size
+//! and mtime again after hashing as well, and partial-download names
+//! (`*.filepart`, ...) are ignored whatever the timing. `config::schedule` says
+//! when a share may transfer.
+
+mod settle;
+
+pub use settle::{Change, Settle, BATCH, MAX_SETTLE, SETTLE};
 
 use crate::relpath::RelPath;
 use crate::scan::Ignore;
@@ -18,14 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::warn;
-
-/// How long a path must go without events before it is scanned.
-pub const SETTLE: Duration = Duration::from_secs(1);
-/// A path written without pause is scanned this long after its first event anyway
-/// (the scanner skips it if it changes while hashed), so a busy file is not left
-/// for the hourly rescan.
-pub const MAX_SETTLE: Duration = Duration::from_secs(10);
+use tracing::{debug, warn};
 
 /// Why a share cannot be watched (it is then rescanned more often instead).
 #[derive(Debug, thiserror::Error)]
@@ -38,70 +35,6 @@ pub enum WatchError {
         /// What notify said.
         source: notify::Error,
     },
-}
-
-/// Paths with events, each with the time of its latest one; pure, the caller passes
-/// the time.
-#[derive(Debug, Default)]
-pub struct Settle {
-    /// Per path: its first and latest event since it was last taken.
-    events: HashMap<RelPath, (Duration, Duration)>,
-    overflow: bool,
-}
-
-impl Settle {
-    /// Notes an event on `path` at `now`.
-    pub fn record(&mut self, path: RelPath, now: Duration) {
-        self.events.entry(path).and_modify(|e| e.1 = now).or_insert((now, now));
-    }
-
-    /// Notes that events were lost (queue overflow, watch error): only a full scan
-    /// can tell what changed.
-    pub fn overflowed(&mut self) {
-        self.overflow = true;
-    }
-
-    /// True (once) if events were lost since the last call.
-    pub fn take_overflow(&mut self) -> bool {
-        std::mem::take(&mut self.overflow)
-    }
-
-    /// True if nothing waits to be scanned.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && !self.overflow
-    }
-
-    /// When a path is due: quiet for `quiet`, or [`MAX_SETTLE`] after its first event.
-    fn due_at((first, last): (Duration, Duration), quiet: Duration) -> Duration {
-        (last + quiet).min(first + MAX_SETTLE)
-    }
-
-    /// When the earliest waiting path is due (see [`Settle::take_due`]).
-    pub fn next_due(&self, quiet: Duration) -> Option<Duration> {
-        self.events.values().map(|e| Self::due_at(*e, quiet)).min()
-    }
-
-    /// Removes and returns, in path order, the paths quiet for `quiet` at `now` or
-    /// waiting since [`MAX_SETTLE`]; and, once one is due, with it every path quiet
-    /// for half as long: a burst of events (an `rm -rf`, an untar) comes out as one
-    /// batch, so the delete brake judges a large delete whole.
-    pub fn take_due(&mut self, now: Duration, quiet: Duration) -> Vec<RelPath> {
-        if !self.events.values().any(|e| Self::due_at(*e, quiet) <= now) {
-            return Vec::new();
-        }
-        let mut due: Vec<RelPath> =
-            self.events.iter().filter(|(_, e)| Self::due_at(**e, quiet / 2) <= now).map(|(p, _)| p.clone()).collect();
-        due.sort();
-        for p in &due {
-            self.events.remove(p);
-        }
-        due
-    }
-
-    /// Forgets every waiting path (a full scan is about to look at all of them).
-    pub fn clear(&mut self) {
-        self.events.clear();
-    }
 }
 
 /// A change this node makes itself, whose event the watch is to drop: scanning it
@@ -118,14 +51,26 @@ pub enum Ours {
 /// expectations are simply forgotten (their events are then scanned, as before).
 const MAX_OURS: usize = 100_000;
 
+/// An event of this node's own still to come at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// The change itself.
+    Change(Ours),
+    /// What follows the half of a rename that was ours: the combined event notify
+    /// sends when it saw both halves (the temp files and kept versions are in the
+    /// watched `.meshsync/`), and the close of the download's temp file, whose
+    /// handle the transfer holds until after the rename.
+    Tail,
+}
+
 /// The events of one share, shared between notify's thread and the share worker.
 #[derive(Debug)]
 pub struct Pending {
     settle: Mutex<Settle>,
-    /// This node's own changes whose one event is still to come.
-    ours: Mutex<HashMap<RelPath, Ours>>,
-    /// Woken when the first path waits or events were lost, so the worker can set
-    /// its deadline (later events never bring it forward).
+    /// This node's own changes whose events are still to come.
+    ours: Mutex<HashMap<RelPath, Expect>>,
+    /// Woken when a path is due before the deadline the worker sleeps until, or
+    /// events were lost.
     pub wake: tokio::sync::Notify,
     /// Set when the kernel refused a watch after the start (a new directory past
     /// the inotify limit): changes there raise no event, so the share falls back to
@@ -153,36 +98,52 @@ impl Pending {
         f(&mut self.settle.lock().unwrap_or_else(|e| e.into_inner()), now)
     }
 
-    /// Notes a change this node is about to make at `path`: its event is dropped.
-    /// Only that one event: a user's write to the path right after it raises other
-    /// events (create, write, close), which are not dropped.
+    /// Notes a change this node is about to make at `path`: its events are dropped
+    /// (a rename's and the close that follows it). Only those: a user's write to
+    /// the path right after it raises other events (create, write, close), which
+    /// are not dropped.
     pub fn ours(&self, path: RelPath, what: Ours) {
         let mut m = self.ours.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MAX_OURS {
             m.clear();
         }
-        m.insert(path, what);
+        m.insert(path, Expect::Change(what));
     }
 
-    /// True (once) when `path`'s event of kind `kind` is the one this node expected.
+    /// True when `path`'s event of kind `kind` is one this node expected.
     fn is_ours(&self, path: &RelPath, kind: &notify::EventKind) -> bool {
-        use notify::event::{ModifyKind, RenameMode};
+        use notify::event::RenameMode::{Any, Both, From, To};
+        use notify::event::{AccessKind, AccessMode};
+        use notify::EventKind::{Access, Modify, Remove};
+        use Expect::{Change, Tail};
         let mut m = self.ours.lock().unwrap_or_else(|e| e.into_inner());
-        let fits = match (m.get(path), kind) {
-            (Some(Ours::RenamedInto), notify::EventKind::Modify(ModifyKind::Name(mode))) => {
-                matches!(mode, RenameMode::To | RenameMode::Both | RenameMode::Any)
-            }
+        // What is expected after this event, if it is ours.
+        let then = match (m.get(path), kind) {
+            (Some(Change(Ours::RenamedInto)), Modify(ModifyKind::Name(To))) => Some(Some(Tail)),
+            (Some(Change(Ours::RenamedInto)), Modify(ModifyKind::Name(Both | Any))) => Some(None),
             // A deleted file kept as a version is renamed away, not removed.
-            (Some(Ours::Removed), notify::EventKind::Remove(_)) => true,
-            (Some(Ours::Removed), notify::EventKind::Modify(ModifyKind::Name(mode))) => {
-                matches!(mode, RenameMode::From | RenameMode::Both | RenameMode::Any)
+            (Some(Change(Ours::Removed)), Remove(_)) => Some(None),
+            (Some(Change(Ours::Removed)), Modify(ModifyKind::Name(From))) => Some(Some(Tail)),
+            (Some(Change(Ours::Removed)), Modify(ModifyKind::Name(Both | Any))) => Some(None),
+            (Some(Tail), Modify(ModifyKind::Name(Both))) => Some(Some(Tail)),
+            (Some(Tail), Access(AccessKind::Close(AccessMode::Write))) => Some(None),
+            // Anything else is the user's, and so is all that follows.
+            (Some(Tail), _) => {
+                m.remove(path);
+                None
             }
-            _ => false,
+            _ => None,
         };
-        if fits {
-            m.remove(path);
+        match then {
+            Some(Some(next)) => m.insert(path.clone(), next).is_some(),
+            Some(None) => m.remove(path).is_some(),
+            None => false,
         }
-        fits
+    }
+
+    /// Sets the share's `min_interval` (see [`Settle::set_min_interval`]).
+    pub fn set_min_interval(&self, min_interval: Duration) {
+        self.with(|s, _| s.set_min_interval(min_interval));
     }
 
     /// True once a watch was refused after the start (see the field).
@@ -192,7 +153,7 @@ impl Pending {
 
     /// The tokio instant at which the next path is due, if any waits.
     pub fn next_due(&self) -> Option<tokio::time::Instant> {
-        let due = self.with(|s, _| s.next_due(SETTLE))?;
+        let due = self.with(|s, _| s.next_due())?;
         Some(tokio::time::Instant::from_std(self.epoch + due))
     }
 }
@@ -235,27 +196,22 @@ impl ShareWatch {
                 pending.wake.notify_one();
                 return;
             }
-            if !matters(&ev.kind) {
-                return;
+            let mut wake = false;
+            for (i, p) in ev.paths.iter().enumerate() {
+                let Some(change) = change_of(&ev.kind, i) else { continue };
+                let Some(rel) = relative(&base, p, &ignore) else { continue };
+                if pending.is_ours(&rel, &ev.kind) {
+                    continue;
+                }
+                if change == Change::Finished {
+                    debug!(path = %rel, "finished");
+                }
+                // Only an event due before the worker's deadline wakes it: a burst
+                // of 100 000 events costs a few wake-ups, not 100 000 passes over
+                // the table.
+                wake |= pending.with(|s, now| s.record(rel, change, now));
             }
-            let rels: Vec<RelPath> = ev
-                .paths
-                .iter()
-                .filter_map(|p| relative(&base, p, &ignore))
-                .filter(|r| !pending.is_ours(r, &ev.kind))
-                .collect();
-            if rels.is_empty() {
-                return;
-            }
-            // A new event never makes the earliest deadline earlier, so the worker
-            // needs waking only when the first path arrives: a burst of 100 000
-            // events then costs one wake-up, not 100 000 passes over the table.
-            let was_empty = pending.with(|s, now| {
-                let was_empty = s.is_empty();
-                rels.into_iter().for_each(|r| s.record(r, now));
-                was_empty
-            });
-            if was_empty {
+            if wake {
                 pending.wake.notify_one();
             }
         };
@@ -268,14 +224,20 @@ impl ShareWatch {
     }
 }
 
-/// Reads (access events) change nothing; everything else may.
-fn matters(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        notify::EventKind::Access(_) => false,
-        _ => true,
-    }
+/// What an event of `kind` says of its `i`-th path; `None` for reads, which change
+/// nothing. inotify's IN_CLOSE_WRITE and IN_MOVED_TO (notify's `Close(Write)` and
+/// `Name(To)`, or the second path of `Name(Both)`) mean the file is complete.
+fn change_of(kind: &notify::EventKind, i: usize) -> Option<Change> {
+    use notify::event::{AccessKind, AccessMode, RenameMode};
+    use notify::EventKind::{Access, Modify};
+    Some(match kind {
+        Access(AccessKind::Close(AccessMode::Write)) => Change::Finished,
+        Access(_) => return None,
+        Modify(ModifyKind::Name(RenameMode::To)) => Change::Finished,
+        Modify(ModifyKind::Name(RenameMode::Both)) if i == 1 => Change::Finished,
+        Modify(ModifyKind::Metadata(_)) => Change::Metadata,
+        _ => Change::Busy,
+    })
 }
 
 /// The share-relative path of an event's `abs`, unless it is the root itself,
@@ -291,93 +253,76 @@ fn relative(root: &Path, abs: &Path, ignore: &Ignore) -> Option<RelPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn this_nodes_own_change_is_dropped_once_and_other_events_are_kept() {
-        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
-        use notify::EventKind;
-        let p = Pending::default();
-        let f = RelPath::parse("f").unwrap();
-        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
-        assert!(!p.is_ours(&f, &rename), "nothing expected yet");
-        p.ours(f.clone(), Ours::RenamedInto);
-        assert!(!p.is_ours(&f, &EventKind::Create(CreateKind::File)), "a user's write is not ours");
-        assert!(!p.is_ours(&f, &EventKind::Remove(RemoveKind::File)), "not the change expected");
-        assert!(p.is_ours(&f, &rename));
-        assert!(!p.is_ours(&f, &rename), "only the one event");
-        p.ours(f.clone(), Ours::Removed);
-        assert!(p.is_ours(&f, &EventKind::Remove(RemoveKind::Any)));
-    }
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+    use notify::EventKind;
 
     fn p(s: &str) -> RelPath {
         RelPath::parse(s).unwrap()
     }
 
-    const Q: Duration = SETTLE;
-
-    #[test]
-    fn a_path_is_due_only_after_it_has_been_quiet() {
-        let mut s = Settle::default();
-        let t = Duration::from_secs(10);
-        s.record(p("a"), t);
-        assert_eq!(s.next_due(Q), Some(t + Q));
-        assert!(s.take_due(t + Q / 2, Q).is_empty(), "still settling");
-        // Written again: the deadline moves.
-        s.record(p("a"), t + Q / 2);
-        assert!(s.take_due(t + Q, Q).is_empty(), "a new event restarts the quiet period");
-        assert_eq!(s.take_due(t + Q / 2 + Q, Q), vec![p("a")]);
-        assert!(s.is_empty());
-        assert_eq!(s.next_due(Q), None);
+    fn rename(mode: RenameMode) -> EventKind {
+        EventKind::Modify(ModifyKind::Name(mode))
     }
 
     #[test]
-    fn due_paths_come_out_once_in_order_and_the_rest_wait() {
-        let mut s = Settle::default();
-        let t = Duration::from_secs(1);
-        s.record(p("b"), t);
-        s.record(p("a"), t);
-        s.record(p("c"), t + Q);
-        assert_eq!(s.take_due(t + Q, Q), vec![p("a"), p("b")]);
-        assert!(s.take_due(t + Q, Q).is_empty(), "taken once");
-        assert_eq!(s.next_due(Q), Some(t + 2 * Q));
-        s.clear();
-        assert!(s.is_empty());
+    fn this_nodes_own_change_is_dropped_once_and_other_events_are_kept() {
+        let p = Pending::default();
+        let f = RelPath::parse("f").unwrap();
+        let both = rename(RenameMode::Both);
+        assert!(!p.is_ours(&f, &both), "nothing expected yet");
+        p.ours(f.clone(), Ours::RenamedInto);
+        assert!(!p.is_ours(&f, &EventKind::Create(CreateKind::File)), "a user's write is not ours");
+        assert!(!p.is_ours(&f, &EventKind::Remove(RemoveKind::File)), "not the change expected");
+        assert!(p.is_ours(&f, &both));
+        assert!(!p.is_ours(&f, &both), "only the one event");
+        p.ours(f.clone(), Ours::Removed);
+        assert!(p.is_ours(&f, &EventKind::Remove(RemoveKind::Any)));
     }
 
     #[test]
-    fn a_burst_comes_out_as_one_batch() {
-        let mut s = Settle::default();
-        let t = Duration::from_secs(1);
-        s.record(p("a"), t);
-        s.record(p("b"), t + Q * 3 / 10);
-        s.record(p("c"), t + Q * 8 / 10);
-        assert!(s.take_due(t + Q / 2, Q).is_empty(), "nothing due yet");
-        assert_eq!(s.take_due(t + Q, Q), vec![p("a"), p("b")], "b is quiet for 0.7 s: taken with a");
-        assert_eq!(s.next_due(Q), Some(t + Q * 18 / 10), "c, written 0.2 s ago, waits");
+    fn the_events_of_an_own_rename_are_dropped_and_nothing_after_them() {
+        let p = Pending::default();
+        let f = RelPath::parse("f").unwrap();
+        let close_write = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        // A download renamed into place: notify reports `To`, then `Both`; the
+        // temp file's handle is closed after the rename, under the new name.
+        p.ours(f.clone(), Ours::RenamedInto);
+        assert!(p.is_ours(&f, &rename(RenameMode::To)));
+        assert!(p.is_ours(&f, &rename(RenameMode::Both)));
+        assert!(p.is_ours(&f, &close_write));
+        assert!(!p.is_ours(&f, &rename(RenameMode::Both)), "a user's rename onto it later is not ours");
+        assert!(!p.is_ours(&f, &close_write), "nor a user's write");
+        // A version kept: `From`, then `Both`.
+        p.ours(f.clone(), Ours::Removed);
+        assert!(p.is_ours(&f, &rename(RenameMode::From)));
+        assert!(p.is_ours(&f, &rename(RenameMode::Both)));
+        // Whatever else comes after the rename is the user's, all of it.
+        p.ours(f.clone(), Ours::RenamedInto);
+        assert!(p.is_ours(&f, &rename(RenameMode::To)));
+        assert!(!p.is_ours(&f, &EventKind::Modify(ModifyKind::Data(DataChange::Any))));
+        assert!(!p.is_ours(&f, &close_write));
+        assert!(!p.is_ours(&f, &rename(RenameMode::Both)));
     }
 
     #[test]
-    fn a_path_written_without_pause_is_due_after_the_cap() {
-        let mut s = Settle::default();
-        let t = Duration::from_secs(5);
-        let step = Q / 2;
-        let mut now = t;
-        while now < t + MAX_SETTLE {
-            s.record(p("log"), now);
-            assert!(s.take_due(now, Q).is_empty(), "never quiet, not yet capped at {now:?}");
-            now += step;
-        }
-        assert_eq!(s.take_due(t + MAX_SETTLE, Q), vec![p("log")]);
-    }
-
-    #[test]
-    fn lost_events_ask_for_one_full_scan() {
-        let mut s = Settle::default();
-        s.overflowed();
-        assert!(!s.is_empty());
-        assert!(s.take_overflow());
-        assert!(!s.take_overflow(), "reported once");
-        assert!(s.is_empty());
+    fn closing_after_a_write_and_moving_in_mean_finished() {
+        let close_write = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(change_of(&close_write, 0), Some(Change::Finished));
+        assert_eq!(change_of(&rename(RenameMode::To), 0), Some(Change::Finished));
+        let both = rename(RenameMode::Both);
+        assert_eq!(change_of(&both, 0), Some(Change::Busy), "the old name is gone");
+        assert_eq!(change_of(&both, 1), Some(Change::Finished), "the new name");
+        assert_eq!(change_of(&rename(RenameMode::From), 0), Some(Change::Busy));
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(change_of(&write, 0), Some(Change::Busy), "still being written");
+        assert_eq!(change_of(&EventKind::Create(CreateKind::File), 0), Some(Change::Busy));
+        assert_eq!(change_of(&EventKind::Create(CreateKind::Folder), 0), Some(Change::Busy));
+        assert_eq!(change_of(&EventKind::Remove(RemoveKind::File), 0), Some(Change::Busy));
+        let attrib = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+        assert_eq!(change_of(&attrib, 0), Some(Change::Metadata));
+        let close_read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(change_of(&close_read, 0), None, "reads change nothing");
+        assert_eq!(change_of(&EventKind::Access(AccessKind::Open(AccessMode::Any)), 0), None);
     }
 
     #[test]

@@ -49,6 +49,15 @@ pub fn skip_reason(needs_nft: bool) -> Option<String> {
     None
 }
 
+/// libfaketime (Debian: `apt-get install libfaketime`), for [`Host::clock_ahead`].
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Why [`Host::clock_ahead`] cannot work here, if it cannot.
+pub fn faketime_missing() -> Option<String> {
+    (!Path::new(FAKETIME_LIB).exists())
+        .then(|| format!("needs {FAKETIME_LIB} to move a daemon's clock ahead (apt-get install libfaketime)"))
+}
+
 /// Links fast enough not to matter: what tests of behaviour (not of rate) use.
 pub fn fast_links() -> Shaping {
     Shaping { rate_mbit: 1000.0, loss_pct: 0, delay_ms: 0 }
@@ -71,6 +80,8 @@ pub struct Host {
     daemon: Option<Child>,
     log: PathBuf,
     starts: u32,
+    /// Environment the daemon starts with, besides the harness's own.
+    env: Vec<(String, String)>,
 }
 
 impl Host {
@@ -109,6 +120,7 @@ impl Host {
         writeln!(log, "===== test harness: start #{} =====", self.starts)?;
         let child = self
             .cli_in_ns()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("run")
             // MESHSYNC_TEST_LOG (a RUST_LOG filter) makes the daemons' logs more verbose.
             .env("RUST_LOG", std::env::var("MESHSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
@@ -136,6 +148,16 @@ impl Host {
         Ok(())
     }
 
+    /// Starts the daemon from now on with its wall clock `days` ahead (libfaketime;
+    /// the monotonic clock is left alone), as if that long had passed.
+    pub fn clock_ahead(&mut self, days: u32) {
+        self.env = vec![
+            ("LD_PRELOAD".into(), FAKETIME_LIB.into()),
+            ("FAKETIME".into(), format!("+{days}d")),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
+    }
+
     /// kill -9: no flush, no goodbye to peers; what a crash or an OOM kill does.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.daemon.take() {
@@ -145,9 +167,28 @@ impl Host {
         }
     }
 
+    /// SIGSTOP: the daemon stops in its tracks, sockets open, answering nothing
+    /// (what a host frozen by a hung disk or a debugger looks like to its peers).
+    pub fn freeze(&self) {
+        if let Some(c) = &self.daemon {
+            util::signal(c, libc::SIGSTOP);
+            self.note("frozen with SIGSTOP");
+        }
+    }
+
+    /// SIGCONT: a frozen daemon goes on.
+    pub fn thaw(&self) {
+        if let Some(c) = &self.daemon {
+            util::signal(c, libc::SIGCONT);
+            self.note("thawed with SIGCONT");
+        }
+    }
+
     /// SIGTERM and up to 15 s for a clean exit, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(c) = self.daemon.take() {
+            // A frozen daemon would not see the SIGTERM.
+            util::signal(&c, libc::SIGCONT);
             util::stop_children(&mut [c], Duration::from_secs(15));
             self.note("stopped with SIGTERM");
         }
@@ -231,6 +272,11 @@ impl Host {
         Ok(path.canonicalize()?)
     }
 
+    /// This host's daemon log (every start appends to it).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The end of this host's daemon log.
     pub fn log_tail(&self, lines: usize) -> String {
         format!("--- {} log ({}) ---\n{}", self.name, self.log.display(), util::tail(&self.log, lines))
@@ -270,6 +316,7 @@ impl Mesh {
                     id: String::new(),
                     daemon: None,
                     starts: 0,
+                    env: Vec::new(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -473,6 +520,7 @@ impl Drop for Mesh {
         // SIGTERM to all at once, so no daemon waits its turn behind a slow one.
         for h in &self.hosts {
             if let Some(c) = &h.daemon {
+                util::signal(c, libc::SIGCONT);
                 util::signal(c, libc::SIGTERM);
             }
         }

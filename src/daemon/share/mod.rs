@@ -19,6 +19,7 @@ use tracing::info;
 
 mod pass;
 mod root;
+mod tombstones;
 mod worker;
 
 use root::Pauses;
@@ -42,13 +43,15 @@ struct Settings {
     ignore: Arc<Ignore>,
     /// When downloads may start.
     schedule: Option<Schedule>,
+    /// Least time between two scans of one changed path.
+    min_interval: std::time::Duration,
 }
 
 /// A share taken part in by this node.
 pub struct Share {
     /// Its config as started. Name, path and mode never change while it runs;
-    /// ignore rules and schedule do (a reload): read [`Share::ignore`] and
-    /// [`Share::schedule`].
+    /// ignore rules, schedule and `min_interval` do (a reload): read
+    /// [`Share::ignore`], [`Share::schedule`] and [`Share::live_config`].
     pub cfg: ShareConfig,
     /// What the executor needs (index, root, peers...).
     pub ctx: ShareCtx,
@@ -91,6 +94,9 @@ pub struct Share {
     /// for it too; one that left the share keeps its old entries in the index but
     /// is not waited for. In memory only: known again when the peer next connects.
     participants: Mutex<HashMap<NodeId, bool>>,
+    /// Peers asked for their whole index during this node's re-check after a long
+    /// absence (see `tombstones`).
+    recheck_asked: Mutex<std::collections::HashSet<NodeId>>,
     /// The last status summary of this share.
     pub status_cache: super::summary::SummaryCache,
 }
@@ -105,10 +111,12 @@ impl Share {
         // What the index holds when opened is on disk.
         let durable = watch::channel(index.max_seq()?).0;
         let watched: Arc<crate::watch::Pending> = Default::default();
+        watched.set_min_interval(cfg.min_interval);
         let settings = Mutex::new(Settings {
             patterns: cfg.ignore.clone(),
             ignore: Arc::new(ignore),
             schedule: cfg.schedule.clone(),
+            min_interval: cfg.min_interval,
         });
         Ok(Self {
             ctx: ShareCtx {
@@ -117,6 +125,7 @@ impl Share {
                 index,
                 mode: cfg.mode,
                 min_free: node.live.min_free.clone(),
+                download_limit: node.live.download.clone(),
                 peers: node.peers.clone(),
                 counters: node.counters.clone(),
                 progress: node.progress.clone(),
@@ -147,6 +156,7 @@ impl Share {
             scanning: AtomicBool::new(false),
             watched,
             participants: Mutex::new(HashMap::new()),
+            recheck_asked: Default::default(),
             status_cache: Default::default(),
         })
     }
@@ -198,14 +208,16 @@ impl Share {
     /// Puts the mesh's version back over every local change (`meshsync revert`);
     /// returns how many there are.
     pub fn revert(&self) -> anyhow::Result<usize> {
-        if self.cfg.mode != crate::config::ShareMode::ReceiveOnly {
+        let n = self.ctx.index.all()?.iter().filter(|r| r.local_change).count();
+        // Other shares have local changes only from a return after a long absence
+        // (files the mesh deleted and forgot meanwhile, see `tombstones`).
+        if self.cfg.mode != crate::config::ShareMode::ReceiveOnly && n == 0 {
             anyhow::bail!(
-                "share {} is {}: only a receive-only share keeps local changes",
+                "share {} is {}: it keeps no local changes (a receive-only share does)",
                 self.cfg.name,
                 self.cfg.mode.as_str()
             );
         }
-        let n = self.ctx.index.all()?.iter().filter(|r| r.local_change).count();
         self.revert_now.notify_one();
         Ok(n)
     }
@@ -236,11 +248,16 @@ impl Share {
     /// Its config as it runs now.
     pub fn live_config(&self) -> ShareConfig {
         let st = self.settings.lock().unwrap_or_else(|e| e.into_inner());
-        ShareConfig { ignore: st.patterns.clone(), schedule: st.schedule.clone(), ..self.cfg.clone() }
+        ShareConfig {
+            ignore: st.patterns.clone(),
+            schedule: st.schedule.clone(),
+            min_interval: st.min_interval,
+            ..self.cfg.clone()
+        }
     }
 
-    /// Takes new ignore rules and schedule (a reload); the worker then watches the
-    /// folder with them and scans it again.
+    /// Takes new ignore rules, schedule and `min_interval` (a reload); the worker
+    /// then watches the folder with them and scans it again.
     pub fn reconfigure(&self, cfg: &ShareConfig) -> anyhow::Result<()> {
         let mut st = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         if st.patterns != cfg.ignore {
@@ -249,6 +266,8 @@ impl Share {
             self.ignore_changed.store(true, Ordering::SeqCst);
         }
         st.schedule = cfg.schedule.clone();
+        st.min_interval = cfg.min_interval;
+        self.watched.set_min_interval(cfg.min_interval);
         self.reconfigured.notify_one();
         Ok(())
     }

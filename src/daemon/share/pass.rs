@@ -7,6 +7,8 @@ use crate::relpath::RelPath;
 use crate::sync::planner::plan_revert;
 use crate::sync::{plan_path, Action};
 use crate::transfer::ApplyError;
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
@@ -165,4 +167,25 @@ fn note(path: RelPath, res: Result<(), ApplyError>, failed: &mut Vec<RelPath>, d
         }
     }
     failed.push(path);
+}
+
+/// Every path a peer has an entry for, once each, in order.
+pub(super) fn all_remote_paths(share: &Share) -> Vec<RelPath> {
+    let mut set: BTreeSet<RelPath> = BTreeSet::new();
+    match share.ctx.index.all_remote() {
+        Ok(all) => set.extend(all.into_iter().map(|(_, e)| e.path)),
+        Err(e) => warn!(error = %e, "index read failed"),
+    }
+    set.into_iter().collect()
+}
+
+/// The temp files of every download a full pass would start now.
+pub(super) fn planned_temp_files(share: &Share) -> HashSet<PathBuf> {
+    plan(share, &all_remote_paths(share), Pass::Sync)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Fetch { target, .. } => Some(share.ctx.temp_path(&target)),
+            _ => None,
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! quiet, peers' changes as they come, failed actions again after a while, and the
 //! transfer window's opening.
 
-use super::pass::{plan_and_apply, run_pass, Pass};
+use super::pass::{plan_and_apply, planned_temp_files, run_pass, Pass};
 use super::root::ROOT_RECHECK;
 use super::{Node, Share};
 use crate::config::schedule::Window;
@@ -103,11 +103,11 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         // Scan.
         let asked = share.scans_asked.load(Ordering::SeqCst);
         share.scanning.store(true, Ordering::SeqCst);
-        // Everything the watcher saw so far is covered by this walk.
-        share.watched.with(|s, _| {
-            s.clear();
-            s.take_overflow();
-        });
+        // Lost events are covered by this walk. The events seen are kept and
+        // scanned after it: a directory made as the walk starts may be read before
+        // the files put in it before its own watch existed, and only its event
+        // (which scans it whole) finds those.
+        share.watched.with(|s, _| s.take_overflow());
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
         let scanned = tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan()).await;
@@ -118,6 +118,8 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         share.scans_covered.store(asked, Ordering::SeqCst);
         share.scanning.store(false, Ordering::SeqCst);
         clean_versions(&share).await;
+        clean_temp(&share).await;
+        purge_tombstones(&node, &share).await;
         // A full plan after every scan retries what failed before (no source, disk full).
         let mut retry = Retry::default();
         let mut was_open = share.may_download();
@@ -175,10 +177,11 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                     }
                 }
                 _ = sleep_until_some(due) => {
-                    let paths = share.watched.with(|s, now| s.take_due(now, crate::watch::SETTLE));
+                    let paths = share.watched.with(|s, now| s.take_due(now));
                     if paths.is_empty() {
                         continue;
                     }
+                    debug!(count = paths.len(), "scanning watched paths");
                     let s2 = share.clone();
                     let scan_start = std::time::Instant::now();
                     share.scanning.store(true, Ordering::SeqCst);
@@ -357,6 +360,38 @@ async fn clean_versions(share: &Share) {
         Ok(Ok(0)) | Err(_) => {}
         Ok(Ok(n)) => info!(removed = n, keep_days, "old versions removed"),
         Ok(Err(e)) => warn!(error = %e, "cannot clean old versions"),
+    }
+}
+
+/// Removes temp files of downloads no longer planned, at start (left by a crash
+/// or by a version replaced while the daemon was down) and after each full scan.
+/// Those of downloads still planned stay: the next attempt resumes from them.
+async fn clean_temp(share: &Arc<Share>) {
+    // A folder that is not known to be the share's is not touched.
+    if !share.root_ready() || share.brake_paused() {
+        return;
+    }
+    let s2 = share.clone();
+    let cleaned = tokio::task::spawn_blocking(move || s2.ctx.remove_stale_temp(&planned_temp_files(&s2))).await;
+    match cleaned {
+        Ok(Ok((0, _))) | Err(_) => {}
+        Ok(Ok((n, bytes))) => info!(removed = n, bytes, "temp files of downloads no longer planned removed"),
+        Ok(Err(e)) => warn!(error = %e, "cannot clean temp files"),
+    }
+}
+
+/// Forgets deletes every member has seen, `tombstone_days` after them, at each full scan.
+async fn purge_tombstones(node: &Arc<Node>, share: &Arc<Share>) {
+    let days = node.config.node.tombstone_days;
+    let connected: Vec<crate::ids::NodeId> = share
+        .participation()
+        .into_iter()
+        .filter(|(id, takes_part)| *takes_part && node.peers.is_connected(id))
+        .map(|(id, _)| id)
+        .collect();
+    let s2 = share.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s2.purge_tombstones(days, &connected)).await {
+        warn!(error = %e, "cannot purge deleted entries");
     }
 }
 

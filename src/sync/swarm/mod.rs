@@ -19,7 +19,11 @@
 //!   peer is dropped; `Busy` defers the chunk at that peer for [`BUSY_BACKOFF`]
 //!   ([`RELAY_FULL_BACKOFF`] for a relay in a mesh of up to [`QUICK_RETRY_MESH`]
 //!   peers) and pauses the peer until
-//!   it sends a chunk or the backoff ends.
+//!   it sends a chunk or the backoff ends;
+//! - every request has a deadline from the peer's measured rate (see [`deadline`]):
+//!   a peer that misses one loses its requests to others and gets one at a time
+//!   until it delivers; one that misses [`MAX_TIMEOUTS`] in a row, or answers only
+//!   `Busy` for [`BUSY_LIMIT`] while nothing arrives from anyone, is dropped.
 //!
 //! Cost: a download may see a thousand peers and thousands of chunks, so nothing
 //! here scans every peer or every chunk per event. [`Swarm::poll`] only looks at
@@ -36,11 +40,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::Duration;
 
+mod deadline;
 mod schedule;
 mod set;
 #[cfg(test)]
 mod tests;
 
+pub use deadline::{Dropped, BUSY_LIMIT, DEADLINE_FACTOR, FIRST_DEADLINE, MAX_TIMEOUTS, MIN_DEADLINE};
 use set::each_bit;
 pub use set::{ChunkSet, Have};
 
@@ -197,6 +203,12 @@ struct Peer {
     pipe: Pipe,
     /// Answered `Busy`: no new requests until it sends a chunk or this time passes.
     paused_until: Option<Duration>,
+    /// Deadlines missed since it last delivered.
+    timeouts: u32,
+    /// Missed a deadline and delivered nothing since: one request at a time.
+    probation: bool,
+    /// Answered `Busy` since then, without delivering in between.
+    busy_since: Option<Duration>,
 }
 
 impl Peer {
@@ -206,7 +218,8 @@ impl Peer {
     }
 
     fn has_room(&self, now: Duration) -> bool {
-        self.paused_until.is_none_or(|t| t <= now) && (self.inflight == 0 || self.inflight_bytes < self.pipe.window)
+        self.paused_until.is_none_or(|t| t <= now)
+            && (self.inflight == 0 || (!self.probation && self.inflight_bytes < self.pipe.window))
     }
 }
 
@@ -230,7 +243,15 @@ pub struct Swarm {
     missing: usize,
     /// Bytes of the chunks not yet verified.
     missing_bytes: u64,
-    sent_at: HashMap<(Slot, usize), Duration>,
+    /// Requests in flight: when each was sent and its deadline.
+    sent_at: HashMap<(Slot, usize), (Duration, Duration)>,
+    /// Deadlines of requests, earliest first; an entry whose request was answered
+    /// (or sent again, with another deadline) is skipped when it comes up.
+    deadlines: BinaryHeap<Reverse<(Duration, Slot, usize)>>,
+    /// When a chunk last arrived from anyone.
+    last_progress: Option<Duration>,
+    /// Peers dropped since the driver last asked, and why.
+    dropped: Vec<(NodeId, Dropped)>,
     /// `Busy` deferrals by end time, to wake the peer when one runs out.
     busy_ends: BinaryHeap<Reverse<(Duration, usize, Slot)>>,
     /// Peers whose choice may have changed since the last poll (room, chunks, deferrals).
@@ -246,7 +267,7 @@ pub struct Swarm {
     max_window: u64,
     /// A poll stopped at the total window: when it opens, every peer is a candidate.
     blocked: bool,
-    /// Peers dropped for corrupt data: never added again.
+    /// Peers dropped (corrupt data, deadlines missed, only `Busy`): never added again.
     banned: Vec<NodeId>,
     avg_chunk: u64,
     rng: StdRng,
@@ -284,6 +305,9 @@ impl Swarm {
             missing: n,
             missing_bytes: total,
             sent_at: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            last_progress: None,
+            dropped: Vec::new(),
             busy_ends: BinaryHeap::new(),
             dirty_peers: Vec::new(),
             is_dirty: Vec::new(),
@@ -409,6 +433,9 @@ impl Swarm {
                     strikes: 0,
                     pipe: Pipe::new(),
                     paused_until: None,
+                    timeouts: 0,
+                    probation: false,
+                    busy_since: None,
                 });
                 self.live_peers += 1;
             }

@@ -109,7 +109,7 @@ impl Swarm {
         let slot = self.live_slot(&peer);
         // A removed peer keeps its slot: refusals and deferrals still apply if it comes back.
         let any_slot = self.slots.get(&peer).copied();
-        let sent = slot.and_then(|s| self.sent_at.remove(&(s, chunk)));
+        let sent = slot.and_then(|s| self.sent_at.remove(&(s, chunk))).map(|(at, _)| at);
         let avg = self.avg_chunk;
         if sent.is_some() {
             self.inflight_bytes = self.inflight_bytes.saturating_sub(len);
@@ -126,6 +126,9 @@ impl Swarm {
                     // It is sending again: its upload has room.
                     p.paused_until = None;
                 }
+                if outcome == Outcome::Verified {
+                    (p.timeouts, p.probation, p.busy_since) = (0, false, None);
+                }
             }
             self.mark(s);
             self.update(chunk, |c| c.inflight.retain(|p| *p != s));
@@ -133,6 +136,7 @@ impl Swarm {
         let mut cancel = Vec::new();
         match outcome {
             Outcome::Verified => {
+                self.last_progress = Some(now);
                 let others = self.chunks[chunk].inflight.clone();
                 if !self.chunks[chunk].done {
                     self.missing -= 1;
@@ -143,14 +147,7 @@ impl Swarm {
                     c.inflight.clear();
                 });
                 for other in others {
-                    if self.sent_at.remove(&(other, chunk)).is_some() {
-                        self.inflight_bytes = self.inflight_bytes.saturating_sub(len);
-                        if let Some(p) = &mut self.peers[other as usize] {
-                            p.inflight = p.inflight.saturating_sub(1);
-                            p.inflight_bytes = p.inflight_bytes.saturating_sub(len);
-                        }
-                        self.mark(other);
-                    }
+                    self.forget_request(other, chunk);
                     cancel.push(Request { peer: self.ids[other as usize], chunk });
                 }
             }
@@ -162,8 +159,7 @@ impl Swarm {
                         p.strikes >= MAX_STRIKES
                     });
                     if drop {
-                        self.remove_peer(&peer);
-                        self.banned.push(peer);
+                        self.drop_peer(peer, Dropped::Corrupt);
                     }
                 }
             }
@@ -188,11 +184,10 @@ impl Swarm {
                     if let Some(Some(p)) = self.peers.get_mut(s as usize) {
                         p.paused_until = Some(until);
                     }
-                    self.update(chunk, |c| {
-                        c.busy_until.retain(|(p, t)| *p != s && *t > now);
-                        c.busy_until.push((s, until));
-                    });
-                    self.busy_ends.push(Reverse((until, chunk, s)));
+                    self.defer(s, chunk, until, now);
+                    if self.busy_too_long(s, now) {
+                        self.drop_peer(peer, Dropped::Busy);
+                    }
                 }
             }
             Outcome::Failed => {}
@@ -321,7 +316,9 @@ impl Swarm {
             p.inflight += 1;
             p.inflight_bytes += len;
         }
-        self.sent_at.insert((slot, i), now);
+        let deadline = now.saturating_add(self.peer(slot).map_or(FIRST_DEADLINE, |p| p.time_allowed()));
+        self.sent_at.insert((slot, i), (now, deadline));
+        self.deadlines.push(Reverse((deadline, slot, i)));
         out.push(Request { peer: self.ids[slot as usize], chunk: i });
     }
 

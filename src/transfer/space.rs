@@ -1,0 +1,128 @@
+//! Disk space for a download: what a file version needs on disk (its data, not the
+//! all-zero chunks, which stay holes), what its temp file already has, and
+//! reserving exactly that, so a download never claims more than it will write.
+
+use super::ShareCtx;
+use crate::ids::ChunkHash;
+use crate::index::Entry;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Characters of a download temp file's name before `.part` (hex of a hash).
+const TEMP_NAME_LEN: usize = 32;
+
+impl ShareCtx {
+    /// The temp file a download of `target` is assembled in: the same for every
+    /// attempt at that version, so an attempt resumes from the last one.
+    pub fn temp_path(&self, target: &Entry) -> PathBuf {
+        let mut h = blake3::Hasher::new();
+        h.update(target.path.as_str().as_bytes());
+        for b in &target.blocks {
+            h.update(&b.hash.0);
+        }
+        self.private_dir().join(format!("{}.part", &h.finalize().to_hex()[..TEMP_NAME_LEN]))
+    }
+
+    /// Removes the temp files of downloads that are not in `planned` (the temp
+    /// files of every download the share would start now), and forgets what they
+    /// served: versions replaced or deleted since, or no longer wanted here. Run
+    /// while no download of the share runs. Returns the count and bytes removed.
+    pub fn remove_stale_temp(&self, planned: &HashSet<PathBuf>) -> std::io::Result<(usize, u64)> {
+        self.partial.retain(|p| planned.contains(p));
+        let dir = self.private_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(e),
+        };
+        let (mut count, mut bytes) = (0, 0);
+        for e in entries {
+            let path = e?.path();
+            // Only download temp files: a restore's copy in progress is named otherwise.
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".part"))
+                .is_some_and(|stem| stem.len() == TEMP_NAME_LEN && stem.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ours || planned.contains(&path) {
+                continue;
+            }
+            let size = allocated(&path);
+            std::fs::remove_file(&path)?;
+            (count, bytes) = (count + 1, bytes + size);
+        }
+        Ok((count, bytes))
+    }
+}
+
+/// The byte ranges (offset, length) of `target` that hold data, in file order,
+/// adjacent ones merged. A chunk counts as zeros (a hole: `write_chunk` skips it)
+/// when it occurs more than once in the file and hashes as zeros of its length, as
+/// runs of zeros in a sparse file do; one that occurs once counts as data, since
+/// hashing a zero buffer for every chunk length would cost a pass over the file.
+pub(super) fn data_runs(target: &Entry) -> Vec<(u64, u64)> {
+    let mut seen: HashMap<ChunkHash, (u32, u32)> = HashMap::new();
+    for b in &target.blocks {
+        seen.entry(b.hash).or_insert((b.len, 0)).1 += 1;
+    }
+    let zeros: HashSet<ChunkHash> = seen
+        .into_iter()
+        .filter(|(hash, (len, count))| *count > 1 && ChunkHash::of(&vec![0u8; *len as usize]) == *hash)
+        .map(|(hash, _)| hash)
+        .collect();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (off, b) in target.block_offsets().filter(|(_, b)| !zeros.contains(&b.hash)) {
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == off => *len += b.len as u64,
+            _ => runs.push((off, b.len as u64)),
+        }
+    }
+    runs
+}
+
+/// Bytes of disk a file has allocated (0 if there is none).
+pub(super) fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.blocks().saturating_mul(512)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ShortId;
+    use crate::index::{Block, EntryKind, Mtime, VersionVector};
+    use crate::relpath::RelPath;
+
+    fn entry(blocks: Vec<Block>) -> Entry {
+        Entry {
+            path: RelPath::parse("f").unwrap(),
+            kind: EntryKind::File,
+            size: blocks.iter().map(|b| b.len as u64).sum(),
+            mode: 0o644,
+            mtime: Mtime::default(),
+            version: VersionVector::from_pairs([(ShortId(1), 1)]),
+            modified_by: ShortId(1),
+            deleted: false,
+            blocks,
+        }
+    }
+
+    fn block(data: &[u8]) -> Block {
+        Block { hash: ChunkHash::of(data), len: data.len() as u32 }
+    }
+
+    #[test]
+    fn runs_of_zeros_are_holes_and_data_is_merged() {
+        let zeros = block(&[0u8; 4096]);
+        let (a, b, c) = (block(b"first"), block(b"second"), block(b"third"));
+        let e = entry(vec![a, b, zeros, zeros, zeros, c, zeros]);
+        assert_eq!(data_runs(&e), vec![(0, 11), (11 + 3 * 4096, 5)]);
+        // A single zero chunk is not worth a hash of its own: counted as data.
+        let once = entry(vec![a, zeros]);
+        assert_eq!(data_runs(&once), vec![(0, 5 + 4096)]);
+        // A chunk that repeats but is not zeros is data at every place.
+        let twice = entry(vec![a, a]);
+        assert_eq!(data_runs(&twice), vec![(0, 10)]);
+        assert!(data_runs(&entry(vec![])).is_empty());
+    }
+}

@@ -200,6 +200,9 @@ fn main() -> ExitCode {
     if !matches!(cli.cmd, Cmd::Run) {
         logging::init(cli.log_format.unwrap_or_default(), "warn");
     }
+    if matches!(cli.cmd, Cmd::Run) {
+        meshsync::daemon::limit_arenas();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

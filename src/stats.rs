@@ -29,6 +29,14 @@ pub struct Counters {
     pub entries_received: AtomicU64,
     /// Index entries sent to peers.
     pub entries_sent: AtomicU64,
+    /// Index batches sent to peers (each one frame of at most `MAX_BATCH_ENTRIES` entries).
+    pub index_batches_sent: AtomicU64,
+    /// Bytes of index batches sent to peers, framing included.
+    pub index_bytes_sent: AtomicU64,
+    /// Index batches received from peers.
+    pub index_batches_received: AtomicU64,
+    /// Bytes of index batches received from peers, framing included.
+    pub index_bytes_received: AtomicU64,
     /// Files written from remote versions.
     pub files_applied: AtomicU64,
     /// Conflict copies made.
@@ -66,6 +74,18 @@ pub struct CounterSnapshot {
     pub entries_received: u64,
     /// See [`Counters::entries_sent`].
     pub entries_sent: u64,
+    /// See [`Counters::index_batches_sent`].
+    #[serde(default)]
+    pub index_batches_sent: u64,
+    /// See [`Counters::index_bytes_sent`].
+    #[serde(default)]
+    pub index_bytes_sent: u64,
+    /// See [`Counters::index_batches_received`].
+    #[serde(default)]
+    pub index_batches_received: u64,
+    /// See [`Counters::index_bytes_received`].
+    #[serde(default)]
+    pub index_bytes_received: u64,
     /// See [`Counters::files_applied`].
     pub files_applied: u64,
     /// See [`Counters::conflicts`].
@@ -97,6 +117,10 @@ impl Counters {
             requests_timed_out: g(&self.requests_timed_out),
             entries_received: g(&self.entries_received),
             entries_sent: g(&self.entries_sent),
+            index_batches_sent: g(&self.index_batches_sent),
+            index_bytes_sent: g(&self.index_bytes_sent),
+            index_batches_received: g(&self.index_batches_received),
+            index_bytes_received: g(&self.index_bytes_received),
             files_applied: g(&self.files_applied),
             conflicts: g(&self.conflicts),
             refused: g(&self.refused),

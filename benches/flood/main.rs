@@ -6,11 +6,11 @@
 //! long `status` takes to answer, and how long a small file takes to replicate
 //! before and during the flood. Figures, not assertions (benches/LAB.md, "Flood").
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use meshsync::home::Home;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,86 +45,16 @@ struct Args {
     bench: bool,
 }
 
+#[path = "../common/daemon.rs"]
+mod daemon;
+
+use daemon::{Daemon, NodeSpec};
+
 const SHARE: &str = "flood";
 
-/// A daemon this bench started; killed on drop.
-struct Daemon {
-    home: PathBuf,
-    share: PathBuf,
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(bin: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
-    let mut cmd = Command::new(bin);
-    cmd.env("MESHSYNC_HOME", home).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-    if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        w.write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("meshsync {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Sets up a node (`init`, or `join` through `inviter`), adds the share and runs it.
-async fn daemon(bin: &Path, dir: &Path, name: &str, inviter: Option<&Daemon>) -> anyhow::Result<Daemon> {
-    let home = dir.join(name);
-    let share = dir.join(format!("{name}-share"));
-    std::fs::create_dir_all(&share)?;
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    match inviter {
-        None => drop(cli(bin, &home, &["init", "--name", name, "--listen", &listen], None)?),
-        Some(i) => {
-            let token = cli(bin, &i.home, &["invite", "--ttl", "10m"], None)?;
-            cli(bin, &home, &["join", "--name", name, "--listen", &listen], Some(token.trim()))?;
-        }
-    }
-    cli(bin, &home, &["share", "add", SHARE, &share.to_string_lossy()], None)?;
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let child = Command::new(bin)
-        .arg("run")
-        .env("MESHSYNC_HOME", &home)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let d = Daemon { home, share, child };
-    let start = Instant::now();
-    while meshsync::ops::control::status(&Home::new(&d.home)).await.is_err() {
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!("{name}'s daemon does not answer status");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(d)
-}
-
-/// The daemon's resident set, in MiB (`VmRSS` of /proc/<pid>/status).
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS line")?;
-    Ok(kb / 1024.0)
+async fn node(bin: &Path, dir: &Path, name: &str, inviter: Option<&Daemon>) -> anyhow::Result<Daemon> {
+    let spec = NodeSpec { dir, name, share_name: SHARE, share: dir.join(format!("{name}-share")) };
+    Daemon::start(bin, spec, inviter).await
 }
 
 /// How long `status` takes to answer over the control socket, in ms.
@@ -230,9 +160,8 @@ fn list(v: &[f64]) -> String {
 
 async fn run(a: &Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let alpha = daemon(&a.bin, dir.path(), "alpha", None).await?;
-    let beta = daemon(&a.bin, dir.path(), "beta", Some(&alpha)).await?;
-    let pid = alpha.child.id();
+    let alpha = node(&a.bin, dir.path(), "alpha", None).await?;
+    let beta = node(&a.bin, dir.path(), "beta", Some(&alpha)).await?;
     // Connected both ways and caught up: a first file goes through.
     replicate_ms(&alpha, &beta, "warm-up").await?;
 
@@ -242,7 +171,7 @@ async fn run(a: &Args) -> anyhow::Result<()> {
         before.push(status_ms(&alpha.home).await?);
         rep_before.push(replicate_ms(&alpha, &beta, &format!("before-{i}")).await?);
     }
-    let rss_before = rss_mib(pid)?;
+    let rss_before = alpha.rss_mib()?;
 
     let ident = meshsync::identity::Identity::load(&Home::new(&alpha.home))?;
     let cfg = meshsync::config::Config::load(&Home::new(&alpha.home).config())?;
@@ -267,21 +196,21 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     let mut i = 0;
     while start.elapsed() < Duration::from_secs(a.seconds) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_max = rss_max.max(rss_mib(pid)?);
+        rss_max = rss_max.max(alpha.rss_mib()?);
         // After the first seconds, while every flooder is connected or refused.
         if start.elapsed() > Duration::from_secs(5) && i < 5 {
             during.push(status_ms(&alpha.home).await?);
             rep_during.push(replicate_ms(&alpha, &beta, &format!("during-{i}")).await?);
-            rss_max = rss_max.max(rss_mib(pid)?);
+            rss_max = rss_max.max(alpha.rss_mib()?);
             i += 1;
         }
     }
-    let rss_end_of_flood = rss_mib(pid)?;
+    let rss_end_of_flood = alpha.rss_mib()?;
     fa.stop.store(true, Ordering::Relaxed);
     while flood.join_next().await.is_some() {}
     // Past every deadline: what the daemon keeps once the strangers are gone.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let rss_after = rss_mib(pid)?;
+    let rss_after = alpha.rss_mib()?;
     let after = status_ms(&alpha.home).await?;
     let rep_after = replicate_ms(&alpha, &beta, "after").await?;
     let st = meshsync::ops::control::status(&Home::new(&alpha.home)).await?;
@@ -324,18 +253,5 @@ async fn run(a: &Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("flood: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(&a)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flood failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::block_on_main("flood", run(&a))
 }

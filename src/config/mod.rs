@@ -95,6 +95,8 @@ pub struct NodeConfig {
     /// How long after its first packet a connection must have finished its
     /// handshake, and a join connection sent its whole request.
     pub join_deadline: Duration,
+    /// MiB of index pages kept in memory (the index database's cache).
+    pub index_cache_mib: u64,
     /// Largest bench blob this node writes or fetches (`meshsync bench`, a peer's offer).
     pub bench_max_bytes: u64,
     /// Deleted entries are forgotten this many days after the delete, once every
@@ -157,6 +159,12 @@ struct RawNode {
     bench_max_mib: Spanned<u64>,
     #[serde(default = "default_tombstone_days")]
     tombstone_days: Spanned<u32>,
+    #[serde(default = "default_index_cache")]
+    index_cache_mib: Spanned<usize>,
+}
+
+fn default_index_cache() -> Spanned<usize> {
+    Spanned::new(0..0, crate::index::DEFAULT_CACHE_MIB as usize)
 }
 
 fn default_max_joins() -> Spanned<usize> {
@@ -293,6 +301,7 @@ impl Config {
             ("max_join_connections", &raw.node.max_join_connections, 1024),
             ("max_join_per_address", &raw.node.max_join_per_address, 1024),
             ("join_deadline_secs", &raw.node.join_deadline_secs, 300),
+            ("index_cache_mib", &raw.node.index_cache_mib, 1 << 20),
         ] {
             if !(1..=most).contains(n.get_ref()) {
                 return Err(invalid(n.span().start, format!("{key} must be a whole number from 1 to {most}")));
@@ -321,6 +330,7 @@ impl Config {
                 max_join_connections: raw.node.max_join_connections.into_inner(),
                 max_join_per_address: raw.node.max_join_per_address.into_inner(),
                 join_deadline: Duration::from_secs(*raw.node.join_deadline_secs.get_ref() as u64),
+                index_cache_mib: *raw.node.index_cache_mib.get_ref() as u64,
                 bench_max_bytes: bench.get_ref() << 20,
                 tombstone_days: *days.get_ref(),
             },
@@ -359,6 +369,7 @@ impl Config {
              # max_join_connections = 16            # join connections served at once (default 16)\n\
              # max_join_per_address = 4             # ... from one address (default 4)\n\
              # join_deadline_secs = 10              # a joiner's handshake and request, from its first packet\n\
+             # index_cache_mib = 64                 # index pages kept in memory (about 3x resident)\n\
              # bench_max_mib = 4096                 # largest bench blob written or fetched here\n\
              # tombstone_days = 30                  # forget deletions this old that every member has seen\n\
              log = \"human\"\n",

@@ -32,6 +32,7 @@ fn defaults_and_shares() {
     .unwrap();
     assert_eq!(c.node.rescan_interval, Duration::from_secs(3600));
     assert_eq!((c.node.max_join_connections, c.node.max_join_per_address), (16, 4));
+    assert_eq!(c.node.index_cache_mib, crate::index::DEFAULT_CACHE_MIB);
     assert_eq!(c.node.join_deadline, Duration::from_secs(10));
     assert_eq!(c.node.bench_max_bytes, 4 << 30);
     assert_eq!(c.node.tombstone_days, 30);
@@ -87,6 +88,8 @@ fn errors_name_file_line_and_expectation() {
     assert!(e.starts_with("/h/config.toml:4: advertise 0.0.0.0:1 is not an address peers can dial"), "{e}");
     let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmin_free_mib = 17592186044416\n");
     assert!(e.starts_with("/h/config.toml:4: min_free_mib"), "{e}");
+    let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nindex_cache_mib = 0\n");
+    assert!(e.starts_with("/h/config.toml:4: index_cache_mib must be a whole number from 1"), "{e}");
     let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nmax_join_connections = 0\n");
     assert!(e.starts_with("/h/config.toml:4: max_join_connections must be a whole number from 1"), "{e}");
     let e = err("[node]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbench_max_mib = 0\n");

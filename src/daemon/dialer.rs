@@ -100,7 +100,7 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// One dial of a peer: every address it is known at, at once.
 async fn dial(node: Arc<Node>, p: KnownPeer) {
     let id = NodeId(p.id);
-    let Some(_dialing) = Dialing::claim(&node.dialing, id) else { return };
+    let Some(dialing) = Dialing::claim(&node.dialing, id) else { return };
     // A socket bound to IPv4 cannot send to an IPv6 address, and the other way round.
     let local_v6 = node.net.endpoint().local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
     let tried: Vec<SocketAddr> = p.addrs.iter().copied().filter(|a| local_v6 || a.is_ipv4()).collect();
@@ -115,6 +115,11 @@ async fn dial(node: Arc<Node>, p: KnownPeer) {
         match r {
             Ok(Ok(conn)) if crate::net::peer_node_id(&conn) == Some(id) => {
                 attempts.abort_all();
+                // Not held for the session: when it ends, the next dial starts at
+                // once, and a dial that found this one still claimed would end
+                // silently and leave the peer for a minute (a restarted peer whose
+                // first connection was refused as a duplicate stayed away 60 s).
+                drop(dialing);
                 session::run(node.clone(), conn, true).await;
                 return;
             }

@@ -113,7 +113,7 @@ impl Exchange {
                 name.clone(),
                 share.ctx.index.clone(),
                 (self.peer, self.minor, sh.index_id),
-                share.seq.subscribe(),
+                share.durable.subscribe(),
                 self.tx.clone(),
                 start,
             );

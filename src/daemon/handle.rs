@@ -82,6 +82,9 @@ pub struct ShareSnapshot {
     pub mode: ShareMode,
     /// What the index holds: counts and what each peer needs.
     pub summary: Arc<ShareSummary>,
+    /// False while the summary is from before the index's latest changes (it
+    /// keeps changing; see `summary::RECOUNT_EVERY`).
+    pub summary_current: bool,
     /// Why it is paused, if it is.
     pub paused: Option<String>,
     /// A scan runs or is due (see `Share::scanning`).
@@ -156,14 +159,18 @@ impl Handle {
         let shares = node
             .share_list()
             .into_iter()
-            .map(|share| ShareSnapshot {
-                name: share.cfg.name.clone(),
-                path: share.cfg.path.clone(),
-                mode: share.cfg.mode,
-                summary: share.status_cache.get_or_compute(&share),
-                paused: share.paused(),
-                scanning: share.scanning(),
-                schedule: share.schedule(),
+            .map(|share| {
+                let view = share.status_cache.get_or_compute(&share);
+                ShareSnapshot {
+                    name: share.cfg.name.clone(),
+                    path: share.cfg.path.clone(),
+                    mode: share.cfg.mode,
+                    summary: view.summary,
+                    summary_current: view.current,
+                    paused: share.paused(),
+                    scanning: share.scanning(),
+                    schedule: share.schedule(),
+                }
             })
             .collect();
         NodeSnapshot {

@@ -8,6 +8,7 @@ mod exchange;
 mod handle;
 mod join;
 mod membership;
+mod memory;
 mod reload;
 mod service;
 mod session;
@@ -18,6 +19,7 @@ mod trust;
 pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
 pub use membership::{ForgetError, LeaveReport};
+pub use memory::limit_arenas;
 pub use reload::{ReloadError, ReloadReport};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
@@ -229,7 +231,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     let config = Config::load(&home.config())?;
     let ident =
         Identity::load(home).context("loading this node's identity (did you run `meshsync init` or `join`?)")?;
-    let index = Index::open(&home.index()).with_context(|| {
+    let index = Index::open_with_cache(&home.index(), config.node.index_cache_mib << 20).with_context(|| {
         format!("opening the index in {} (is another meshsync running with this home?)", home.index().display())
     })?;
     let trust = trust::Trust::load(&index).context("reading the removal and membership records")?;
@@ -287,6 +289,7 @@ pub async fn start(home: &Home) -> anyhow::Result<NodeHandle> {
     tasks.spawn(dialer::address_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(certs::renew_loop(node.clone()).instrument(span.clone()));
     tasks.spawn(reload::config_reload_loop(node.clone(), asks).instrument(span));
+    tasks.spawn(memory::give_back_loop(node.cancel.clone()));
     Ok(NodeHandle { node, tasks })
 }
 

@@ -119,6 +119,7 @@ fn diff(running: &Config, new: &Config) -> Changes {
         ("max_join_connections", a.max_join_connections != b.max_join_connections, false),
         ("max_join_per_address", a.max_join_per_address != b.max_join_per_address, false),
         ("join_deadline_secs", a.join_deadline != b.join_deadline, false),
+        ("index_cache_mib", a.index_cache_mib != b.index_cache_mib, false),
         ("download_limit_mbit", a.download_limit_mbit != b.download_limit_mbit, true),
         ("bench_max_mib", a.bench_max_bytes != b.bench_max_bytes, false),
         ("tombstone_days", a.tombstone_days != b.tombstone_days, false),

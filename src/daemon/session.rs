@@ -170,11 +170,19 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             if !exchange::may_send(&writer_node, &peer, &msg) {
                 continue;
             }
-            if let Control::Index { entries, .. } | Control::IndexBatch { entries, .. } = &msg {
-                Counters::add(&writer_node.counters.entries_sent, entries.len() as u64);
-            }
-            match proto::write_frame(&mut send, &msg).await {
-                Ok(()) => {}
+            let index_entries = match &msg {
+                Control::Index { entries, .. } | Control::IndexBatch { entries, .. } => Some(entries.len() as u64),
+                _ => None,
+            };
+            match proto::write_frame_sized(&mut send, &msg).await {
+                Ok(bytes) => {
+                    if let Some(n) = index_entries {
+                        let c = &writer_node.counters;
+                        Counters::add(&c.entries_sent, n);
+                        Counters::add(&c.index_batches_sent, 1);
+                        Counters::add(&c.index_bytes_sent, bytes as u64);
+                    }
+                }
                 // Not sent, as the peer would refuse it; the session goes on.
                 Err(e @ CodecError::TooLarge { .. }) => warn!(error = %e, "message not sent"),
                 Err(_) => break,
@@ -280,8 +288,12 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
             msg = incoming.recv() => {
                 // The charge is held until the message is dealt with, and the next
                 // frame is read only then.
-                let (msg, _charge) = match msg {
-                    Some(Ok(Some(m))) => m.into_parts(),
+                let (msg, _charge, wire_len) = match msg {
+                    Some(Ok(Some(m))) => {
+                        let len = m.wire_len() as u64;
+                        let (msg, charge) = m.into_parts();
+                        (msg, charge, len)
+                    }
                     Some(Ok(None)) | None => break Ok(()),
                     // The connection went away (closed, a duplicate dropped, shutdown):
                     // not something the peer sent.
@@ -294,6 +306,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         break Err(SessionError::Net(NetError::from(e)));
                     }
                 };
+                if matches!(msg, Control::Index { .. } | Control::IndexBatch { .. }) {
+                    Counters::add(&node.counters.index_batches_received, 1);
+                    Counters::add(&node.counters.index_bytes_received, wire_len);
+                }
                 match msg {
                     Control::Index { share, index_id, entries, upto_seq } => {
                         let batch = gossip::index::Batch { index_id, entries, same: Vec::new(), upto: upto_seq };

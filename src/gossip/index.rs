@@ -13,40 +13,37 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 /// Streams this node's changes of share `name` to `peer`, from sequence `sent` on,
-/// whenever `seq` (the share's newest sequence) moves. `their_minor` is the peer's
-/// protocol minor: from 1 on, a version applied from the peer goes back as a name.
-/// `their_index` is the peer's index id for the share, as it announced it.
+/// whenever `durable` (the share's newest sequence on disk) moves. Only what is on
+/// disk leaves: a sequence number a peer holds but this node lost in a crash would
+/// be given again to other entries after the restart, and the peer, asking from
+/// the number it holds, would never get them (found by the fault suite: kill -9
+/// during heavy writes). `their_minor` is the peer's protocol minor: from 1 on, a
+/// version applied from the peer goes back as a name. `their_index` is the peer's
+/// index id for the share, as it announced it.
 pub async fn send(
     name: String,
     index: ShareIndex,
     (peer, their_minor, their_index): (NodeId, u32, u64),
-    mut seq: watch::Receiver<u64>,
+    mut durable: watch::Receiver<u64>,
     tx: mpsc::Sender<Control>,
     mut sent: u64,
 ) {
     let names_back = their_minor >= 1;
     loop {
-        seq.borrow_and_update();
+        let upto_durable = *durable.borrow_and_update();
         let idx = index.clone();
         let from = sent;
         let batch = tokio::task::spawn_blocking(move || {
-            let top = idx.max_seq()?;
-            let recs = idx.since(from, MAX_BATCH_ENTRIES)?;
-            // Sequences past the last record, up to the newest, were records purged
-            // since (forgotten deletes): a batch that ends the index says it reaches
-            // the newest, so a peer reading this index whole can tell it has all of it.
+            let recs = idx.since(from, upto_durable, MAX_BATCH_ENTRIES)?;
+            // Sequences past the last record, up to the newest on disk, were records
+            // purged since (forgotten deletes): a batch that ends the index says it
+            // reaches that newest, so a peer reading this index whole can tell it has
+            // all of it.
             let upto = match recs.last().map(|r| r.seq) {
-                Some(last) if idx.since(last, 1)?.is_empty() => Some(last.max(top)),
+                Some(last) if idx.since(last, upto_durable, 1)?.is_empty() => Some(last.max(upto_durable)),
                 Some(last) => Some(last),
-                None => (top > from).then_some(top),
+                None => (upto_durable > from).then_some(upto_durable),
             };
-            // Only what is on disk leaves: a sequence number a peer holds but this
-            // node lost in a crash would be given again to other entries after the
-            // restart, and the peer, asking from the number it holds, would never
-            // get them (found by the fault suite: kill -9 during heavy writes).
-            if upto.is_some() {
-                idx.flush()?;
-            }
             let (mut entries, mut same) = (Vec::with_capacity(recs.len()), Vec::new());
             // Looked up once per batch, not per record.
             let names_back = names_back && holds_their_index(&idx, &peer, their_index)?;
@@ -64,7 +61,7 @@ pub async fn send(
         let (upto, entries, same) = match batch {
             Ok(Ok(Some(b))) => b,
             Ok(Ok(None)) => {
-                if seq.changed().await.is_err() {
+                if durable.changed().await.is_err() {
                     return;
                 }
                 continue;

@@ -23,8 +23,8 @@ impl ShareIndex {
         }
         let _guard = self.inner.seq_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut seq = self.max_seq()?;
-        let (mut chunks, mut local, mut by_seq) =
-            (sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
+        let (mut chunks, mut local, mut by_seq, mut dates) =
+            (sled::Batch::default(), sled::Batch::default(), sled::Batch::default(), sled::Batch::default());
         for (entry, ino) in changes {
             seq += 1;
             if let Some(old) = self.get(&entry.path)? {
@@ -42,6 +42,12 @@ impl ShareIndex {
                     chunks.insert(chunk_key(&b.hash, &entry.path), loc.value());
                 }
             }
+            // As `tombstones::note_put`: a delete is dated, anything else is not one.
+            if entry.deleted {
+                dates.insert(entry.path.as_str(), &super::tombstones::unix_now().to_be_bytes());
+            } else {
+                dates.remove(entry.path.as_str());
+            }
             let path = entry.path.clone();
             let rec = LocalRecord { entry, seq, ino, local_change };
             local.insert(path.as_str(), codec::encode(&rec)?);
@@ -53,12 +59,13 @@ impl ShareIndex {
         // above the recorded newest sequence, whose numbers were then handed out
         // again.
         let t = &self.inner;
-        let committed: sled::transaction::TransactionResult<(), ()> = (&t.meta, &t.chunks, &t.local, &t.by_seq)
-            .transaction(|(meta, c, l, b)| {
+        let committed: sled::transaction::TransactionResult<(), ()> =
+            (&t.meta, &t.chunks, &t.local, &t.by_seq, &t.deleted_at).transaction(|(meta, c, l, b, d)| {
                 meta.insert("max_seq", &seq.to_be_bytes())?;
                 c.apply_batch(&chunks)?;
                 l.apply_batch(&local)?;
                 b.apply_batch(&by_seq)?;
+                d.apply_batch(&dates)?;
                 Ok(())
             });
         committed.map_err(|e| match e {
@@ -109,7 +116,7 @@ mod tests {
                 l
             })
             .collect();
-        (s.max_seq().unwrap(), s.since(0, usize::MAX).unwrap(), locs)
+        (s.max_seq().unwrap(), s.since(0, u64::MAX, usize::MAX).unwrap(), locs)
     }
 
     #[test]

@@ -27,9 +27,10 @@ fn sequences_and_chunks() {
     assert_eq!(s.put(entry("a", vec![b1, b2]), 1, false).unwrap(), 1);
     assert_eq!(s.put(entry("b", vec![b2]), 2, false).unwrap(), 2);
     assert_eq!(s.put(entry("a", vec![b1]), 1, false).unwrap(), 3);
-    let since: Vec<_> = s.since(0, 100).unwrap().into_iter().map(|r| r.seq).collect();
+    let since: Vec<_> = s.since(0, u64::MAX, 100).unwrap().into_iter().map(|r| r.seq).collect();
     assert_eq!(since, vec![2, 3]);
-    assert_eq!(s.since(2, 100).unwrap().len(), 1);
+    assert_eq!(s.since(2, u64::MAX, 100).unwrap().len(), 1);
+    assert_eq!(s.since(0, 2, 100).unwrap().len(), 1, "only what is durable: up to 2");
     let locs = s.chunk_locations(&b2.hash).unwrap();
     assert_eq!(locs.iter().map(|l| (l.path.as_str(), l.offset)).collect::<Vec<_>>(), vec![("b", 0)]);
     assert_eq!(locs[0].file, Some(FileStamp { size: 3, mtime: Mtime::default(), ino: 2 }));

@@ -178,7 +178,7 @@ mod tests {
         let gen = s.remote_generation();
         assert!(s.purge(&entry(2, true), |e| e.version.get(ShortId(1)) == 1).unwrap());
         assert!(s.get(&entry(2, true).path).unwrap().is_none(), "the record is gone");
-        assert!(s.since(0, 10).unwrap().is_empty(), "and its sequence");
+        assert!(s.since(0, u64::MAX, 10).unwrap().is_empty(), "and its sequence");
         assert_eq!(s.remote_for(&entry(2, true).path).unwrap(), vec![(a, entry(2, true))], "b's stale entry went");
         assert!(s.remote_generation() > gen, "status and downloads see the change");
         assert!(s.tombstones(5).unwrap().is_empty());

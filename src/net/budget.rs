@@ -58,6 +58,7 @@ impl PeerBudget {
 pub struct Inbound<T> {
     msg: T,
     charge: Charge,
+    wire_len: usize,
 }
 
 /// What a message read from a peer holds: its memory, and the reader's turn (the
@@ -71,6 +72,11 @@ impl<T> Inbound<T> {
     /// The message, and its charge: keep it until the message is dealt with.
     pub fn into_parts(self) -> (T, Charge) {
         (self.msg, self.charge)
+    }
+
+    /// The frame's size on the stream, its length prefix included.
+    pub fn wire_len(&self) -> usize {
+        self.wire_len
     }
 }
 
@@ -93,8 +99,9 @@ pub async fn read_frames<R: AsyncRead + Unpin, T: Framed>(
             let Some(held) = budget.hold(&pool, 2 * head.len() as u64).await else {
                 return Err(CodecError::Io(std::io::ErrorKind::BrokenPipe.into()));
             };
+            let wire_len = 4 + head.len();
             let msg = head.body(&mut recv).await?;
-            Ok(Some(Inbound { msg, charge: Charge { _held: held, _turn: my_turn } }))
+            Ok(Some(Inbound { msg, charge: Charge { _held: held, _turn: my_turn }, wire_len }))
         }
         .await;
         let last = !matches!(frame, Ok(Some(_)));

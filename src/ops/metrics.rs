@@ -232,6 +232,7 @@ mod tests {
                 paused: Some("disk full".into()),
                 in_sync: false,
                 scanning: false,
+                counting: false,
                 peers: vec![SharePeerStatus {
                     id: "B".into(),
                     connected: true,

@@ -153,6 +153,7 @@ mod tests {
                 paused: paused.map(String::from),
                 in_sync: true,
                 scanning: false,
+                counting: false,
                 peers: vec![],
                 schedule: None,
             }],

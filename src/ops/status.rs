@@ -110,6 +110,11 @@ pub struct ShareStatus {
     /// A scan runs, or one asked for (`meshsync rescan`) has not finished.
     #[serde(default)]
     pub scanning: bool,
+    /// The counts (files, what each peer needs) are from before the index's latest
+    /// changes: it keeps changing (a scan, an index exchange) and is counted again
+    /// a moment later. Never in sync meanwhile.
+    #[serde(default)]
+    pub counting: bool,
     /// Per peer that takes part in this share.
     pub peers: Vec<SharePeerStatus>,
     /// The transfer window, for a share with a schedule.
@@ -191,7 +196,7 @@ pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Statu
                 .map(|(peer, we_need, they_need)| SharePeerStatus {
                     id: peer.to_string(),
                     connected: live.contains_key(peer),
-                    in_sync: *we_need == 0 && *they_need == 0,
+                    in_sync: share.summary_current && *we_need == 0 && *they_need == 0,
                     we_need: *we_need,
                     they_need: *they_need,
                 })
@@ -206,8 +211,9 @@ pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Statu
                 local_changes: sum.local_changes,
                 local_change_paths: sum.local_change_paths.clone(),
                 paused: share.paused.clone(),
-                in_sync: share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync),
+                in_sync: share.summary_current && share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync),
                 scanning: share.scanning,
+                counting: !share.summary_current,
                 peers: share_peers,
                 schedule: share.schedule.as_ref().map(|s| WindowStatus::of(s, &now)),
             }
@@ -251,6 +257,9 @@ impl Status {
         for sh in self.shares.iter().filter(|s| share.is_none_or(|n| n == s.name)) {
             if sh.scanning {
                 why.push(format!("{}: scanning", sh.name));
+            }
+            if sh.counting {
+                why.push(format!("{}: counting what each side needs", sh.name));
             }
             if let Some(p) = &sh.paused {
                 why.push(format!("{}: paused ({p})", sh.name));
@@ -469,6 +478,7 @@ mod tests {
             paused: None,
             in_sync: true,
             scanning: false,
+            counting: false,
             peers,
             schedule: None,
         }

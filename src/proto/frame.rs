@@ -87,12 +87,18 @@ pub async fn read_head<R: AsyncRead + Unpin, T: Framed>(r: &mut R) -> Result<Opt
 /// Writes one frame of `T`; a body over `T`'s limit is refused unsent, as the
 /// receiver would refuse it.
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Framed>(w: &mut W, v: &T) -> Result<(), CodecError> {
+    write_frame_sized(w, v).await.map(drop)
+}
+
+/// Like [`write_frame`]; returns the bytes it put on the stream (the length prefix included).
+pub async fn write_frame_sized<W: AsyncWrite + Unpin, T: Framed>(w: &mut W, v: &T) -> Result<usize, CodecError> {
     let body = codec::encode(v)?;
     let max = tag_of(&body).map_or(MAX_FRAME, T::max_frame);
     if body.len() > max {
         return Err(CodecError::TooLarge { len: body.len(), max });
     }
-    codec::write_body(w, &body).await
+    codec::write_body(w, &body).await?;
+    Ok(4 + body.len())
 }
 
 fn tag_of(body: &[u8]) -> Option<u32> {

@@ -16,8 +16,8 @@ pub use crate::codec::{decode, encode, CodecError, FrameHead, MAX_FRAME};
 pub use crate::ids::MAX_CHUNK;
 pub use entry::{WireBlock, WireEntry, WireKind, WireMtime};
 pub use frame::{
-    read_frame, read_head, write_frame, Framed, MAX_CHUNK_REPLY, MAX_HAVE_FRAME, MAX_HELLO, MAX_JOIN_REPLY,
-    MAX_JOIN_REQUEST, MAX_MEMBERS_FRAME, MAX_PEERS_FRAME, MAX_SMALL_CONTROL, MAX_STREAM_REQUEST,
+    read_frame, read_head, write_frame, write_frame_sized, Framed, MAX_CHUNK_REPLY, MAX_HAVE_FRAME, MAX_HELLO,
+    MAX_JOIN_REPLY, MAX_JOIN_REQUEST, MAX_MEMBERS_FRAME, MAX_PEERS_FRAME, MAX_SMALL_CONTROL, MAX_STREAM_REQUEST,
 };
 pub use trust::{
     CertReply, CertWant, JoinRole, MembersNotice, RemovalNotice, WireMembers, MAX_SHARE_MEMBERS, MAX_TRUST_BLOB,

@@ -52,16 +52,13 @@ pub struct ScanStats {
     pub hashed_bytes: u64,
 }
 
-/// What a walk saw, so entries it did not see can be recorded as deleted.
+/// What a walk found: its figures, and the entries found gone.
 #[derive(Default)]
 struct Walk {
     stats: ScanStats,
-    seen: HashSet<String>,
     /// Entries found gone, to record as deleted once the brake allows it.
     gone: Vec<Entry>,
     gone_paths: HashSet<RelPath>,
-    /// Directories that could not be read: what the index says below them stays.
-    unreadable: Vec<String>,
 }
 
 /// Scans one share.
@@ -101,10 +98,7 @@ impl Scanner<'_> {
         self.walk(self.root.to_path_buf(), String::new(), &mut walk)?;
         // A disk unmounted during the walk left files unseen: not deleted.
         self.check_root()?;
-        let all = self.index.all()?;
-        let live = all.iter().filter(|r| !r.entry.deleted).count();
-        self.collect_unseen(&mut walk, all);
-        self.record_gone(walk, || Ok(live))
+        self.record_gone(walk, || self.index.live_count())
     }
 
     /// Looks at these paths only (the watcher's changes): each is scanned if present
@@ -128,7 +122,8 @@ impl Scanner<'_> {
             if walked.iter().any(|d| r.starts_with(d.as_str())) {
                 continue;
             }
-            let old = self.index.get(rel)?.filter(|o| !o.entry.deleted);
+            let rec = self.index.get(rel)?;
+            let old = rec.clone().filter(|o| !o.entry.deleted);
             let meta = if self.ignore.covers(r) {
                 None
             } else {
@@ -147,7 +142,7 @@ impl Scanner<'_> {
             };
             let kept = match &meta {
                 Some((m, abs)) if m.is_dir() || m.is_file() || m.file_type().is_symlink() => {
-                    self.look_at(abs, rel.clone(), m, &mut walk)?
+                    self.look_at(abs, rel.clone(), m, rec, &mut walk)?
                 }
                 _ => false,
             };
@@ -155,15 +150,12 @@ impl Scanner<'_> {
                 if let Some((_, abs)) = meta {
                     self.walk(abs, r.to_string(), &mut walk)?;
                 }
-                let under = self.index.under(rel)?;
-                self.collect_unseen(&mut walk, under);
                 walked.push(format!("{r}/"));
                 continue;
             }
             // Not a directory (any more): nothing recorded below it stays.
             if old.as_ref().is_some_and(|o| o.entry.kind == EntryKind::Dir) {
-                let under = self.index.under(rel)?;
-                self.collect_unseen(&mut walk, under);
+                self.gone_below(rel, &mut walk)?;
             }
             if let (false, Some(o)) = (kept, old) {
                 walk.gone(o.entry);
@@ -188,7 +180,10 @@ impl Scanner<'_> {
         Ok(())
     }
 
-    /// Scans everything below `dir` (share path `rel_dir`), noting what it saw.
+    /// Scans everything below `dir` (share path `rel_dir`), one directory at a
+    /// time: its listing against the index's records of its names. A name the
+    /// index knows that the listing lacks (or skips) is gone, with everything
+    /// recorded below it; a directory that cannot be read keeps what the index says.
     fn walk(&self, dir: std::path::PathBuf, rel_dir: String, walk: &mut Walk) -> Result<(), ScanError> {
         let mut stack = vec![(dir, rel_dir)];
         while let Some((dir, rel_dir)) = stack.pop() {
@@ -196,79 +191,104 @@ impl Scanner<'_> {
                 Ok(rd) => rd,
                 Err(e) => {
                     warn!(dir = %dir.display(), error = %e, "cannot read directory; its contents are left as they are");
-                    walk.unreadable.push(rel_dir.clone());
                     continue;
                 }
             };
+            let mut known = self.index.children(&rel_dir)?;
             for de in rd.flatten() {
                 let Some(name) = de.file_name().to_str().map(str::to_string) else {
                     warn!(path = %de.path().display(), "skipping a name that is not UTF-8");
                     continue;
                 };
-                let rel_s = if rel_dir.is_empty() { name } else { format!("{rel_dir}/{name}") };
+                let rel_s = if rel_dir.is_empty() { name.clone() } else { format!("{rel_dir}/{name}") };
                 if self.ignore.is_ignored(&rel_s) {
                     continue;
                 }
                 let Ok(rel) = RelPath::parse(&rel_s) else {
                     continue;
                 };
-                let meta = match std::fs::symlink_metadata(de.path()) {
+                // Relative to the directory read: no walk of the whole path again.
+                let meta = match de.metadata() {
                     Ok(m) => m,
                     Err(_) => continue,
                 };
                 let ft = meta.file_type();
-                if ft.is_dir() {
-                    stack.push((de.path(), rel_s.clone()));
-                } else if !(ft.is_file() || ft.is_symlink()) {
+                if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
                     continue;
                 }
-                self.look_at(&de.path(), rel, &meta, walk)?;
+                let child = known.remove(&name).unwrap_or_default();
+                let was_dir = child.below || child.record.as_ref().is_some_and(|r| r.entry.kind == EntryKind::Dir);
+                self.look_at(&de.path(), rel.clone(), &meta, child.record, walk)?;
+                if ft.is_dir() {
+                    stack.push((de.path(), rel_s));
+                } else if was_dir {
+                    self.gone_below(&rel, walk)?;
+                }
+            }
+            for (name, child) in known {
+                if let Some(rec) = child.record {
+                    self.unseen(rec, walk);
+                }
+                if child.below {
+                    let rel_s = if rel_dir.is_empty() { name } else { format!("{rel_dir}/{name}") };
+                    if let Ok(rel) = RelPath::parse(&rel_s) {
+                        self.gone_below(&rel, walk)?;
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Scans one present path, noting it as seen unless it was skipped; returns
-    /// whether it was seen (kept in the index).
-    fn look_at(&self, abs: &Path, rel: RelPath, meta: &std::fs::Metadata, walk: &mut Walk) -> Result<bool, ScanError> {
+    /// Scans one present path, given this node's record of it; returns whether it
+    /// was kept (a skipped one is gone, if it was recorded).
+    fn look_at(
+        &self,
+        abs: &Path,
+        rel: RelPath,
+        meta: &std::fs::Metadata,
+        old: Option<LocalRecord>,
+        walk: &mut Walk,
+    ) -> Result<bool, ScanError> {
         let rel_s = rel.as_str().to_string();
-        match self.scan_one(abs, rel, meta, &mut walk.stats) {
-            Ok(true) => {
-                walk.seen.insert(rel_s);
-                Ok(true)
+        match self.scan_one(abs, rel, meta, old.as_ref(), &mut walk.stats) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                if let Some(o) = old {
+                    self.unseen(o, walk);
+                }
+                Ok(false)
             }
-            Ok(false) => Ok(false),
             // Only a peer's forged counters get a path there: the file stays as it
             // is on disk, unrecorded, and nothing of the mesh replaces it.
             Err(ScanFileError::Index(IndexError::Counter(e))) => {
                 warn!(path = %rel_s, error = %e, "change not recorded");
-                walk.seen.insert(rel_s);
                 Ok(true)
             }
             Err(ScanFileError::Index(e)) => Err(e.into()),
             Err(ScanFileError::Io(e)) => {
                 // Unreadable right now: keep what the index says, try next scan.
                 debug!(path = %rel_s, error = %e, "skipped for now");
-                walk.seen.insert(rel_s);
                 Ok(true)
             }
         }
     }
 
-    /// Notes as gone every live entry of `records` (the whole index, or what lies
-    /// below one directory) that the walk did not see, except ignored ones and those
-    /// below a directory it could not read.
-    fn collect_unseen(&self, walk: &mut Walk, records: Vec<LocalRecord>) {
-        for rec in records {
-            let p = rec.entry.path.as_str();
-            if rec.entry.deleted || walk.seen.contains(p) || self.ignore.is_ignored(p) {
-                continue;
-            }
-            if walk.unreadable.iter().any(|d| d.is_empty() || p == d || p.starts_with(&format!("{d}/"))) {
-                continue;
-            }
+    /// Notes a record the walk did not find as gone, unless it is a tombstone
+    /// already or ignored.
+    fn unseen(&self, rec: LocalRecord, walk: &mut Walk) {
+        if !rec.entry.deleted && !self.ignore.is_ignored(rec.entry.path.as_str()) {
             walk.gone(rec.entry);
         }
+    }
+
+    /// Notes everything recorded below `dir` as gone (it is no directory now, or
+    /// not there at all).
+    fn gone_below(&self, dir: &RelPath, walk: &mut Walk) -> Result<(), ScanError> {
+        for rec in self.index.under(dir)? {
+            self.unseen(rec, walk);
+        }
+        Ok(())
     }
 
     /// Records what the walk found gone as deleted, unless that is more than the
@@ -330,9 +350,9 @@ impl Scanner<'_> {
         abs: &Path,
         rel: RelPath,
         meta: &std::fs::Metadata,
+        old: Option<&LocalRecord>,
         stats: &mut ScanStats,
     ) -> Result<bool, ScanFileError> {
-        let old = self.index.get(&rel)?;
         let ft = meta.file_type();
         let mode = mode_of(meta);
         let mtime = mtime_of(meta);
@@ -353,8 +373,8 @@ impl Scanner<'_> {
             EntryKind::File
         };
         // The file as indexed, untouched since (only its mode may have moved).
-        let unchanged_file = old.as_ref().and_then(|o| o.file_stamp()) == Some(FileStamp::of(meta));
-        if let Some(o) = &old {
+        let unchanged_file = old.and_then(|o| o.file_stamp()) == Some(FileStamp::of(meta));
+        if let Some(o) = old {
             let e = &o.entry;
             let same = !e.deleted
                 && e.kind == kind
@@ -369,13 +389,14 @@ impl Scanner<'_> {
         }
         let blocks = if kind == EntryKind::File {
             // Reuse the blocks when only the mode changed.
-            match &old {
+            match old {
                 Some(o) if unchanged_file => o.entry.blocks.clone(),
                 _ => {
                     let f = std::fs::File::open(abs)?;
-                    let blocks = chunker::chunk_reader(std::io::BufReader::with_capacity(1 << 20, f), meta.len())?;
+                    let blocks = chunker::chunk_reader(&f, meta.len())?;
                     // Changed while we read it: it is still being written, next scan.
-                    let after = std::fs::symlink_metadata(abs)?;
+                    // (Replaced meanwhile: the next look finds another inode.)
+                    let after = f.metadata()?;
                     if after.len() != meta.len() || mtime_of(&after) != mtime {
                         return Ok(true);
                     }
@@ -402,7 +423,7 @@ impl Scanner<'_> {
         // new path of a share added again starts above its old counters; a receive-only
         // change keeps the version it found (none).
         let base = match old {
-            Some(o) => o.entry.version,
+            Some(o) => o.entry.version.clone(),
             None if self.mode == ShareMode::ReceiveOnly => Default::default(),
             None => self.index.new_path_base(self.me)?,
         };

@@ -200,3 +200,51 @@ fn a_path_that_changed_kind_leaves_nothing_stale() {
     let d = f.index.get(&RelPath::parse("d").unwrap()).unwrap().unwrap();
     assert_eq!(d.entry.kind, EntryKind::File);
 }
+
+#[test]
+fn a_full_scan_finds_what_is_gone_directory_by_directory() {
+    let f = Fixture::new();
+    // "a-1" and "a.txt" sort between "a" and what is below it.
+    for p in ["a/x", "a/y/z", "a-1", "a.txt", "b/c/d", "e/f", "keep/g"] {
+        f.write(p, p.as_bytes());
+    }
+    f.scanner().scan().unwrap();
+    let all = ["a", "a-1", "a.txt", "a/x", "a/y", "a/y/z", "b", "b/c", "b/c/d", "e", "e/f", "keep", "keep/g"];
+    assert_eq!(f.live(), all);
+    // A directory becomes a file, a deep one goes, a file goes, a name becomes a directory.
+    std::fs::remove_dir_all(f.root.join("a")).unwrap();
+    f.write("a", b"now a file");
+    std::fs::remove_dir_all(f.root.join("b/c")).unwrap();
+    std::fs::remove_file(f.root.join("a-1")).unwrap();
+    std::fs::remove_file(f.root.join("a.txt")).unwrap();
+    f.write("a.txt/inside", b"now a directory");
+    let st = f.scanner().scan().unwrap();
+    assert_eq!(f.live(), ["a", "a.txt", "a.txt/inside", "b", "e", "e/f", "keep", "keep/g"]);
+    assert_eq!(
+        (st.changed, st.deleted),
+        (3, 6),
+        "a and a.txt changed, a.txt/inside new; a/x, a/y, a/y/z, a-1, b/c, b/c/d gone"
+    );
+    // Nothing changed: nothing recorded.
+    assert_eq!(f.scanner().scan().unwrap(), ScanStats::default());
+}
+
+#[test]
+fn records_below_a_name_without_a_record_of_its_own_are_found_gone() {
+    let f = Fixture::new();
+    // As a peer's file can be applied before its directories are recorded here.
+    let e = Entry {
+        path: RelPath::parse("d/e/f").unwrap(),
+        kind: EntryKind::File,
+        size: 0,
+        mode: 0o644,
+        mtime: Default::default(),
+        version: VersionVector::new().bump(ShortId(2)).unwrap(),
+        modified_by: ShortId(2),
+        deleted: false,
+        blocks: vec![],
+    };
+    f.index.put(e, 1, false).unwrap();
+    assert_eq!(f.scanner().scan().unwrap().deleted, 1);
+    assert!(f.live().is_empty());
+}

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 impl ShareCtx {
-    pub(super) fn execute_local(&self, action: Action) -> Result<(), ApplyError> {
+    /// Carries out an action that needs no peer (anything but a fetch), on this thread.
+    pub fn execute_local(&self, action: Action) -> Result<(), ApplyError> {
         let rec = self.index.get(action.path())?;
         match action {
             Action::Merge { target } => {
@@ -40,12 +41,15 @@ impl ShareCtx {
                 }
                 let mut ino = 0;
                 if !target.deleted {
+                    // Only what differs is set: a change of nothing still raises a file
+                    // event, and the watcher would scan the path again (two nodes that
+                    // indexed the same million files adopt each one).
                     let meta = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
-                    if !meta.file_type().is_symlink() {
+                    if !meta.file_type().is_symlink() && crate::util::mode_of(&meta) != safe_mode(target.mode) {
                         std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(safe_mode(target.mode)))
                             .map_err(io_err(&abs))?;
                     }
-                    if target.kind == EntryKind::File {
+                    if target.kind == EntryKind::File && crate::index::Mtime::of(&meta) != target.mtime {
                         set_mtime(&abs, target.mtime).map_err(io_err(&abs))?;
                     }
                     ino = meta.ino();

@@ -55,8 +55,10 @@ pub struct Share {
     pub cfg: ShareConfig,
     /// What the executor needs (index, root, peers...).
     pub ctx: ShareCtx,
-    /// The newest local sequence; index senders wait on it.
+    /// The newest local sequence.
     pub seq: watch::Sender<u64>,
+    /// The newest local sequence on disk; index senders wait on it (see `worker::flush_loop`).
+    pub durable: watch::Sender<u64>,
     /// Why the share is paused, if it is.
     pauses: Mutex<Pauses>,
     /// The mesh, as share markers name it.
@@ -106,6 +108,8 @@ impl Share {
         let index = node.index.share(&cfg.name)?;
         let ignore = Ignore::new(&cfg.ignore).with_context(|| format!("ignore patterns of share {}", cfg.name))?;
         let seq = watch::channel(index.max_seq()?).0;
+        // What the index holds when opened is on disk.
+        let durable = watch::channel(index.max_seq()?).0;
         let watched: Arc<crate::watch::Pending> = Default::default();
         watched.set_min_interval(cfg.min_interval);
         let settings = Mutex::new(Settings {
@@ -133,6 +137,7 @@ impl Share {
             },
             cfg,
             seq,
+            durable,
             pauses: Mutex::new(Pauses::default()),
             mesh: data_encoding::HEXLOWER.encode(&node.ident.ca_fingerprint()),
             settings,

@@ -19,6 +19,8 @@ const PARALLEL_FILES: usize = 4;
 /// beside those: a batch spends most of its time in the file system's calls, one
 /// after another, so several keep both the network and the disk busy.
 const PARALLEL_BATCHES: usize = 8;
+/// Actions that need no peer, carried out on one thread at a time.
+const LOCAL_BATCH: usize = 256;
 
 /// Which planner a pass over paths uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +96,10 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
         // delete steps in order.
         let (mut singles, mut batches) = (VecDeque::new(), VecDeque::new());
         if class == 1 {
-            for job in batch::jobs(steps) {
+            let (fetches, local): (Vec<Action>, Vec<Action>) =
+                steps.into_iter().partition(|a| matches!(a, Action::Fetch { .. }));
+            run_local(share, local, &mut failed, &mut disk_full).await;
+            for job in batch::jobs(fetches) {
                 match job {
                     Job::One(_) => singles.push_back(job),
                     Job::Batch(_) => batches.push_back(job),
@@ -146,19 +151,7 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
                 share.publish_seq();
             }
             for (path, res) in outcomes {
-                match res {
-                    Ok(()) => continue,
-                    Err(e @ ApplyError::DiskFull { .. }) => {
-                        disk_full = Some(e.to_string());
-                    }
-                    Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
-                        debug!(path = %path, error = %e, "not applied yet; retried shortly");
-                    }
-                    Err(e) => {
-                        warn!(path = %path, error = %e, "not applied; retried shortly");
-                    }
-                }
-                failed.push(path);
+                note(path, res, &mut failed, &mut disk_full);
             }
         }
     }
@@ -170,6 +163,54 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
     }
     pauses.disk_full = disk_full;
     failed
+}
+
+/// Carries out actions that need no peer (adopting or merging a version, a link)
+/// in batches, on one thread each: one at a time, the hand-offs between threads
+/// and a flush and an index batch for every few files cost more than the work
+/// (two nodes that indexed the same files adopt each one).
+async fn run_local(share: &Arc<Share>, local: Vec<Action>, failed: &mut Vec<RelPath>, disk_full: &mut Option<String>) {
+    let mut local = local.into_iter().peekable();
+    while local.peek().is_some() {
+        if !share.may_download() {
+            failed.extend(local.by_ref().map(|a| a.path().clone()));
+            break;
+        }
+        let part: Vec<Action> = local.by_ref().take(LOCAL_BATCH).collect();
+        let paths: Vec<RelPath> = part.iter().map(|a| a.path().clone()).collect();
+        let ctx = share.ctx.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            part.into_iter().map(|a| (a.path().clone(), ctx.execute_local(a))).collect::<Vec<_>>()
+        })
+        .await;
+        match done {
+            Ok(done) => {
+                for (path, res) in done {
+                    note(path, res, failed, disk_full);
+                }
+            }
+            Err(_) => failed.extend(paths),
+        }
+        share.publish_seq();
+    }
+}
+
+/// Notes a failed action's path to try again (and why, in the log); a full disk
+/// pauses the share.
+fn note(path: RelPath, res: Result<(), ApplyError>, failed: &mut Vec<RelPath>, disk_full: &mut Option<String>) {
+    match res {
+        Ok(()) => return,
+        Err(e @ ApplyError::DiskFull { .. }) => {
+            *disk_full = Some(e.to_string());
+        }
+        Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
+            debug!(path = %path, error = %e, "not applied yet; retried shortly");
+        }
+        Err(e) => {
+            warn!(path = %path, error = %e, "not applied; retried shortly");
+        }
+    }
+    failed.push(path);
 }
 
 /// Every path a peer has an entry for, once each, in order.

@@ -6,7 +6,8 @@
 //! `settle` decides when a changed path is scanned: a file closed after writing or
 //! moved in at once, one still being written once quiet. The scanner checks size
 //! and mtime again after hashing as well, and partial-download names
-//! (`*.filepart`, ...) are ignored whatever the timing. `config::schedule` says
+//! (`*.filepart`, ...) are ignored whatever the timing; rsync's temp names
+//! (`.name.XXXXXX`) wait for quiet even when closed. `config::schedule` says
 //! when a share may transfer.
 
 mod settle;
@@ -208,6 +209,10 @@ impl ShareWatch {
             for (i, p) in ev.paths.iter().enumerate() {
                 let Some(change) = change_of(&ev.kind, i) else { continue };
                 let Some(rel) = relative(&base, p, &ignore) else { continue };
+                let change = match change {
+                    Change::Finished if looks_like_rsync_temp(&rel) => Change::Busy,
+                    c => c,
+                };
                 if pending.is_ours(&rel, &ev.kind) {
                     continue;
                 }
@@ -251,6 +256,21 @@ fn change_of(kind: &notify::EventKind, i: usize) -> Option<Change> {
         Modify(ModifyKind::Metadata(_)) => Change::Metadata,
         _ => Change::Busy,
     })
+}
+
+/// True for a name like rsync's temp files (`.name.Ab12Cd`: a dot, the final
+/// name, a dot and six letters or digits). rsync closes one after writing and
+/// renames it at once: shipped as finished, it would cross the wire and then be
+/// deleted everywhere. Such a file waits for quiet like one still being written;
+/// by then it is renamed and gone. (Not ignored: a user's `.notes.backup` looks the
+/// same and must still sync, a second later.)
+fn looks_like_rsync_temp(rel: &RelPath) -> bool {
+    let name = rel.as_str().rsplit('/').next().unwrap_or_default();
+    let Some(rest) = name.strip_prefix('.') else { return false };
+    match rest.rsplit_once('.') {
+        Some((stem, tail)) => !stem.is_empty() && tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_alphanumeric()),
+        None => false,
+    }
 }
 
 /// The share-relative path of an event's `abs`, unless it is the root itself,
@@ -345,6 +365,15 @@ mod tests {
         let close_read = EventKind::Access(AccessKind::Close(AccessMode::Read));
         assert_eq!(change_of(&close_read, 0), None, "reads change nothing");
         assert_eq!(change_of(&EventKind::Access(AccessKind::Open(AccessMode::Any)), 0), None);
+    }
+
+    #[test]
+    fn rsync_temp_names_wait_for_quiet() {
+        let t = |s: &str| looks_like_rsync_temp(&RelPath::parse(s).unwrap());
+        assert!(t(".index.html.Xy12Ab") && t("site/.a.0AbCdE"), "rsync's temp names");
+        assert!(!t("index.html") && !t(".bashrc") && !t(".index.html") && !t("a/.x.tar.gz"));
+        assert!(!t("..Ab12Cd"), "no final name");
+        assert!(!t(".a.Ab-2Cd") && !t(".a.Ab12C") && !t("x.index.Ab12Cd"));
     }
 
     #[test]

@@ -115,6 +115,14 @@ async fn dial(node: Arc<Node>, p: KnownPeer) {
         match r {
             Ok(Ok(conn)) if crate::net::peer_node_id(&conn) == Some(id) => {
                 attempts.abort_all();
+                // The peer dialed this node meanwhile (a dial to a stopped peer is
+                // answered when its handshake is retried, a second after it came
+                // back): the connection in use stays. Run as a session, this one
+                // would replace it and fail every request in flight on it.
+                if node.peers.is_connected(&id) {
+                    conn.close(0u32.into(), b"already connected");
+                    return;
+                }
                 // Not held for the session: when it ends, the next dial starts at
                 // once, and a dial that found this one still claimed would end
                 // silently and leave the peer for a minute (a restarted peer whose

@@ -315,6 +315,10 @@ async fn accept_loop(node: Arc<Node>) {
             match node.gate.admit(arriving).await {
                 Ok(Admitted::Mesh(conn)) => session::run(node, conn, false).await,
                 Ok(Admitted::Join { conn, place, deadline }) => join::serve(node, conn, deadline, place).await,
+                // The dialer closed it itself (it found itself connected already).
+                Err(why @ crate::net::gate::Refusal::Handshake(quinn::ConnectionError::ApplicationClosed(_))) => {
+                    debug!(%remote, %why, "connection closed by the dialer during its handshake");
+                }
                 Err(why @ crate::net::gate::Refusal::Handshake(_)) => {
                     warn!(%remote, %why, "refused connection");
                 }

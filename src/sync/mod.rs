@@ -2,6 +2,7 @@
 //! the upload policy and the tombstone rules. No I/O, no tokio, no locks, no clock but a `now` passed in;
 //! `transfer`, `gossip` and `daemon` drive them.
 
+pub mod compress;
 pub mod dial;
 pub mod pieces;
 pub mod planner;

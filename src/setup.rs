@@ -102,6 +102,7 @@ pub fn share_add(home: &Home, name: &str, path: &Path, mode: ShareMode) -> anyho
             max_delete: Default::default(),
             versioning: Default::default(),
             min_interval: crate::config::DEFAULT_MIN_INTERVAL,
+            compression: Default::default(),
         },
     )?;
     Ok(())

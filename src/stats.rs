@@ -13,6 +13,12 @@ pub struct Counters {
     pub chunk_bytes_received: AtomicU64,
     /// Chunk payload bytes sent to peers.
     pub chunk_bytes_sent: AtomicU64,
+    /// Bytes of chunk replies' payloads received from peers, as they crossed the
+    /// wire (compressed or not, duplicates and refused ones included).
+    pub chunk_wire_bytes_received: AtomicU64,
+    /// Bytes of chunk replies' payloads sent to peers, as they crossed the wire:
+    /// below `chunk_bytes_sent` by what compression saved.
+    pub chunk_wire_bytes_sent: AtomicU64,
     /// Chunks served to peers.
     pub chunks_sent: AtomicU64,
     /// Bytes of chunks found locally instead of fetched (renames, copies, edits).
@@ -55,6 +61,12 @@ pub struct CounterSnapshot {
     pub chunk_bytes_received: u64,
     /// See [`Counters::chunk_bytes_sent`].
     pub chunk_bytes_sent: u64,
+    /// See [`Counters::chunk_wire_bytes_received`].
+    #[serde(default)]
+    pub chunk_wire_bytes_received: u64,
+    /// See [`Counters::chunk_wire_bytes_sent`].
+    #[serde(default)]
+    pub chunk_wire_bytes_sent: u64,
     /// See [`Counters::chunks_sent`].
     pub chunks_sent: u64,
     /// See [`Counters::chunk_bytes_reused`].
@@ -109,6 +121,8 @@ impl Counters {
         CounterSnapshot {
             chunk_bytes_received: g(&self.chunk_bytes_received),
             chunk_bytes_sent: g(&self.chunk_bytes_sent),
+            chunk_wire_bytes_received: g(&self.chunk_wire_bytes_received),
+            chunk_wire_bytes_sent: g(&self.chunk_wire_bytes_sent),
             chunks_sent: g(&self.chunks_sent),
             chunk_bytes_reused: g(&self.chunk_bytes_reused),
             chunks_corrupt: g(&self.chunks_corrupt),

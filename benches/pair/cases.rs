@@ -76,6 +76,7 @@ impl Bench {
             Case::Latency => self.latency(s.latency_files),
             Case::Copy => self.copy(s.big),
             Case::Insert => self.insert(s.big, s.insert),
+            Case::Zstd => self.zstd(s.big),
         }
     }
 

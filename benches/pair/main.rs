@@ -1,4 +1,4 @@
-//! The pair benchmark: `cargo bench --bench pair -- --cases small,latency,insert,copy`.
+//! The pair benchmark: `cargo bench --bench pair -- --cases small,latency,insert,copy,zstd`.
 //! Two hosts in network namespaces on a bridge shaped to 1 Gbit/s (the bandwidth
 //! lab's network), real `meshsync` daemons, and rsync over ssh in the same run as
 //! the reference. See benches/LAB.md, "Pair".
@@ -21,6 +21,7 @@ mod big;
 mod cases;
 mod report;
 mod tree;
+mod zstd;
 
 use anyhow::Context;
 use clap::Parser;
@@ -39,12 +40,15 @@ pub enum Case {
     Insert,
     /// (4) The big file's first copy: time and share of the link rate.
     Copy,
+    /// (5) A log-like and a random file of the big file's size, compression auto
+    /// and off: bytes on the wire and time.
+    Zstd,
 }
 
 #[derive(Parser)]
 #[command(name = "pair", about = "meshsync pair benchmark: two shaped hosts, meshsync beside rsync over ssh")]
 struct Args {
-    /// Cases to run, in this order: small, latency, insert, copy.
+    /// Cases to run, in this order: small, latency, insert, copy, zstd.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "small,latency,copy,insert")]
     cases: Vec<Case>,
     /// Rate of both host links, per direction, in Mbit/s.
@@ -97,7 +101,7 @@ fn main() -> ExitCode {
 
 fn run(a: Args) -> anyhow::Result<()> {
     if a.cases.is_empty() {
-        anyhow::bail!("--cases needs at least one of small, latency, insert, copy");
+        anyhow::bail!("--cases needs at least one of small, latency, insert, copy, zstd");
     }
     if a.files == 0 || a.latency_files == 0 || a.size_mib == 0 || a.insert_kib == 0 {
         anyhow::bail!("--files, --latency-files, --size-mib and --insert-kib must each be at least 1");

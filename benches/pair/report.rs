@@ -33,6 +33,7 @@ impl Outcome {
             Case::Latency => 2,
             Case::Insert => 3,
             Case::Copy => 4,
+            Case::Zstd => 5,
         }
     }
 

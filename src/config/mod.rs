@@ -5,7 +5,7 @@ pub mod schedule;
 mod share;
 
 use share::RawShare;
-pub use share::{DeleteBrake, ShareConfig, ShareMode, Versioning, DEFAULT_MIN_INTERVAL};
+pub use share::{Compression, DeleteBrake, ShareConfig, ShareMode, Versioning, DEFAULT_MIN_INTERVAL};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -395,6 +395,9 @@ impl Config {
             Versioning::Trash { keep_days: 7 } => {}
             Versioning::Trash { keep_days } => add.push_str(&format!("keep_days = {keep_days}\n")),
             Versioning::Off => add.push_str("versioning = \"off\"\n"),
+        }
+        if share.compression != Compression::Auto {
+            add.push_str(&format!("compression = \"{}\"\n", share.compression.as_str()));
         }
         match share.max_delete {
             DeleteBrake::Half => {}

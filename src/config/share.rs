@@ -106,6 +106,42 @@ impl Default for Versioning {
     }
 }
 
+/// Whether this node compresses the chunks it sends of a share (zstd, per chunk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Compressed where it pays: a chunk is sent compressed if that saves at least
+    /// a tenth; data that does not compress is soon sent as it is without trying.
+    #[default]
+    Auto,
+    /// Every chunk is compressed, and sent compressed whenever that is smaller.
+    On,
+    /// Never compressed.
+    Off,
+}
+
+impl Compression {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::On => "on",
+            Compression::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("compression {s:?}: expected \"auto\", \"on\" or \"off\"")),
+        }
+    }
+}
+
 /// `[[share]]`: one replicated folder.
 #[derive(Clone, Debug)]
 pub struct ShareConfig {
@@ -125,6 +161,8 @@ pub struct ShareConfig {
     pub versioning: Versioning,
     /// Least time between two scans (so announcements) of one changed path.
     pub min_interval: Duration,
+    /// Whether the chunks this node sends of the share are compressed.
+    pub compression: Compression,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +186,8 @@ pub(super) struct RawShare {
     keep_days: Option<Spanned<u32>>,
     #[serde(default)]
     min_interval: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    compression: Option<Spanned<String>>,
 }
 
 /// How long a scheduled share's window stays open when `schedule_window_mins` is not set.
@@ -192,6 +232,10 @@ impl RawShare {
             None => DEFAULT_MIN_INTERVAL,
             Some(v) => duration(v.get_ref()).map_err(|m| invalid(v.span().start, format!("min_interval: {m}")))?,
         };
+        let compression = match &self.compression {
+            None => Compression::Auto,
+            Some(c) => c.get_ref().parse().map_err(|m| invalid(c.span().start, m))?,
+        };
         Ok(ShareConfig {
             name: self.name.into_inner(),
             path: self.path.into_inner(),
@@ -215,6 +259,7 @@ impl RawShare {
                 Some(n) => DeleteBrake::AtMost(n),
             },
             min_interval,
+            compression,
         })
     }
 }

@@ -56,6 +56,19 @@ fn defaults_and_shares() {
 }
 
 #[test]
+fn compression_is_auto_on_or_off() {
+    assert_eq!(Config::parse(NODE, Path::new("c")).unwrap().shares[0].compression, Compression::Auto);
+    for (v, want) in [("auto", Compression::Auto), ("on", Compression::On), ("off", Compression::Off)] {
+        let c = Config::parse(&format!("{NODE}compression = \"{v}\"\n"), Path::new("c")).unwrap();
+        assert_eq!(c.shares[0].compression, want, "{v}");
+    }
+    let e = err(&format!("{NODE}compression = \"zstd\"\n"));
+    assert!(e.starts_with("/h/config.toml:7: compression \"zstd\": expected \"auto\", \"on\" or \"off\""), "{e}");
+    let e = err(&format!("{NODE}compression = true\n"));
+    assert!(e.starts_with("/h/config.toml:7: "), "{e}");
+}
+
+#[test]
 fn the_delete_brake_stops_more_than_half_and_at_least_a_hundred() {
     let half = DeleteBrake::Half;
     assert!(half.allows(99, 100), "fewer than 100: always");
@@ -118,6 +131,7 @@ fn append_share_keeps_text() {
         max_delete: DeleteBrake::AtMost(500),
         versioning: Versioning::Trash { keep_days: 30 },
         min_interval: Duration::from_millis(2500),
+        compression: Compression::Off,
     };
     let c = Config::append_share(&p, &share).unwrap();
     assert_eq!(c.node.name, "n \"q\"");
@@ -126,6 +140,7 @@ fn append_share_keeps_text() {
     assert_eq!(c.shares[0].max_delete, DeleteBrake::AtMost(500));
     assert_eq!(c.shares[0].versioning, Versioning::Trash { keep_days: 30 });
     assert_eq!(c.shares[0].min_interval, Duration::from_millis(2500));
+    assert_eq!(c.shares[0].compression, Compression::Off);
     assert!(std::fs::read_to_string(&p).unwrap().starts_with("# meshsync node config"));
     assert!(Config::append_share(&p, &share).unwrap_err().to_string().contains("twice"));
 }

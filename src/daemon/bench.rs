@@ -170,6 +170,8 @@ fn open_share(node: &Arc<Node>, id: u64) -> anyhow::Result<Arc<Share>> {
         // A bench blob replaced or deleted is not worth keeping.
         versioning: crate::config::Versioning::Off,
         min_interval: crate::config::DEFAULT_MIN_INTERVAL,
+        // The bench measures the links, not how well its blob compresses.
+        compression: crate::config::Compression::Off,
     };
     let share = Arc::new(Share::open(node, cfg)?);
     node.shares.write().unwrap_or_else(|e| e.into_inner()).insert(name, share.clone());

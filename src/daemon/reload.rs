@@ -144,7 +144,14 @@ fn diff(running: &Config, new: &Config) -> Changes {
         let describe = |c: &ShareConfig| c.schedule.as_ref().map(|x| x.describe());
         let named = |key: &str| format!("share {:?} {key}", s.name);
         ch.needs_restart.extend(
-            [("path", old.path != s.path), ("mode", old.mode != s.mode)].iter().filter(|k| k.1).map(|k| named(k.0)),
+            [
+                ("path", old.path != s.path),
+                ("mode", old.mode != s.mode),
+                ("compression", old.compression != s.compression),
+            ]
+            .iter()
+            .filter(|k| k.1)
+            .map(|k| named(k.0)),
         );
         let live = [
             ("ignore", old.ignore != s.ignore),
@@ -335,8 +342,9 @@ mod tests {
             ]
         );
         assert_eq!(ch.reconfigured.len(), 1);
-        let moved = diff(&running, &parse(&BASE.replace("/s\"", "/elsewhere\"\nmode = \"send-only\"")));
-        assert_eq!(moved.needs_restart, vec!["share \"s\" path", "share \"s\" mode"]);
+        let moved =
+            diff(&running, &parse(&BASE.replace("/s\"", "/elsewhere\"\nmode = \"send-only\"\ncompression = \"off\"")));
+        assert_eq!(moved.needs_restart, vec!["share \"s\" path", "share \"s\" mode", "share \"s\" compression"]);
         assert!(moved.reconfigured.is_empty() && moved.added.is_empty() && moved.removed.is_empty());
     }
 

@@ -215,7 +215,12 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     });
     // Everything this node holds for the peer's messages is charged to one budget.
     let budget = PeerBudget::default();
-    tasks.spawn(node.server.clone().serve_requests(conn.clone(), peer, budget.clone(), lookup).in_current_span());
+    tasks.spawn(
+        node.server
+            .clone()
+            .serve_requests(conn.clone(), (peer, theirs_minor), budget.clone(), lookup)
+            .in_current_span(),
+    );
     // Frames are read in a task of their own: `read_frame` is not cancel-safe, and
     // as a `select!` branch it lost the bytes it had read whenever another branch
     // (a progress map to send) won, desynchronising the stream (seen in the lab as

@@ -11,7 +11,7 @@ pub mod tls;
 
 use crate::identity::Identity;
 use crate::ids::MAX_CHUNK;
-use crate::proto::{self, ChunkReply, ChunkRequest, CodecError, StreamRequest};
+use crate::proto::{self, zchunk, ChunkReply, ChunkRequest, CodecError, StreamRequest};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,14 +188,28 @@ pub async fn connect_join_from(
 /// A peer's answer to a chunk request.
 #[derive(Debug)]
 pub enum ChunkAnswer {
-    /// In request order: the bytes (not verified yet), or `None` where the peer
-    /// does not have that chunk.
-    Data(Vec<Option<Vec<u8>>>),
+    /// The chunks the peer sent.
+    Data {
+        /// In request order: the bytes (decompressed, not verified yet), or `None`
+        /// where the peer does not have that chunk.
+        chunks: Vec<Option<Vec<u8>>>,
+        /// Payload bytes as they crossed the wire (compressed ones compressed).
+        wire_bytes: u64,
+    },
     /// The peer has them but spends its upload on other chunks now.
     Busy,
 }
 
-/// Asks a peer for a run of chunks. The bytes are not verified here.
+/// A chunk as read off the stream.
+enum Payload {
+    Raw(Vec<u8>),
+    /// Compressed; decompresses to this many bytes.
+    Zstd(Vec<u8>, u32),
+}
+
+/// Asks a peer for a run of chunks. The bytes are not verified here; compressed
+/// ones are decompressed, each to exactly its requested length or the answer is
+/// a protocol error.
 pub async fn request_chunks(conn: &quinn::Connection, req: &ChunkRequest) -> Result<ChunkAnswer, NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     // Ahead of the chunks this node is sending on the same connection (see `transport`).
@@ -203,6 +217,7 @@ pub async fn request_chunks(conn: &quinn::Connection, req: &ChunkRequest) -> Res
     proto::write_frame(&mut send, &StreamRequest::Chunk(req.clone())).await?;
     let _ = send.finish();
     let mut got = Vec::with_capacity(req.chunks.len());
+    let mut wire_bytes = 0u64;
     for (i, want) in req.chunks.iter().enumerate() {
         let reply: ChunkReply = proto::read_frame(&mut recv)
             .await?
@@ -215,11 +230,34 @@ pub async fn request_chunks(conn: &quinn::Connection, req: &ChunkRequest) -> Res
                 return Err(NetError::Protocol(format!("asked for {} bytes, peer announced {len}", want.len)));
             }
             ChunkReply::Data { len } => {
-                got.push(Some(read_exact_vec(&mut recv, len as usize).await?));
+                got.push(Some(Payload::Raw(read_exact_vec(&mut recv, len as usize).await?)));
+                wire_bytes += u64::from(len);
+            }
+            ChunkReply::Zstd { len } => {
+                // Checked before reading: at most the chunk's own length is read.
+                zchunk::check_header(len, want.len).map_err(|e| NetError::Protocol(e.to_string()))?;
+                got.push(Some(Payload::Zstd(read_exact_vec(&mut recv, len as usize).await?, want.len)));
+                wire_bytes += u64::from(len);
             }
         }
     }
-    Ok(ChunkAnswer::Data(got))
+    let compressed = got.iter().any(|p| matches!(p, Some(Payload::Zstd(..))));
+    let unpack_all = move || got.into_iter().map(|p| p.map(unpack).transpose()).collect::<Result<Vec<_>, _>>();
+    let chunks = if compressed {
+        // Off the async threads: a request decompresses up to MAX_CHUNK bytes.
+        tokio::task::spawn_blocking(unpack_all).await.map_err(|e| NetError::Protocol(format!("decompressing: {e}")))?
+    } else {
+        unpack_all()
+    };
+    let chunks = chunks.map_err(|e| NetError::Protocol(e.to_string()))?;
+    Ok(ChunkAnswer::Data { chunks, wire_bytes })
+}
+
+fn unpack(p: Payload) -> Result<Vec<u8>, zchunk::ZstdError> {
+    match p {
+        Payload::Raw(b) => Ok(b),
+        Payload::Zstd(z, raw) => zchunk::decompress(&z, raw),
+    }
 }
 
 /// Reads exactly `len` bytes into a new buffer, copied once from quinn's receive

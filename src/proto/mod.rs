@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 mod entry;
 mod frame;
 mod trust;
+pub mod zchunk;
 
 pub use crate::codec::{decode, encode, CodecError, FrameHead, MAX_FRAME};
 pub use crate::ids::MAX_CHUNK;
@@ -29,7 +30,9 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
-pub const PROTOCOL_MINOR: u32 = MINOR_TRUST;
+pub const PROTOCOL_MINOR: u32 = MINOR_ZSTD;
+/// The first minor protocol version that takes [`ChunkReply::Zstd`].
+pub const MINOR_ZSTD: u32 = MINOR_TRUST + 1;
 /// Most peers in one [`Control::Peers`]; a longer list is sent in pieces, and a
 /// longer one received is refused.
 pub const MAX_GOSSIP_PEERS: usize = 256;
@@ -328,6 +331,13 @@ pub enum ChunkReply {
     /// The sender has it but just sent it to another peer and is short of upload:
     /// fetch it from that peer once it announces it.
     Busy,
+    /// Minor 4, sent only to a requester of minor 4 or later: the chunk follows
+    /// compressed, as one zstd frame that decompresses to exactly the requested
+    /// chunk's length. Sent only when shorter than the chunk.
+    Zstd {
+        /// Number of compressed bytes after this header.
+        len: u32,
+    },
 }
 
 /// What a joining node sends to its inviter.
@@ -450,6 +460,7 @@ mod golden {
         check("probe_request", &StreamRequest::Probe { bytes: 1 << 20 });
         check("chunk_reply", &ChunkReply::Data { len: 5 });
         check("chunk_reply_busy", &ChunkReply::Busy);
+        check("chunk_reply_zstd", &ChunkReply::Zstd { len: 5 });
         let e = entry();
         check("control_bench_offer", &Control::BenchOffer { id: 7, entry: entry() });
         check("control_bench_done", &Control::BenchDone { id: 7, ok: true });

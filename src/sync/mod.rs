@@ -3,6 +3,7 @@
 //! `transfer`, `gossip` and `daemon` drive them.
 
 pub mod batch;
+pub mod compress;
 pub mod dial;
 pub mod pieces;
 pub mod planner;

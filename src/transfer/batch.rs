@@ -180,7 +180,8 @@ impl ShareCtx {
             while let Some(joined) = set.join_next().await {
                 let Ok((peer, chunks, got)) = joined else { continue };
                 match got {
-                    Ok(Ok(ChunkAnswer::Data(data))) => {
+                    Ok(Ok(ChunkAnswer::Data { chunks: data, wire_bytes })) => {
+                        Counters::add(&self.counters.chunk_wire_bytes_received, wire_bytes);
                         for (c, d) in chunks.iter().zip(data) {
                             match d {
                                 Some(d) if ChunkHash::of(&d) == c.hash => {

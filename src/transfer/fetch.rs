@@ -100,13 +100,15 @@ impl ShareCtx {
                     remaining: swarm.missing_bytes(),
                 };
                 let (f, pos, limit) = (file.clone(), positions.clone(), self.download_limit.clone());
+                let counters = self.counters.clone();
                 // Verified and written in the request task: hashing runs on every core
                 // and this loop never waits for the disk, only for bookkeeping.
                 let h = tasks.spawn(async move {
                     // The node's download cap paces the asking, before any deadline starts.
                     limit.acquire(cr.chunks.iter().map(|c| u64::from(c.len)).sum()).await;
                     let got = match net::request_chunks(&conn, &cr).await {
-                        Ok(ChunkAnswer::Data(data)) => {
+                        Ok(ChunkAnswer::Data { chunks: data, wire_bytes }) => {
+                            Counters::add(&counters.chunk_wire_bytes_received, wire_bytes);
                             let chunks = cr.chunks;
                             let job = move || verify_and_write(&f, &pos, &chunks, data);
                             match tokio::task::spawn_blocking(job).await {

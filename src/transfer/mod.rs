@@ -92,6 +92,8 @@ pub struct ShareCtx {
     pub watched: Arc<crate::watch::Pending>,
     /// Whether what a peer's change replaces or deletes is kept.
     pub versioning: crate::config::Versioning,
+    /// Whether the chunks served of the share are compressed.
+    pub compression: crate::config::Compression,
 }
 
 fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + '_ {

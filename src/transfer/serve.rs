@@ -8,6 +8,7 @@ use crate::net::budget::PeerBudget;
 use crate::net::limit::RateLimit;
 use crate::proto::{self, ChunkRef, ChunkReply, ChunkRequest, StreamRequest, MAX_PROBE};
 use crate::stats::Counters;
+use crate::sync::compress::{Packed, Packer};
 use crate::sync::upload::{Decision, ServedFrom, UploadPolicy};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +19,10 @@ use tracing::{debug, Instrument};
 /// ([`PeerBudget`], which its control frames draw from too).
 pub const SERVE_MEMORY_KIB: u32 = 128 << 10;
 
-/// Who asks: the peer, and the budget its requests are charged to.
+/// Who asks: the peer, its protocol minor, and the budget its requests are charged to.
 struct Asker {
     peer: NodeId,
+    minor: u32,
     budget: PeerBudget,
 }
 
@@ -68,17 +70,18 @@ impl Server {
         self.upload_limit.set(upload_limit_mbit);
     }
 
-    /// Answers a peer's requests on `conn`, each on its own stream, until it closes;
-    /// the chunk data read for them is charged to the peer's `budget`.
+    /// Answers the requests of a peer (of protocol minor `minor`) on `conn`, each on
+    /// its own stream, until it closes; the chunk data read for them is charged to
+    /// the peer's `budget`.
     pub async fn serve_requests(
         self: Arc<Self>,
         conn: quinn::Connection,
-        peer: NodeId,
+        (peer, minor): (NodeId, u32),
         budget: PeerBudget,
         shares: ShareLookup,
     ) {
         while let Ok((send, recv)) = conn.accept_bi().await {
-            let one = self.clone().serve_one(send, recv, Asker { peer, budget: budget.clone() }, shares.clone());
+            let one = self.clone().serve_one(send, recv, Asker { peer, minor, budget: budget.clone() }, shares.clone());
             tokio::spawn(one.in_current_span());
         }
     }
@@ -116,7 +119,7 @@ impl Server {
         &self,
         send: &mut quinn::SendStream,
         req: ChunkRequest,
-        Asker { peer, budget }: Asker,
+        Asker { peer, minor, budget }: Asker,
         share: Option<ShareCtx>,
     ) -> Result<(), String> {
         if let Some(why) = req.refusal() {
@@ -145,17 +148,22 @@ impl Server {
         }
         let res = async {
             let _memory = budget.hold(&self.memory, req.bytes()).await.ok_or("server closed")?;
-            for data in find_chunks(share, req, from).await {
+            for (data, c) in find_chunks(share, req, from, minor).await {
                 let Some(d) = data else {
                     proto::write_frame(send, &ChunkReply::NotFound).await.map_err(|e| e.to_string())?;
                     continue;
                 };
-                self.upload_limit.acquire(d.len() as u64).await;
-                let len = d.len() as u64;
-                proto::write_frame(send, &ChunkReply::Data { len: len as u32 }).await.map_err(|e| e.to_string())?;
+                let wire = d.wire_len() as u64;
+                self.upload_limit.acquire(wire).await;
+                let (head, bytes) = match d {
+                    Packed::Raw(b) => (ChunkReply::Data { len: wire as u32 }, b),
+                    Packed::Zstd(b) => (ChunkReply::Zstd { len: wire as u32 }, b),
+                };
+                proto::write_frame(send, &head).await.map_err(|e| e.to_string())?;
                 // Handed over, not copied: quinn keeps the buffer until it is acknowledged.
-                send.write_chunk(d.into()).await.map_err(|e| e.to_string())?;
-                Counters::add(&self.counters.chunk_bytes_sent, len);
+                send.write_chunk(bytes.into()).await.map_err(|e| e.to_string())?;
+                Counters::add(&self.counters.chunk_bytes_sent, u64::from(c.len));
+                Counters::add(&self.counters.chunk_wire_bytes_sent, wire);
                 Counters::add(&self.counters.chunks_sent, 1);
             }
             // write_all returns once quinn has buffered the bytes; the upload (and the
@@ -192,14 +200,22 @@ async fn not_found(send: &mut quinn::SendStream, n: usize) -> Result<(), String>
 }
 
 /// Reads the chunks of a request from where `from` says they are (a running
-/// download's temp file, or the share's complete files), then from the other;
-/// `None` where this node has no verified copy.
-async fn find_chunks(share: Option<ShareCtx>, req: ChunkRequest, from: ServedFrom) -> Vec<Option<Vec<u8>>> {
-    let n = req.chunks.len();
-    let Some(share) = share else { return vec![None; n] };
+/// download's temp file, or the share's complete files), then from the other, and
+/// packs them for a requester of protocol minor `minor` (compressed, where the
+/// share's setting says so); `None` where this node has no verified copy.
+async fn find_chunks(
+    share: Option<ShareCtx>,
+    req: ChunkRequest,
+    from: ServedFrom,
+    minor: u32,
+) -> Vec<(Option<Packed>, ChunkRef)> {
+    let unfound = |chunks: &[ChunkRef]| chunks.iter().map(|c| (None, *c)).collect();
+    let Some(share) = share else { return unfound(&req.chunks) };
+    let chunks = req.chunks.clone();
     // One trip to the blocking pool per request, not per chunk.
     tokio::task::spawn_blocking(move || {
         let ctx = &share;
+        let mut packer = Packer::new(ctx.compression, minor);
         let mut local = ctx.local_chunks(Verify::IfChanged);
         let mut from_files = |c: &ChunkRef| local.read(&c.hash, c.len).ok().flatten();
         let from_download = |c: &ChunkRef| ctx.partial.read(&c.hash, c.len);
@@ -212,8 +228,10 @@ async fn find_chunks(share: Option<ShareCtx>, req: ChunkRequest, from: ServedFro
                 ServedFrom::Download => from_download(c).or_else(|| from_files(c)),
                 ServedFrom::Files => from_files(c).or_else(|| from_download(c)),
             })
+            .map(|d| d.map(|d| packer.pack(d)))
+            .zip(req.chunks.iter().copied())
             .collect()
     })
     .await
-    .unwrap_or_else(|_| vec![None; n])
+    .unwrap_or_else(|_| unfound(&chunks))
 }

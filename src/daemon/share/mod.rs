@@ -134,6 +134,7 @@ impl Share {
                 announce: node.announce.clone(),
                 watched: watched.clone(),
                 versioning: cfg.versioning,
+                compression: cfg.compression,
             },
             cfg,
             seq,

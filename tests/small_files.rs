@@ -77,9 +77,23 @@ async fn many_small_files_arrive_whole_and_are_replaced_in_place() {
     wait_in_sync(&nodes).await;
     // Those with new content replaced a version, which is kept; the others only
     // took the new mtime.
+    // (At least: a file caught by beta's scanner between its truncation and its
+    // write can go out empty first, and that version is kept too. See
+    // scan::RECENT for how the scanner narrows that window.)
     let replaced = second.iter().filter(|(rel, body, ..)| first.iter().any(|(r, b, ..)| r == rel && b != body)).count();
     let kept = walkdir_count(&nodes[0].path(".meshsync/versions"));
-    assert_eq!(kept, replaced, "every replaced version is kept");
+    assert!(kept >= replaced, "every replaced version is kept: {kept} of {replaced}");
+    for (rel, body, ..) in &first {
+        if second.iter().any(|(r, b, ..)| r == rel && b != body) {
+            let (dir, name) = rel.rsplit_once('/').unwrap();
+            let found = std::fs::read_dir(nodes[0].path(&format!(".meshsync/versions/{dir}")))
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}~")))
+                .any(|e| std::fs::read(e.path()).is_ok_and(|k| &k == body));
+            assert!(found, "the replaced version of {rel} is kept");
+        }
+    }
     let sparse = std::fs::metadata(nodes[0].path("d1/f0001")).unwrap();
     assert_eq!(sparse.len(), 5000, "an all-zero file keeps its length");
     for n in &nodes {

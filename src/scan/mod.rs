@@ -80,6 +80,37 @@ pub struct Scanner<'a> {
     /// Deletions recorded by scans a moment ago: the watcher hands a large delete
     /// over in several batches, and the brake judges them together.
     pub recent_deletes: usize,
+    /// Where a walk hands a file changed in the last [`RECENT`] instead of
+    /// recording it (the file watcher, which scans it once it is finished or
+    /// quiet); `None`: recorded as found.
+    pub defer: Option<&'a dyn Fn(RelPath)>,
+    /// When the watcher handed over the paths of [`Scanner::scan_paths`]: a file
+    /// written after that goes to `defer` instead of being recorded.
+    pub taken_at: Option<std::time::SystemTime>,
+}
+
+/// File times come from the kernel's coarse clock, a few milliseconds behind: a
+/// file written just after the watcher took its path may show an mtime a little
+/// before that. A finished path is taken [`crate::watch::BATCH`] (20 ms) after
+/// its last event, so its mtime lies further back than this.
+const TAKEN_MARGIN: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A file a walk finds changed less than this long ago may be in the middle of
+/// being written: a full scan, or the walk of a new directory, that reads a file
+/// between its truncation and its write would record it empty, and peers would
+/// get the empty version before the real one. Such a file goes to the watcher,
+/// whose own events say when it is finished.
+pub const RECENT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// True when `meta`'s mtime lies within [`RECENT`] of now (either side: a file
+/// with a far-future mtime is recorded as it is, not deferred for ever).
+fn changed_recently(meta: &std::fs::Metadata) -> bool {
+    let Ok(m) = meta.modified() else { return false };
+    let now = std::time::SystemTime::now();
+    match now.duration_since(m) {
+        Ok(ago) => ago < RECENT,
+        Err(ahead) => ahead.duration() < RECENT,
+    }
 }
 
 impl Walk {
@@ -141,6 +172,14 @@ impl Scanner<'_> {
                 }
             };
             let kept = match &meta {
+                // Written again since the watcher handed it over (truncated for a
+                // rewrite, say): its new events bring it back once it is finished.
+                Some((m, _)) if m.is_file() && self.changed_since_taken(m, rec.as_ref()) => {
+                    if let Some(defer) = self.defer {
+                        defer(rel.clone());
+                    }
+                    continue;
+                }
                 Some((m, abs)) if m.is_dir() || m.is_file() || m.file_type().is_symlink() => {
                     self.look_at(abs, rel.clone(), m, rec, &mut walk)?
                 }
@@ -162,6 +201,15 @@ impl Scanner<'_> {
             }
         }
         self.record_gone(walk, || self.index.live_count())
+    }
+
+    /// True when a file the watcher handed over at [`Scanner::taken_at`] changed
+    /// after that (by its mtime, less [`TAKEN_MARGIN`]) and is not what the index
+    /// holds.
+    fn changed_since_taken(&self, meta: &std::fs::Metadata, rec: Option<&LocalRecord>) -> bool {
+        let (Some(taken), Some(_)) = (self.taken_at, self.defer) else { return false };
+        let unchanged = rec.and_then(|r| r.file_stamp()) == Some(FileStamp::of(meta));
+        !unchanged && meta.modified().is_ok_and(|m| m + TAKEN_MARGIN > taken)
     }
 
     /// Fails the scan if the share root cannot be read or lost its marker: an
@@ -218,7 +266,14 @@ impl Scanner<'_> {
                 }
                 let child = known.remove(&name).unwrap_or_default();
                 let was_dir = child.below || child.record.as_ref().is_some_and(|r| r.entry.kind == EntryKind::Dir);
-                self.look_at(&de.path(), rel.clone(), &meta, child.record, walk)?;
+                let unchanged = child.record.as_ref().and_then(|r| r.file_stamp()) == Some(FileStamp::of(&meta));
+                match self.defer {
+                    // Seen (what the index says stays) and left to the watcher.
+                    Some(defer) if ft.is_file() && !unchanged && changed_recently(&meta) => defer(rel.clone()),
+                    _ => {
+                        self.look_at(&de.path(), rel.clone(), &meta, child.record, walk)?;
+                    }
+                }
                 if ft.is_dir() {
                     stack.push((de.path(), rel_s));
                 } else if was_dir {

@@ -36,6 +36,8 @@ impl Fixture {
             ignore: &self.ignore,
             brake: Some(crate::config::DeleteBrake::default()),
             recent_deletes: 0,
+            defer: None,
+            taken_at: None,
         }
     }
 
@@ -247,4 +249,49 @@ fn records_below_a_name_without_a_record_of_its_own_are_found_gone() {
     f.index.put(e, 1, false).unwrap();
     assert_eq!(f.scanner().scan().unwrap().deleted, 1);
     assert!(f.live().is_empty());
+}
+
+#[test]
+fn a_walk_leaves_a_file_changed_a_moment_ago_to_the_watcher() {
+    let f = Fixture::new();
+    f.write("d/old", b"old");
+    f.write("d/new", b"new");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let file = std::fs::File::options().write(true).open(f.root.join("d/old")).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_modified(old)).unwrap();
+    let deferred = std::cell::RefCell::new(Vec::new());
+    let defer = |p: RelPath| deferred.borrow_mut().push(p.as_str().to_string());
+    let scanner = Scanner { defer: Some(&defer), ..f.scanner() };
+    scanner.scan().unwrap();
+    assert_eq!(f.live(), vec!["d", "d/old"], "the file written just now is not recorded");
+    assert_eq!(*deferred.borrow(), vec!["d/new"]);
+    // The walk of a directory named by the watcher defers the same way; the
+    // watcher's own paths are recorded as they are (it knows they are finished).
+    deferred.borrow_mut().clear();
+    scanner.scan_paths(&[RelPath::parse("d").unwrap()]).unwrap();
+    assert_eq!(*deferred.borrow(), vec!["d/new"]);
+    scanner.scan_paths(&[RelPath::parse("d/new").unwrap()]).unwrap();
+    assert_eq!(f.live(), vec!["d", "d/new", "d/old"]);
+    // A path the watcher handed over before the file was written again (a
+    // rewrite begun after it was taken) goes back to the watcher too.
+    deferred.borrow_mut().clear();
+    let taken = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    f.write("d/new", b"rewritten");
+    let handed = Scanner { defer: Some(&defer), taken_at: Some(taken), ..f.scanner() };
+    handed.scan_paths(&[RelPath::parse("d/new").unwrap()]).unwrap();
+    assert_eq!(*deferred.borrow(), vec!["d/new"]);
+    // Handed over after the write was done (a finished file is taken 20 ms
+    // after its last event): recorded.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let taken_now = Scanner { defer: Some(&defer), taken_at: Some(std::time::SystemTime::now()), ..f.scanner() };
+    taken_now.scan_paths(&[RelPath::parse("d/new").unwrap()]).unwrap();
+    assert_eq!(
+        f.index.get(&RelPath::parse("d/new").unwrap()).unwrap().unwrap().entry.size,
+        9,
+        "finished before it was taken"
+    );
+    // Recorded now: unchanged since, it is not deferred again.
+    deferred.borrow_mut().clear();
+    scanner.scan().unwrap();
+    assert!(deferred.borrow().is_empty());
 }

@@ -311,7 +311,7 @@ impl Share {
         std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths).into_iter().collect()
     }
 
-    fn scanner<'a>(&'a self, me: crate::ids::ShortId, ignore: &'a Ignore) -> Scanner<'a> {
+    fn scanner<'a>(&'a self, me: crate::ids::ShortId, ignore: &'a Ignore, defer: &'a dyn Fn(RelPath)) -> Scanner<'a> {
         Scanner {
             name: &self.cfg.name,
             root: &self.ctx.root,
@@ -321,7 +321,15 @@ impl Share {
             ignore,
             brake: (!self.deletes_confirmed.load(Ordering::SeqCst)).then_some(self.cfg.max_delete),
             recent_deletes: self.recent_deletes(),
+            defer: Some(defer),
+            taken_at: None,
         }
+    }
+
+    /// Hands a path a walk found changed a moment ago to the watcher, as a change
+    /// still under way (see `scan::RECENT`).
+    fn defer_to_watcher(&self, path: RelPath) {
+        self.watched.with(|s, now| s.record(path, crate::watch::Change::Busy, now));
     }
 
     fn publish_seq(&self) {

@@ -110,7 +110,11 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
         share.watched.with(|s, _| s.take_overflow());
         let s2 = share.clone();
         let scan_start = std::time::Instant::now();
-        let scanned = tokio::task::spawn_blocking(move || s2.scanner(me, &s2.ignore()).scan()).await;
+        let scanned = tokio::task::spawn_blocking(move || {
+            let defer = |p| s2.defer_to_watcher(p);
+            s2.scanner(me, &s2.ignore(), &defer).scan()
+        })
+        .await;
         // A failed walk (root unmounted, index error) is tried again soon, not at the
         // next full scan an hour away.
         let interval = if report_scan(&share, scanned, scan_start) { interval } else { interval.min(UNWATCHED_RESCAN) };
@@ -177,6 +181,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                     }
                 }
                 _ = sleep_until_some(due) => {
+                    let taken_at = std::time::SystemTime::now();
                     let paths = share.watched.with(|s, now| s.take_due(now));
                     if paths.is_empty() {
                         continue;
@@ -187,7 +192,10 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                     share.scanning.store(true, Ordering::SeqCst);
                     let scanned_paths = paths.clone();
                     let scanned = tokio::task::spawn_blocking(move || {
-                        s2.scanner(me, &s2.ignore()).scan_paths(&scanned_paths)
+                        let defer = |p| s2.defer_to_watcher(p);
+                        let ignore = s2.ignore();
+                        let scanner = crate::scan::Scanner { taken_at: Some(taken_at), ..s2.scanner(me, &ignore, &defer) };
+                        scanner.scan_paths(&scanned_paths)
                     })
                     .await;
                     let ok = report_scan(&share, scanned, scan_start);

@@ -204,12 +204,16 @@ impl Scanner<'_> {
     }
 
     /// True when a file the watcher handed over at [`Scanner::taken_at`] changed
-    /// after that (by its mtime, less [`TAKEN_MARGIN`]) and is not what the index
-    /// holds.
+    /// after that (by its mtime, less [`TAKEN_MARGIN`], and not ahead of now) and
+    /// is not what the index holds.
     fn changed_since_taken(&self, meta: &std::fs::Metadata, rec: Option<&LocalRecord>) -> bool {
         let (Some(taken), Some(_)) = (self.taken_at, self.defer) else { return false };
         let unchanged = rec.and_then(|r| r.file_stamp()) == Some(FileStamp::of(meta));
-        !unchanged && meta.modified().is_ok_and(|m| m + TAKEN_MARGIN > taken)
+        // An mtime ahead of now is one set by hand (`touch -d`, a restore), not a
+        // write under way: deferred, it would come back with the same mtime for
+        // ever.
+        let now = std::time::SystemTime::now();
+        !unchanged && meta.modified().is_ok_and(|m| m + TAKEN_MARGIN > taken && m <= now + TAKEN_MARGIN)
     }
 
     /// Fails the scan if the share root cannot be read or lost its marker: an

@@ -290,6 +290,17 @@ fn a_walk_leaves_a_file_changed_a_moment_ago_to_the_watcher() {
         9,
         "finished before it was taken"
     );
+    // An mtime set ahead of now by hand is recorded, not deferred for ever.
+    deferred.borrow_mut().clear();
+    f.write("d/ahead", b"from the future");
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(100);
+    let file = std::fs::File::options().write(true).open(f.root.join("d/ahead")).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_modified(ahead)).unwrap();
+    handed.scan_paths(&[RelPath::parse("d/ahead").unwrap()]).unwrap();
+    assert!(deferred.borrow().is_empty());
+    scanner.scan().unwrap();
+    assert!(deferred.borrow().is_empty(), "nor by a walk");
+    assert!(f.live().contains(&"d/ahead".to_string()));
     // Recorded now: unchanged since, it is not deferred again.
     deferred.borrow_mut().clear();
     scanner.scan().unwrap();

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use meshsync::config::ShareMode::SendReceive;
 
 /// Log-like text: timestamped lines with a few levels, paths and numbers, about
 /// as compressible as a web server's access log (a fifth or less with zstd -1).
@@ -26,24 +25,10 @@ fn log_lines(n: usize, seed: u64) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// A two-node mesh whose first node's share has `compression = <setting>`.
-async fn pair(dir: &std::path::Path, setting: &str) -> Vec<TestNode> {
-    let mut a = first(dir, "alpha", SendReceive);
-    // The share's table is the config's last: the line joins it.
-    let cfg = a.home.config();
-    let text = std::fs::read_to_string(&cfg).unwrap() + &format!("compression = \"{setting}\"\n");
-    std::fs::write(&cfg, text).unwrap();
-    a.start().await;
-    let b = join(dir, &a, "beta", SendReceive).await;
-    let nodes = vec![a, b];
-    wait("connected", || nodes.iter().all(|n| n.status().peers.iter().any(|p| p.connected))).await;
-    nodes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_compressible_file_crosses_in_under_two_fifths_of_its_size() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = pair(dir.path(), "auto").await;
+    let mut nodes = pair_with(dir.path(), "compression = \"auto\"").await;
     let body = log_lines(8 << 20, 1);
     place(dir.path(), &nodes[0], "app.log", &body);
     wait_content(&nodes, "app.log", &body).await;
@@ -64,7 +49,7 @@ async fn a_compressible_file_crosses_in_under_two_fifths_of_its_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_compression_off_the_wire_carries_the_chunks_as_they_are() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = pair(dir.path(), "off").await;
+    let mut nodes = pair_with(dir.path(), "compression = \"off\"").await;
     let body = log_lines(4 << 20, 2);
     place(dir.path(), &nodes[0], "app.log", &body);
     wait_content(&nodes, "app.log", &body).await;

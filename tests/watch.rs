@@ -5,30 +5,14 @@
 mod common;
 
 use common::*;
-use meshsync::config::ShareMode::SendReceive;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Two started, connected nodes; `share_lines` are added to the first one's share.
-async fn pair(dir: &Path, share_lines: &str) -> Vec<TestNode> {
-    let mut a = first(dir, "alpha", SendReceive);
-    // The share's table is the last in the file.
-    let cfg = a.home.config();
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("{text}{share_lines}\n")).unwrap();
-    a.start().await;
-    let b = join(dir, &a, "beta", SendReceive).await;
-    let nodes = vec![a, b];
-    wait("both connected", || nodes.iter().all(|n| n.status().peers.iter().any(|p| p.connected))).await;
-    nodes
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_file_goes_out_before_one_still_being_written() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = pair(dir.path(), "").await;
+    let nodes = pair_with(dir.path(), "").await;
     let (a, b) = (&nodes[0], &nodes[1]);
     // Opened and written, and kept open: still being written.
     let mut busy = std::fs::File::create(a.path("a-busy")).unwrap();
@@ -69,7 +53,7 @@ async fn a_closed_file_goes_out_before_one_still_being_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_file_rewritten_every_100ms_is_announced_once_per_min_interval_and_its_last_version_arrives() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = pair(dir.path(), "min_interval = \"1s\"").await;
+    let nodes = pair_with(dir.path(), "min_interval = \"1s\"").await;
     let a = &nodes[0];
     let sent_before = a.status().counters.entries_sent;
     let start = Instant::now();

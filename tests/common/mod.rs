@@ -118,6 +118,20 @@ pub async fn mesh(dir: &Path, modes: &[ShareMode]) -> Vec<TestNode> {
     mesh_with(dir, modes, "").await
 }
 
+/// Two started, connected send-receive nodes; `share_lines` are appended to the
+/// first one's share table (the last table of its config).
+pub async fn pair_with(dir: &Path, share_lines: &str) -> Vec<TestNode> {
+    let mut a = first(dir, "alpha", ShareMode::SendReceive);
+    let cfg = a.home.config();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}{share_lines}\n")).unwrap();
+    a.start().await;
+    let b = join(dir, &a, "beta", ShareMode::SendReceive).await;
+    let nodes = vec![a, b];
+    wait("both connected", || nodes.iter().all(|n| n.status().peers.iter().any(|p| p.connected))).await;
+    nodes
+}
+
 /// Like [`mesh`], with extra `[node]` options for the first node.
 pub async fn mesh_with(dir: &Path, modes: &[ShareMode], first_options: &str) -> Vec<TestNode> {
     let names = ["alpha", "beta", "gamma", "delta"];

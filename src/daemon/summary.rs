@@ -26,6 +26,9 @@ pub struct ShareSummary {
     pub local_changes: u64,
     /// The first [`LISTED_LOCAL_CHANGES`] local changes, by path.
     pub local_change_paths: Vec<String>,
+    /// The first [`LISTED_LOCAL_CHANGES`] paths a peer has a newer version of, by
+    /// path: what `status` names when this node stays behind.
+    pub needed_paths: Vec<String>,
     /// (peer, we need, they need), by peer id.
     pub peers: Vec<(NodeId, u64, u64)>,
 }
@@ -165,6 +168,7 @@ where
     let mut remotes = Fallible::new(remotes);
     let (mut files, mut dirs, mut bytes, mut local_changes) = (0, 0, 0, 0);
     let mut local_change_paths = Vec::new();
+    let mut needed_paths: Vec<String> = Vec::new();
     let mut live_total = 0u64;
     let mut counts: HashMap<NodeId, PeerCount> = HashMap::new();
     loop {
@@ -194,6 +198,7 @@ where
             }
         }
         let mine = mine.map(|r| (r.entry.version, r.entry.deleted));
+        let mut needed = false;
         while let Some((peer, theirs)) = remotes.next_if_at(&path) {
             // Entries stay after a peer left the share; it is no longer waited for.
             if said(&peer) == Some(false) {
@@ -208,11 +213,18 @@ where
                             c.they_need += 1;
                         } else {
                             c.we_need += 1;
+                            needed = true;
                         }
                     }
                 }
-                None => c.we_need += u64::from(!theirs.deleted),
+                None => {
+                    c.we_need += u64::from(!theirs.deleted);
+                    needed |= !theirs.deleted;
+                }
             }
+        }
+        if needed && needed_paths.len() < LISTED_LOCAL_CHANGES {
+            needed_paths.push(path);
         }
     }
     if locals.failed || remotes.failed {
@@ -225,7 +237,7 @@ where
     let mut peers: Vec<(NodeId, u64, u64)> =
         counts.into_iter().map(|(p, c)| (p, c.we_need, c.they_need + (live_total - c.live_held))).collect();
     peers.sort_by_key(|p| p.0.to_string());
-    (ShareSummary { files, dirs, bytes, local_changes, local_change_paths, peers }, read)
+    (ShareSummary { files, dirs, bytes, local_changes, local_change_paths, needed_paths, peers }, read)
 }
 
 /// An iterator of index reads that stops at the first failure, noting it.

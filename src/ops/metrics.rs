@@ -229,6 +229,7 @@ mod tests {
                 bytes: 300,
                 local_changes: 0,
                 local_change_paths: vec![],
+                needed_paths: vec![],
                 paused: Some("disk full".into()),
                 in_sync: false,
                 scanning: false,

@@ -150,6 +150,7 @@ mod tests {
                 bytes: 0,
                 local_changes: 0,
                 local_change_paths: vec![],
+                needed_paths: vec![],
                 paused: paused.map(String::from),
                 in_sync: true,
                 scanning: false,

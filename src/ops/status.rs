@@ -103,6 +103,9 @@ pub struct ShareStatus {
     /// The first of them, by path (`meshsync revert` puts the mesh's version back).
     #[serde(default)]
     pub local_change_paths: Vec<String>,
+    /// The first paths a peer has a newer version of than this node, by path.
+    #[serde(default)]
+    pub needed_paths: Vec<String>,
     /// Why the share is paused, if it is.
     pub paused: Option<String>,
     /// True when every connected peer of this share has exactly our versions.
@@ -210,6 +213,7 @@ pub fn build(snap: &NodeSnapshot, now: chrono::DateTime<chrono::Local>) -> Statu
                 bytes: sum.bytes,
                 local_changes: sum.local_changes,
                 local_change_paths: sum.local_change_paths.clone(),
+                needed_paths: sum.needed_paths.clone(),
                 paused: share.paused.clone(),
                 in_sync: share.summary_current && share_peers.iter().filter(|p| p.connected).all(|p| p.in_sync),
                 scanning: share.scanning,
@@ -424,6 +428,10 @@ impl Status {
                     let _ = writeln!(s, "      ...");
                 }
             }
+            if !sh.in_sync && !sh.needed_paths.is_empty() {
+                let more = if sh.needed_paths.len() >= crate::daemon::LISTED_LOCAL_CHANGES { ", ..." } else { "" };
+                let _ = writeln!(s, "    still to take from peers: {}{more}", sh.needed_paths.join(", "));
+            }
             if let Some(w) = &sh.schedule {
                 let until = w.until.as_deref().unwrap_or("never again");
                 let state = if w.open { format!("open until {until}") } else { format!("closed, opens {until}") };
@@ -475,6 +483,7 @@ mod tests {
             bytes: 0,
             local_changes: 0,
             local_change_paths: vec![],
+            needed_paths: vec![],
             paused: None,
             in_sync: true,
             scanning: false,
@@ -580,6 +589,25 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(st.summary_line(), "not in sync: 1 peer not connected yet");
+    }
+
+    #[test]
+    fn a_share_behind_names_the_paths_it_still_takes_from_peers() {
+        let mut sh = share("www", vec![peer("B", true, (2, 0))]);
+        sh.needed_paths = vec!["a.txt".into(), "d/b.txt".into()];
+        let status = |sh: ShareStatus| Status {
+            summary: String::new(),
+            node: NodeStatus::default(),
+            peers: vec![],
+            shares: vec![sh],
+            transfers: vec![],
+            counters: Default::default(),
+        };
+        let st = status(sh.clone());
+        assert!(!st.human().contains("still to take"), "a share in sync lists nothing");
+        sh.in_sync = false;
+        let st = status(sh);
+        assert!(st.human().contains("    still to take from peers: a.txt, d/b.txt\n"), "{}", st.human());
     }
 
     #[test]

@@ -124,7 +124,17 @@ impl ShareCtx {
     /// True when the disk still shows what the index recorded (nothing new to scan).
     pub(super) fn disk_matches(&self, rec: Option<&LocalRecord>, abs: &Path) -> bool {
         let meta = std::fs::symlink_metadata(abs).ok();
-        match (rec.filter(|r| !r.entry.deleted), meta) {
+        let rec = rec.filter(|r| !r.entry.deleted);
+        let matches = Self::matches(rec, meta.as_ref(), abs);
+        if !matches {
+            debug!(path = %abs.display(), recorded = ?rec.and_then(|r| r.file_stamp()),
+                on_disk = ?meta.as_ref().map(FileStamp::of), "the disk differs from the index");
+        }
+        matches
+    }
+
+    fn matches(rec: Option<&LocalRecord>, meta: Option<&std::fs::Metadata>, abs: &Path) -> bool {
+        match (rec, meta) {
             (None, None) => true,
             (None, Some(_)) | (Some(_), None) => false,
             (Some(r), Some(m)) => match &r.entry.kind {
@@ -133,7 +143,7 @@ impl ShareCtx {
                     m.file_type().is_symlink()
                         && std::fs::read_link(abs).ok().and_then(|t| t.to_str().map(|s| s == target)).unwrap_or(false)
                 }
-                EntryKind::File => m.is_file() && r.file_stamp() == Some(FileStamp::of(&m)),
+                EntryKind::File => m.is_file() && r.file_stamp() == Some(FileStamp::of(m)),
             },
         }
     }

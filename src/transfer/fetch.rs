@@ -86,6 +86,7 @@ impl ShareCtx {
         self.add_sources(&mut swarm, target, &mut known);
         dl.learn_announced(&mut swarm);
         let mut stalls = Stalls::default();
+        let writers = Writers::default();
         loop {
             for req in swarm.poll(epoch.elapsed()) {
                 let Some(conn) = self.peers.get(&req.peer) else {
@@ -100,6 +101,7 @@ impl ShareCtx {
                     remaining: swarm.missing_bytes(),
                 };
                 let (f, pos, limit) = (file.clone(), positions.clone(), self.download_limit.clone());
+                let writers = writers.clone();
                 let counters = self.counters.clone();
                 // Verified and written in the request task: hashing runs on every core
                 // and this loop never waits for the disk, only for bookkeeping.
@@ -110,7 +112,7 @@ impl ShareCtx {
                         Ok(ChunkAnswer::Data { chunks: data, wire_bytes }) => {
                             Counters::add(&counters.chunk_wire_bytes_received, wire_bytes);
                             let chunks = cr.chunks;
-                            let job = move || verify_and_write(&f, &pos, &chunks, data);
+                            let job = move || writers.write(|| verify_and_write(&f, &pos, &chunks, data));
                             match tokio::task::spawn_blocking(job).await {
                                 Ok(got) => got,
                                 Err(e) => Got::WriteFailed(std::io::Error::other(e.to_string())),
@@ -209,6 +211,7 @@ impl ShareCtx {
                     }
                 }
                 Got::WriteFailed(e) => return Err(io_err(Path::new("temp file"))(e)),
+                Got::Closed => Outcome::Failed,
                 Got::Busy => Outcome::Busy,
                 Got::Failed(e) => {
                     debug!(share = %self.name, peer = ?req.peer, error = %e, "chunk request failed");
@@ -230,6 +233,10 @@ impl ShareCtx {
         for (_, h) in running {
             h.abort();
         }
+        // The endgame's duplicates still being written finish before the file is
+        // placed, and none starts after.
+        let w = writers.clone();
+        tokio::task::spawn_blocking(move || w.close()).await.map_err(ApplyError::Task)?;
         // Every chunk is here: peers may fetch any of them before our index says so.
         dl.announce(true);
         Ok(done_bytes)
@@ -360,6 +367,34 @@ enum Got {
     Busy,
     /// The request failed (connection lost, protocol error).
     Failed(net::NetError),
+    /// The download had ended: nothing was written (an endgame duplicate).
+    Closed,
+}
+
+/// The request tasks' writes into a download's temp file. Aborting a request task
+/// does not stop the blocking write it started, and a write landing after the file
+/// was renamed into place changes the placed file: the same bytes, but a new mtime,
+/// so the index no longer matches the disk and every later change of the path from
+/// the mesh waits for a scan that no event asks for (found by the convergence suite,
+/// seeds 461, 482, 511, 622). [`Writers::close`] waits for the writes under way and
+/// refuses any later one.
+#[derive(Clone, Default)]
+struct Writers(Arc<std::sync::RwLock<bool>>);
+
+impl Writers {
+    /// Runs `write` unless the download has ended.
+    fn write(&self, write: impl FnOnce() -> Got) -> Got {
+        let closed = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Got::Closed;
+        }
+        write()
+    }
+
+    /// Waits for the writes under way; later ones write nothing.
+    fn close(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = true;
+    }
 }
 
 /// Verifies each answered chunk of a piece and writes the good ones.
@@ -447,5 +482,48 @@ impl Stalls {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn closing_waits_for_the_write_under_way_and_refuses_later_ones() {
+        let writers = Writers::default();
+        let (started, wait_started) = mpsc::channel();
+        let (go, wait_go) = mpsc::channel::<()>();
+        let w = writers.clone();
+        let slow = std::thread::spawn(move || {
+            w.write(|| {
+                started.send(()).unwrap();
+                wait_go.recv().unwrap();
+                Got::Busy
+            })
+        });
+        wait_started.recv().unwrap();
+        let (closed_tx, closed_rx) = mpsc::channel();
+        let w = writers.clone();
+        let closer = std::thread::spawn(move || {
+            w.close();
+            closed_tx.send(()).unwrap();
+        });
+        // The write under way holds the close back until it is done.
+        assert!(closed_rx.recv_timeout(Duration::from_millis(100)).is_err(), "closed during a write");
+        go.send(()).unwrap();
+        assert!(matches!(slow.join().unwrap(), Got::Busy), "the write under way finished");
+        closer.join().unwrap();
+        closed_rx.recv().unwrap();
+        let mut wrote = false;
+        assert!(matches!(
+            writers.write(|| {
+                wrote = true;
+                Got::Busy
+            }),
+            Got::Closed
+        ));
+        assert!(!wrote, "nothing is written after the close");
     }
 }

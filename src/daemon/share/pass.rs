@@ -151,7 +151,7 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
                 share.publish_seq();
             }
             for (path, res) in outcomes {
-                note(path, res, &mut failed, &mut disk_full);
+                note(share, path, res, &mut failed, &mut disk_full);
             }
         }
     }
@@ -186,7 +186,7 @@ async fn run_local(share: &Arc<Share>, local: Vec<Action>, failed: &mut Vec<RelP
         match done {
             Ok(done) => {
                 for (path, res) in done {
-                    note(path, res, failed, disk_full);
+                    note(share, path, res, failed, disk_full);
                 }
             }
             Err(_) => failed.extend(paths),
@@ -197,14 +197,27 @@ async fn run_local(share: &Arc<Share>, local: Vec<Action>, failed: &mut Vec<RelP
 
 /// Notes a failed action's path to try again (and why, in the log); a full disk
 /// pauses the share.
-fn note(path: RelPath, res: Result<(), ApplyError>, failed: &mut Vec<RelPath>, disk_full: &mut Option<String>) {
+fn note(
+    share: &Share,
+    path: RelPath,
+    res: Result<(), ApplyError>,
+    failed: &mut Vec<RelPath>,
+    disk_full: &mut Option<String>,
+) {
     match res {
         Ok(()) => return,
         Err(e @ ApplyError::DiskFull { .. }) => {
             *disk_full = Some(e.to_string());
         }
-        Err(e @ (ApplyError::NoSource(_) | ApplyError::LocalChanged(_))) => {
+        Err(e @ ApplyError::NoSource(_)) => {
             debug!(path = %path, error = %e, "not applied yet; retried shortly");
+        }
+        // The disk differs from the index: the path is scanned (its event may be
+        // queued already, or there was none to see), so the next plan weighs what
+        // is there now rather than failing the same way until the next full scan.
+        Err(e @ ApplyError::LocalChanged(_)) => {
+            debug!(path = %path, error = %e, "not applied; the path is scanned first");
+            share.defer_to_watcher(path.clone());
         }
         Err(e) => {
             warn!(path = %path, error = %e, "not applied; retried shortly");

@@ -4,7 +4,15 @@ use crate::index::{Index, Mtime, VersionVector};
 use crate::relpath::RelPath;
 
 fn summary(files: u64) -> ShareSummary {
-    ShareSummary { files, dirs: 0, bytes: 0, local_changes: 0, local_change_paths: vec![], peers: vec![] }
+    ShareSummary {
+        files,
+        dirs: 0,
+        bytes: 0,
+        local_changes: 0,
+        local_change_paths: vec![],
+        needed_paths: vec![],
+        peers: vec![],
+    }
 }
 
 fn key(local_seq: u64, remote_generation: u64, said: &[(u8, bool)]) -> SummaryKey {
@@ -100,6 +108,7 @@ fn the_counts_compare_every_path_of_both_sides_in_one_pass() {
     assert_eq!(read, Read::Complete);
     assert_eq!((sum.files, sum.dirs, sum.bytes, sum.local_changes), (4, 1, 19, 1));
     assert_eq!(sum.local_change_paths, ["a-1"]);
+    assert_eq!(sum.needed_paths, ["c", "e"], "what status names when this node stays behind");
     let mut want = vec![
         // we need c (concurrent, not dominated) and e; they need b, and a-1, d, dir they lack.
         (p, 2, 4),

@@ -53,6 +53,9 @@ struct Args {
     /// whole index while it changes).
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
+    /// The nodes' `index_cache_mib` (default: the daemon's).
+    #[arg(long)]
+    index_cache_mib: Option<u64>,
     /// Remove the generated tree at the end.
     #[arg(long)]
     remove_tree: bool,
@@ -155,7 +158,9 @@ async fn run(a: &Args) -> anyhow::Result<()> {
 
     println!("\n## node a: initial index");
     let t0 = Instant::now();
-    let spec_a = NodeSpec { dir: &work, name: "a", share_name: SHARE, share: work.join("a-share") };
+    let node_lines: Vec<String> = a.index_cache_mib.map(|m| format!("index_cache_mib = {m}")).into_iter().collect();
+    let spec_a =
+        NodeSpec { dir: &work, name: "a", share_name: SHARE, share: work.join("a-share"), node_lines: &node_lines };
     let node_a = Daemon::start(&a.bin, spec_a, None).await?;
     let scanned = wait_scanned(&node_a, SHARE, t0, totals.files, a.poll_ms).await?;
     print_scan("a", &scanned, one.time);
@@ -178,7 +183,8 @@ async fn run(a: &Args) -> anyhow::Result<()> {
     println!("\n## node b joins with the same files ({:?})", a.second);
     node_folder(&tree_root, &work.join("b-share"), a.second)?;
     let t0 = Instant::now();
-    let spec_b = NodeSpec { dir: &work, name: "b", share_name: SHARE, share: work.join("b-share") };
+    let spec_b =
+        NodeSpec { dir: &work, name: "b", share_name: SHARE, share: work.join("b-share"), node_lines: &node_lines };
     let mut node_b = Daemon::start(&a.bin, spec_b, Some(&node_a)).await?;
     let scanned = wait_scanned(&node_b, SHARE, t0, totals.files, a.poll_ms).await?;
     print_scan("b", &scanned, one.time);

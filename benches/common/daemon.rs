@@ -61,13 +61,15 @@ pub struct NodeSpec<'a> {
     pub share_name: &'a str,
     /// The share's folder (made if missing).
     pub share: PathBuf,
+    /// Settings added to the `[node]` table of its config.toml (`key = value`).
+    pub node_lines: &'a [String],
 }
 
 impl Daemon {
     /// Sets up a node (`init`, or `join` through `inviter`), adds the share and
     /// starts `meshsync run`; returns once it answers `status`.
     pub async fn start(bin: &Path, spec: NodeSpec<'_>, inviter: Option<&Daemon>) -> anyhow::Result<Daemon> {
-        let NodeSpec { dir, name, share_name, share } = spec;
+        let NodeSpec { dir, name, share_name, share, node_lines } = spec;
         let home = dir.join(name);
         std::fs::create_dir_all(&share)?;
         let listen = format!("127.0.0.1:{}", free_port()?);
@@ -79,6 +81,15 @@ impl Daemon {
             }
         }
         cli(bin, &home, &["share", "add", share_name, &share.to_string_lossy()], None)?;
+        if !node_lines.is_empty() {
+            let path = home.join("config.toml");
+            let text = std::fs::read_to_string(&path)?;
+            let lines: String = node_lines.iter().map(|l| format!("{l}\n")).collect();
+            let Some(text) = text.split_once("[node]\n").map(|(a, b)| format!("{a}[node]\n{lines}{b}")) else {
+                bail!("{}: no [node] table", path.display());
+            };
+            std::fs::write(&path, text)?;
+        }
         let log = dir.join(format!("{name}.log"));
         let child = spawn_run(bin, &home, &log)?;
         let d = Daemon { home, share, log, child };

@@ -53,7 +53,7 @@ use daemon::{Daemon, NodeSpec};
 const SHARE: &str = "flood";
 
 async fn node(bin: &Path, dir: &Path, name: &str, inviter: Option<&Daemon>) -> anyhow::Result<Daemon> {
-    let spec = NodeSpec { dir, name, share_name: SHARE, share: dir.join(format!("{name}-share")) };
+    let spec = NodeSpec { dir, name, share_name: SHARE, share: dir.join(format!("{name}-share")), node_lines: &[] };
     Daemon::start(bin, spec, inviter).await
 }
 

@@ -187,15 +187,24 @@ fn at_start_stray_temp_files_go_and_a_pending_download_resumes_from_its_own() {
     });
     mesh.hosts[1].kill9();
     let tmp = roots[1].join(".meshsync/tmp");
-    let pending: Vec<PathBuf> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    // Spread over tmp/0 to tmp/f by name.
+    let pending: Vec<PathBuf> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| d.is_dir())
+        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .collect();
     assert_eq!(pending.len(), 1, "the download's temp file: {pending:?}");
-    // Left by a crash: a download of a version nobody plans any more, and a restore's copy.
+    // Left by a crash: a download of a version nobody plans any more (in the folder
+    // itself, where versions before the spread folders put them), and a restore's copy.
     let stray = tmp.join("0123456789abcdef0123456789abcdef.part");
     std::fs::write(&stray, random_bytes(1 << 20, 12)).unwrap();
+    let spread = tmp.join("f").join("f123456789abcdef0123456789abcdef.part");
+    std::fs::write(&spread, random_bytes(1 << 16, 13)).unwrap();
     let restore = tmp.join("restore-00000000000000aa.part");
     std::fs::write(&restore, b"a restore's copy").unwrap();
     mesh.hosts[1].start().unwrap();
-    mesh.wait("the stray temp file removed", Duration::from_secs(30), |_| !stray.exists());
+    mesh.wait("the stray temp files removed", Duration::from_secs(30), |_| !stray.exists() && !spread.exists());
     assert!(restore.exists(), "only download temp files are touched");
     let log = mesh.hosts[1].log_tail(200);
     assert!(log.contains("temp files of downloads no longer planned removed"), "the removal is logged:\n{log}");

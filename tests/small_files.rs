@@ -101,7 +101,7 @@ async fn many_small_files_arrive_whole_and_are_replaced_in_place() {
         assert_eq!(st.shares[0].local_changes, 0, "{}: nothing came back as a local change", n.name);
         assert_eq!(st.counters.conflicts, 0, "{}: no conflict", n.name);
         let tmp = n.path(".meshsync/tmp");
-        let left = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+        let left = walkdir_count(&tmp);
         assert_eq!(left, 0, "{}: no temp file left in {}", n.name, tmp.display());
     }
     stop_all(&mut nodes).await;

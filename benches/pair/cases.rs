@@ -126,6 +126,7 @@ impl Bench {
         // empty peer joining a share that is already indexed.
         mesh.stop_node(1);
         let src = mesh.nodes[0].share.clone();
+        after_recent_deletes()?;
         let t = Instant::now();
         tree.write(&src)?;
         let wrote = t.elapsed().as_secs_f64();
@@ -153,18 +154,19 @@ impl Bench {
         out.figures = json!({"files": files, "dirs": tree.dirs(), "meshsync_s": took, "cpu_pct": cpu,
                              "source_index_s": indexed});
         if self.sshd().is_some() {
-            let dest = self.work.join("small-rsync");
+            let (dest, dest_synced) = (self.work.join("small-rsync"), self.work.join("small-rsync-fsync"));
             let cpu0 = util::cpu_jiffies();
             // The trailing slash copies what is in the share, not the folder.
             let src_dir = PathBuf::from(format!("{}/", src.display()));
             let secs = self.rsync(&["-a", "--exclude=/.meshsync"], &src_dir, &dest, "small")?;
             let cpu = util::busy_pct(cpu0, util::cpu_jiffies());
             tree.verify(&src, &dest, "rsync")?;
-            std::fs::remove_dir_all(&dest).with_context(|| format!("removing {}", dest.display()))?;
             // meshsync makes every file durable before it appears (fsync, then
             // rename); rsync does not unless asked: the same promise, measured too.
-            let synced = self.rsync(&["-a", "--fsync", "--exclude=/.meshsync"], &src_dir, &dest, "small-fsync")?;
-            tree.verify(&src, &dest, "rsync --fsync")?;
+            // (Into another folder: one removed just now would slow it down.)
+            let synced =
+                self.rsync(&["-a", "--fsync", "--exclude=/.meshsync"], &src_dir, &dest_synced, "small-fsync")?;
+            tree.verify(&src, &dest_synced, "rsync --fsync")?;
             let rate = |s: f64| files as f64 / s / 1000.0;
             out.reference = format!(
                 "rsync -a over ssh {secs:.2} s ({:.1}k files/s); with --fsync {synced:.2} s ({:.1}k files/s)",
@@ -174,7 +176,8 @@ impl Bench {
             out.figures["rsync_s"] = json!(secs);
             out.figures["rsync_cpu_pct"] = json!(cpu);
             out.figures["rsync_fsync_s"] = json!(synced);
-            std::fs::remove_dir_all(&dest).with_context(|| format!("removing {}", dest.display()))?;
+            remove(&dest)?;
+            remove(&dest_synced)?;
         }
         drop(mesh);
         remove(&self.work.join("small"))?;
@@ -311,10 +314,34 @@ fn wait_child(mut child: Child, log: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// When this bench last removed a scratch directory.
+static LAST_REMOVE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// How long ext4 keeps from reusing a freed inode (`recently_deleted`: 35 s).
+const INODE_RECENTCY: Duration = Duration::from_secs(36);
+
 /// Removes a scratch directory.
 pub(crate) fn remove(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        *LAST_REMOVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+    Ok(())
+}
+
+/// Waits until the inodes of what this bench removed are reusable. ext4 skips
+/// inodes freed in the last 35 s when it allocates one, reading each of them:
+/// right after 100,000 files were removed, half of all CPU went to that
+/// (`perf`: `__ext4_new_inode` -> `find_inode_bit` -> `recently_deleted`) and a
+/// copy of 100,000 files took 17-42 s instead of 11.
+fn after_recent_deletes() -> anyhow::Result<()> {
+    let last = *LAST_REMOVE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(wait) = last.and_then(|t| INODE_RECENTCY.checked_sub(t.elapsed())) {
+        println!(
+            "    (waiting {:.0} s for ext4 to reuse the inodes of files removed a moment ago)",
+            wait.as_secs_f64()
+        );
+        util::sleep(wait)?;
     }
     Ok(())
 }

@@ -208,7 +208,7 @@ impl ShareCtx {
             return Err(ApplyError::DiskFull { need, free });
         }
         let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-        self.create_below_root(&self.private_dir())?;
+        self.make_temp_dirs()?;
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&tmp).map_err(io_err(&tmp))?;
         if let Err(e) = crate::util::reserve(&file, target.size, &runs) {

@@ -127,7 +127,7 @@ impl ShareCtx {
         if free < total.saturating_add(self.min_free.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(ApplyError::DiskFull { need: total, free });
         }
-        self.create_below_root(&self.private_dir())?;
+        self.make_temp_dirs()?;
         let mut local = self.local_chunks(Verify::Always);
         let mut have = HashMap::new();
         for c in wanted {

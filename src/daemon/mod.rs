@@ -22,7 +22,7 @@ pub use membership::{ForgetError, LeaveReport};
 pub use memory::limit_arenas;
 pub use reload::{ReloadError, ReloadReport};
 pub use service::{run, Signals};
-pub use summary::{ShareSummary, LISTED_LOCAL_CHANGES};
+pub use summary::{ShareSummary, LISTED_PATHS};
 pub use trust::{MembersChange, MembersView, RemovedPeer, TrustError};
 
 use share::Share;

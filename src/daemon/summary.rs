@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// every peer's entry (about 0.75 s for 100 000 files and 3 peers on the 2-core
 /// build machine), and `meshsync wait` asks twice a second, so it is kept until
 /// the index changes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShareSummary {
     /// Files present.
     pub files: u64,
@@ -24,9 +24,9 @@ pub struct ShareSummary {
     pub bytes: u64,
     /// Local changes not announced (receive-only).
     pub local_changes: u64,
-    /// The first [`LISTED_LOCAL_CHANGES`] local changes, by path.
+    /// The first [`LISTED_PATHS`] local changes, by path.
     pub local_change_paths: Vec<String>,
-    /// The first [`LISTED_LOCAL_CHANGES`] paths a peer has a newer version of, by
+    /// The first [`LISTED_PATHS`] paths a peer has a newer version of, by
     /// path: what `status` names when this node stays behind.
     pub needed_paths: Vec<String>,
     /// (peer, we need, they need), by peer id.
@@ -182,7 +182,7 @@ where
         if let Some(r) = &mine {
             if r.local_change {
                 local_changes += 1;
-                if local_change_paths.len() < LISTED_LOCAL_CHANGES {
+                if local_change_paths.len() < LISTED_PATHS {
                     local_change_paths.push(path.clone());
                 }
             }
@@ -223,7 +223,7 @@ where
                 }
             }
         }
-        if needed && needed_paths.len() < LISTED_LOCAL_CHANGES {
+        if needed && needed_paths.len() < LISTED_PATHS {
             needed_paths.push(path);
         }
     }
@@ -294,8 +294,8 @@ impl HasPath for (NodeId, Entry) {
     }
 }
 
-/// How many local changes `status` names.
-pub const LISTED_LOCAL_CHANGES: usize = 20;
+/// How many paths of each list `status` names (local changes, paths still needed).
+pub const LISTED_PATHS: usize = 20;
 
 #[cfg(test)]
 mod tests;

@@ -227,13 +227,7 @@ mod tests {
                 files: 3,
                 dirs: 1,
                 bytes: 300,
-                local_changes: 0,
-                local_change_paths: vec![],
-                needed_paths: vec![],
                 paused: Some("disk full".into()),
-                in_sync: false,
-                scanning: false,
-                counting: false,
                 peers: vec![SharePeerStatus {
                     id: "B".into(),
                     connected: true,
@@ -241,7 +235,7 @@ mod tests {
                     we_need: 2,
                     they_need: 0,
                 }],
-                schedule: None,
+                ..Default::default()
             }],
             transfers: vec![],
             counters: Default::default(),

@@ -138,28 +138,16 @@ mod tests {
 
     fn live(paused: Option<&str>) -> Status {
         Status {
-            summary: String::new(),
             node: NodeStatus { id: "A".into(), name: "a".into(), listen: "127.0.0.1:1".into(), ..Default::default() },
-            peers: vec![],
             shares: vec![ShareStatus {
                 name: "www".into(),
                 path: "/srv/www".into(),
                 mode: "send-receive".into(),
-                files: 0,
-                dirs: 0,
-                bytes: 0,
-                local_changes: 0,
-                local_change_paths: vec![],
-                needed_paths: vec![],
                 paused: paused.map(String::from),
                 in_sync: true,
-                scanning: false,
-                counting: false,
-                peers: vec![],
-                schedule: None,
+                ..Default::default()
             }],
-            transfers: vec![],
-            counters: Default::default(),
+            ..Default::default()
         }
     }
 

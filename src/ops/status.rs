@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 /// The whole status document.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// One line: "in sync", or "not in sync: ..." (e.g. "2 peers unreachable").
     #[serde(default)]
@@ -84,7 +84,7 @@ impl PeerStatus {
 }
 
 /// One share.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ShareStatus {
     /// Name.
     pub name: String,
@@ -429,7 +429,7 @@ impl Status {
                 }
             }
             if !sh.in_sync && !sh.needed_paths.is_empty() {
-                let more = if sh.needed_paths.len() >= crate::daemon::LISTED_LOCAL_CHANGES { ", ..." } else { "" };
+                let more = if sh.needed_paths.len() >= crate::daemon::LISTED_PATHS { ", ..." } else { "" };
                 let _ = writeln!(s, "    still to take from peers: {}{more}", sh.needed_paths.join(", "));
             }
             if let Some(w) = &sh.schedule {

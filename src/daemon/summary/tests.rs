@@ -4,15 +4,7 @@ use crate::index::{Index, Mtime, VersionVector};
 use crate::relpath::RelPath;
 
 fn summary(files: u64) -> ShareSummary {
-    ShareSummary {
-        files,
-        dirs: 0,
-        bytes: 0,
-        local_changes: 0,
-        local_change_paths: vec![],
-        needed_paths: vec![],
-        peers: vec![],
-    }
+    ShareSummary { files, ..Default::default() }
 }
 
 fn key(local_seq: u64, remote_generation: u64, said: &[(u8, bool)]) -> SummaryKey {

@@ -5,18 +5,9 @@ fn share(name: &str, peers: Vec<SharePeerStatus>) -> ShareStatus {
         name: name.into(),
         path: "/x".into(),
         mode: "send-receive".into(),
-        files: 0,
-        dirs: 0,
-        bytes: 0,
-        local_changes: 0,
-        local_change_paths: vec![],
-        needed_paths: vec![],
-        paused: None,
         in_sync: true,
-        scanning: false,
-        counting: false,
         peers,
-        schedule: None,
+        ..Default::default()
     }
 }
 
@@ -122,14 +113,7 @@ fn an_unreachable_member_keeps_every_share_from_caught_up_and_the_summary_says_s
 fn a_share_behind_names_the_paths_it_still_takes_from_peers() {
     let mut sh = share("www", vec![peer("B", true, (2, 0))]);
     sh.needed_paths = vec!["a.txt".into(), "d/b.txt".into()];
-    let status = |sh: ShareStatus| Status {
-        summary: String::new(),
-        node: NodeStatus::default(),
-        peers: vec![],
-        shares: vec![sh],
-        transfers: vec![],
-        counters: Default::default(),
-    };
+    let status = |sh: ShareStatus| Status { shares: vec![sh], ..Default::default() };
     let st = status(sh.clone());
     assert!(!st.human().contains("still to take"), "a share in sync lists nothing");
     sh.in_sync = false;

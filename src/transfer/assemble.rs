@@ -208,7 +208,8 @@ impl ShareCtx {
             return Err(ApplyError::DiskFull { need, free });
         }
         let have_tmp = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-        self.make_temp_dirs()?;
+        // Only this download's own temp folder.
+        self.ensure_parent(&tmp)?;
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&tmp).map_err(io_err(&tmp))?;
         if let Err(e) = crate::util::reserve(&file, target.size, &runs) {

@@ -87,156 +87,163 @@ impl ShareCtx {
         dl.learn_announced(&mut swarm);
         let mut stalls = Stalls::default();
         let writers = Writers::default();
-        loop {
-            for req in swarm.poll(epoch.elapsed()) {
-                let Some(conn) = self.peers.get(&req.peer) else {
-                    swarm.remove_peer(&req.peer);
+        // Every way out of the loop, the request tasks' writes end before the
+        // download does: a write landing later would change the placed file (or
+        // the temp file the next attempt resumes from).
+        let fetched: Result<(), ApplyError> = async {
+            loop {
+                for req in swarm.poll(epoch.elapsed()) {
+                    let Some(conn) = self.peers.get(&req.peer) else {
+                        swarm.remove_peer(&req.peer);
+                        continue;
+                    };
+                    let holders = Holders::from_count(swarm.holders(req.chunk));
+                    let cr = ChunkRequest {
+                        share: self.name.clone(),
+                        chunks: pieces.chunks(req.chunk).to_vec(),
+                        holders,
+                        remaining: swarm.missing_bytes(),
+                    };
+                    let (f, pos, limit) = (file.clone(), positions.clone(), self.download_limit.clone());
+                    let writers = writers.clone();
+                    let counters = self.counters.clone();
+                    // Verified and written in the request task: hashing runs on every core
+                    // and this loop never waits for the disk, only for bookkeeping.
+                    let h = tasks.spawn(async move {
+                        // The node's download cap paces the asking, before any deadline starts.
+                        limit.acquire(cr.chunks.iter().map(|c| u64::from(c.len)).sum()).await;
+                        let got = match net::request_chunks(&conn, &cr).await {
+                            Ok(ChunkAnswer::Data { chunks: data, wire_bytes }) => {
+                                Counters::add(&counters.chunk_wire_bytes_received, wire_bytes);
+                                let chunks = cr.chunks;
+                                let job = move || writers.write(|| verify_and_write(&f, &pos, &chunks, data));
+                                match tokio::task::spawn_blocking(job).await {
+                                    Ok(got) => got,
+                                    Err(e) => Got::WriteFailed(std::io::Error::other(e.to_string())),
+                                }
+                            }
+                            Ok(ChunkAnswer::Busy) => Got::Busy,
+                            Err(e) => Got::Failed(e),
+                        };
+                        (req, got)
+                    });
+                    running.insert(req, h);
+                }
+                if swarm.is_complete() {
+                    break;
+                }
+                if tasks.is_empty() && swarm.is_stuck() {
+                    dl.learn_announced(&mut swarm);
+                    if !self.add_sources(&mut swarm, target, &mut known) && swarm.is_stuck() {
+                        // Nothing in flight and nothing to ask: no one has the rest. What is
+                        // here stays servable from the temp file until the next attempt.
+                        dl.announce(true);
+                        return Err(ApplyError::NoSource(target.path.clone()));
+                    }
                     continue;
-                };
-                let holders = Holders::from_count(swarm.holders(req.chunk));
-                let cr = ChunkRequest {
-                    share: self.name.clone(),
-                    chunks: pieces.chunks(req.chunk).to_vec(),
-                    holders,
-                    remaining: swarm.missing_bytes(),
-                };
-                let (f, pos, limit) = (file.clone(), positions.clone(), self.download_limit.clone());
-                let writers = writers.clone();
-                let counters = self.counters.clone();
-                // Verified and written in the request task: hashing runs on every core
-                // and this loop never waits for the disk, only for bookkeeping.
-                let h = tasks.spawn(async move {
-                    // The node's download cap paces the asking, before any deadline starts.
-                    limit.acquire(cr.chunks.iter().map(|c| u64::from(c.len)).sum()).await;
-                    let got = match net::request_chunks(&conn, &cr).await {
-                        Ok(ChunkAnswer::Data { chunks: data, wire_bytes }) => {
-                            Counters::add(&counters.chunk_wire_bytes_received, wire_bytes);
-                            let chunks = cr.chunks;
-                            let job = move || writers.write(|| verify_and_write(&f, &pos, &chunks, data));
-                            match tokio::task::spawn_blocking(job).await {
-                                Ok(got) => got,
-                                Err(e) => Got::WriteFailed(std::io::Error::other(e.to_string())),
+                }
+                let joined = tokio::select! {
+                    j = tasks.join_next(), if !tasks.is_empty() => j,
+                    _ = refresh.tick() => {
+                        // Peers that got this version, connected, or announced chunks since we started.
+                        let generation = self.index.remote_generation();
+                        if generation != sources_gen || sources_at.elapsed() >= SOURCES_EVERY {
+                            (sources_at, sources_gen) = (tokio::time::Instant::now(), generation);
+                            self.add_sources(&mut swarm, target, &mut known);
+                        }
+                        dl.learn_announced(&mut swarm);
+                        for id in known.iter().chain(dl.partial_peers.keys()) {
+                            if let Some(c) = self.peers.get(id) {
+                                swarm.set_rtt(id, c.rtt());
                             }
                         }
-                        Ok(ChunkAnswer::Busy) => Got::Busy,
-                        Err(e) => Got::Failed(e),
-                    };
-                    (req, got)
-                });
-                running.insert(req, h);
-            }
-            if swarm.is_complete() {
-                break;
-            }
-            if tasks.is_empty() && swarm.is_stuck() {
-                dl.learn_announced(&mut swarm);
-                if !self.add_sources(&mut swarm, target, &mut known) && swarm.is_stuck() {
-                    // Nothing in flight and nothing to ask: no one has the rest. What is
-                    // here stays servable from the temp file until the next attempt.
-                    dl.announce(true);
-                    return Err(ApplyError::NoSource(target.path.clone()));
-                }
-                continue;
-            }
-            let joined = tokio::select! {
-                j = tasks.join_next(), if !tasks.is_empty() => j,
-                _ = refresh.tick() => {
-                    // Peers that got this version, connected, or announced chunks since we started.
-                    let generation = self.index.remote_generation();
-                    if generation != sources_gen || sources_at.elapsed() >= SOURCES_EVERY {
-                        (sources_at, sources_gen) = (tokio::time::Instant::now(), generation);
-                        self.add_sources(&mut swarm, target, &mut known);
-                    }
-                    dl.learn_announced(&mut swarm);
-                    for id in known.iter().chain(dl.partial_peers.keys()) {
-                        if let Some(c) = self.peers.get(id) {
-                            swarm.set_rtt(id, c.rtt());
+                        let late = swarm.expire(epoch.elapsed());
+                        for r in &late {
+                            if let Some(h) = running.remove(r) {
+                                h.abort();
+                            }
                         }
+                        stalls.missed(self, target, &late);
+                        stalls.dropped(self, target, swarm.take_dropped());
+                        continue;
                     }
-                    let late = swarm.expire(epoch.elapsed());
-                    for r in &late {
-                        if let Some(h) = running.remove(r) {
-                            h.abort();
-                        }
+                    _ = announce.tick() => {
+                        dl.announce(false);
+                        continue;
                     }
-                    stalls.missed(self, target, &late);
-                    stalls.dropped(self, target, swarm.take_dropped());
+                };
+                let Some(joined) = joined else {
                     continue;
+                };
+                let Ok((req, got)) = joined else { continue };
+                running.remove(&req);
+                if matches!(got, Got::Piece { .. }) {
+                    stalls.answered(&req.peer);
                 }
-                _ = announce.tick() => {
-                    dl.announce(false);
-                    continue;
-                }
-            };
-            let Some(joined) = joined else {
-                continue;
-            };
-            let Ok((req, got)) = joined else { continue };
-            running.remove(&req);
-            if matches!(got, Got::Piece { .. }) {
-                stalls.answered(&req.peer);
-            }
-            let outcome = match got {
-                Got::Piece { written, corrupt, missing } => {
-                    let mut bytes = 0u64;
-                    for c in &written {
-                        let Some((_, offs)) = positions.get(&c.hash) else { continue };
-                        if let Some(off) = offs.first() {
-                            self.partial.add(c.hash, file, *off);
+                let outcome = match got {
+                    Got::Piece { written, corrupt, missing } => {
+                        let mut bytes = 0u64;
+                        for c in &written {
+                            let Some((_, offs)) = positions.get(&c.hash) else { continue };
+                            if let Some(off) = offs.first() {
+                                self.partial.add(c.hash, file, *off);
+                            }
+                            // Endgame duplicates and refetched pieces count once.
+                            if dl.got(&c.hash) {
+                                bytes += c.len as u64 * offs.len() as u64;
+                                Counters::add(&self.counters.chunk_bytes_received, c.len as u64);
+                            }
                         }
-                        // Endgame duplicates and refetched pieces count once.
-                        if dl.got(&c.hash) {
-                            bytes += c.len as u64 * offs.len() as u64;
-                            Counters::add(&self.counters.chunk_bytes_received, c.len as u64);
+                        unflushed += bytes;
+                        if unflushed >= WRITEBACK_EVERY {
+                            unflushed = 0;
+                            let f = file.clone();
+                            // A hint to the kernel; nothing waits for it.
+                            drop(tokio::task::spawn_blocking(move || start_writeback(&f)));
+                        }
+                        done_bytes += bytes;
+                        self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
+                        if corrupt > 0 {
+                            warn!(share = %self.name, peer = ?req.peer, path = %target.path, corrupt,
+                                "chunks failed verification; fetching them elsewhere");
+                            Counters::add(&self.counters.chunks_corrupt, corrupt as u64);
+                            Outcome::Corrupt
+                        } else if missing > 0 {
+                            Outcome::NotFound
+                        } else {
+                            Outcome::Verified
                         }
                     }
-                    unflushed += bytes;
-                    if unflushed >= WRITEBACK_EVERY {
-                        unflushed = 0;
-                        let f = file.clone();
-                        // A hint to the kernel; nothing waits for it.
-                        drop(tokio::task::spawn_blocking(move || start_writeback(&f)));
+                    Got::WriteFailed(e) => return Err(io_err(Path::new("temp file"))(e)),
+                    Got::Closed => Outcome::Failed,
+                    Got::Busy => Outcome::Busy,
+                    Got::Failed(e) => {
+                        debug!(share = %self.name, peer = ?req.peer, error = %e, "chunk request failed");
+                        if !self.peers.is_connected(&req.peer) {
+                            swarm.remove_peer(&req.peer);
+                            known.remove(&req.peer);
+                            dl.partial_peers.remove(&req.peer);
+                        }
+                        Outcome::Failed
                     }
-                    done_bytes += bytes;
-                    self.progress.set(&self.name, target.path.as_str(), done_bytes, target.size);
-                    if corrupt > 0 {
-                        warn!(share = %self.name, peer = ?req.peer, path = %target.path, corrupt,
-                            "chunks failed verification; fetching them elsewhere");
-                        Counters::add(&self.counters.chunks_corrupt, corrupt as u64);
-                        Outcome::Corrupt
-                    } else if missing > 0 {
-                        Outcome::NotFound
-                    } else {
-                        Outcome::Verified
+                };
+                for dup in swarm.complete(req, outcome, epoch.elapsed()) {
+                    if let Some(h) = running.remove(&dup) {
+                        h.abort();
                     }
                 }
-                Got::WriteFailed(e) => return Err(io_err(Path::new("temp file"))(e)),
-                Got::Closed => Outcome::Failed,
-                Got::Busy => Outcome::Busy,
-                Got::Failed(e) => {
-                    debug!(share = %self.name, peer = ?req.peer, error = %e, "chunk request failed");
-                    if !self.peers.is_connected(&req.peer) {
-                        swarm.remove_peer(&req.peer);
-                        known.remove(&req.peer);
-                        dl.partial_peers.remove(&req.peer);
-                    }
-                    Outcome::Failed
-                }
-            };
-            for dup in swarm.complete(req, outcome, epoch.elapsed()) {
-                if let Some(h) = running.remove(&dup) {
-                    h.abort();
-                }
+                stalls.dropped(self, target, swarm.take_dropped());
             }
-            stalls.dropped(self, target, swarm.take_dropped());
+            Ok(())
         }
+        .await;
         for (_, h) in running {
             h.abort();
         }
-        // The endgame's duplicates still being written finish before the file is
-        // placed, and none starts after.
+        // The endgame's duplicates still being written finish, and none starts after.
         let w = writers.clone();
         tokio::task::spawn_blocking(move || w.close()).await.map_err(ApplyError::Task)?;
+        fetched?;
         // Every chunk is here: peers may fetch any of them before our index says so.
         dl.announce(true);
         Ok(done_bytes)

@@ -31,17 +31,16 @@ impl ShareCtx {
         self.private_dir().join(&hex[..1]).join(format!("{}.part", &hex[..TEMP_NAME_LEN]))
     }
 
-    /// Makes the folders temp files go in (see [`TEMP_DIRS`]); the share's folder
-    /// itself is never made (see `create_below_root`).
-    pub(super) fn make_temp_dirs(&self) -> Result<(), ApplyError> {
+    /// The folders temp files are spread over (see [`TEMP_DIRS`]).
+    fn temp_dirs(&self) -> impl Iterator<Item = PathBuf> {
         let dir = self.private_dir();
-        for i in 0..TEMP_DIRS {
-            let sub = dir.join(format!("{i:x}"));
-            if !sub.is_dir() {
-                self.create_below_root(&sub)?;
-            }
-        }
-        Ok(())
+        (0..TEMP_DIRS).map(move |i| dir.join(format!("{i:x}")))
+    }
+
+    /// Makes every folder temp files go in (a batch writes into any of them); the
+    /// share's folder itself is never made (see `create_below_root`).
+    pub(super) fn make_temp_dirs(&self) -> Result<(), ApplyError> {
+        self.temp_dirs().filter(|d| !d.is_dir()).try_for_each(|d| self.create_below_root(&d))
     }
 
     /// Removes the temp files of downloads that are not in `planned` (the temp
@@ -50,9 +49,8 @@ impl ShareCtx {
     /// while no download of the share runs. Returns the count and bytes removed.
     pub fn remove_stale_temp(&self, planned: &HashSet<PathBuf>) -> std::io::Result<(usize, u64)> {
         self.partial.retain(|p| planned.contains(p));
-        let dir = self.private_dir();
         // The spread folders, and the folder itself (where older versions put them).
-        let dirs = std::iter::once(dir.clone()).chain((0..TEMP_DIRS).map(|i| dir.join(format!("{i:x}"))));
+        let dirs = std::iter::once(self.private_dir()).chain(self.temp_dirs());
         let (mut count, mut bytes) = (0, 0);
         for d in dirs {
             let (c, b) = remove_stale_in(&d, planned)?;

@@ -199,6 +199,8 @@ fn at_start_stray_temp_files_go_and_a_pending_download_resumes_from_its_own() {
     // itself, where versions before the spread folders put them), and a restore's copy.
     let stray = tmp.join("0123456789abcdef0123456789abcdef.part");
     std::fs::write(&stray, random_bytes(1 << 20, 12)).unwrap();
+    // (A download makes only its own folder of the sixteen.)
+    std::fs::create_dir_all(tmp.join("f")).unwrap();
     let spread = tmp.join("f").join("f123456789abcdef0123456789abcdef.part");
     std::fs::write(&spread, random_bytes(1 << 16, 13)).unwrap();
     let restore = tmp.join("restore-00000000000000aa.part");

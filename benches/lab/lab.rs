@@ -205,12 +205,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
                 Err(e) => return Err(e),
             };
             println!(
-                "N={n} {:<15} {:>8.2} s  = {:.2} x minimum ({:.2} s){}{}",
+                "N={n} {:<15} {:>8.2} s  = {:.2} x minimum ({:.2} s){}{}{}{}",
                 m.as_str(),
                 r.time_s,
                 r.ratio,
                 tmin,
                 r.cpu_busy_pct.map(|c| format!(", CPU {c:.0} % busy")).unwrap_or_default(),
+                r.cpu_s_per_gib.map(|c| format!(", {c:.1} CPU-s per GiB delivered")).unwrap_or_default(),
+                r.daemon_cpu_s_per_gib.map(|c| format!(" ({c:.1} in the daemons)")).unwrap_or_default(),
                 r.peak_rss_max_bytes.map(|b| format!(", daemon peak RSS {} MiB", b >> 20)).unwrap_or_default(),
             );
             if let Some(c) = r.source_sent_copies {
@@ -225,10 +227,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Outcome> {
             }
             if let Some(q) = &r.quic {
                 println!(
-                    "N={n} {:<15} QUIC: {:.2} % of {} packets declared lost, {:.1} datagrams per send",
+                    "N={n} {:<15} QUIC: {:.2} % of {} packets declared lost, {} ACK frames, {:.1} datagrams per send",
                     m.as_str(),
                     100.0 * q.lost_packets as f64 / q.sent_packets.max(1) as f64,
                     q.sent_packets,
+                    q.ack_frames,
                     q.datagrams_per_send
                 );
             }
@@ -319,6 +322,11 @@ impl Ctx<'_> {
         })
     }
 
+    /// GiB that N receivers' copies of the file add up to.
+    fn delivered_gib(&self, n: usize) -> f64 {
+        (n as u64 * self.size) as f64 / (1u64 << 30) as f64
+    }
+
     fn meshsync(&mut self, topo: &Topology, n: usize, tmin: f64) -> anyhow::Result<report::MethodResult> {
         let tag = format!("n{n}-meshsync");
         let dir = self.work.join(&tag);
@@ -338,6 +346,7 @@ impl Ctx<'_> {
         let udp_before = udp_rcvbuf_errors(&topo.hosts);
         let drops_before = topo.queue_drops();
         let cpu0 = util::cpu_jiffies();
+        let daemons_cpu0 = mesh.cpu_seconds();
         let t0 = Instant::now();
         std::fs::rename(&staged, mesh.nodes[0].share.join(FILE)).context("renaming the file into host 0's share")?;
         let mut rescan = Some(
@@ -370,7 +379,9 @@ impl Ctx<'_> {
             mesh.check_alive()
         })
         .map_err(|e| util::with_logs(e, || format!("daemon logs:\n{}", mesh.log_tails(15))))?;
-        let cpu = util::busy_pct(cpu0, util::cpu_jiffies());
+        let cpu1 = util::cpu_jiffies();
+        let daemons_cpu = mesh.cpu_seconds().zip(daemons_cpu0).map(|(b, a)| b - a);
+        let cpu = util::busy_pct(cpu0, cpu1);
         // VmHWM is only readable while the process lives: read it just before stopping.
         let rss = mesh.peak_rss();
         let sent = mesh.counter("chunk_bytes_sent");
@@ -388,6 +399,8 @@ impl Ctx<'_> {
         drop(mesh);
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         let mut r = report::MethodResult::new(Method::Meshsync, arrivals, tmin, cpu);
+        r.cpu_s_per_gib = util::busy_seconds(cpu0, cpu1).map(|s| s / self.delivered_gib(n));
+        r.daemon_cpu_s_per_gib = daemons_cpu.map(|s| s / self.delivered_gib(n));
         r.peak_rss_max_bytes = rss.iter().flatten().copied().max();
         r.peak_rss_bytes = rss;
         r.source_sent_copies = sent.first().copied().flatten().map(|b| b as f64 / self.size as f64);
@@ -470,7 +483,8 @@ impl Ctx<'_> {
         };
         tick()?;
         let arrivals = poll_arrivals(&targets, self.size, t0, self.timeout(n), &mut tick);
-        let cpu = util::busy_pct(cpu0, util::cpu_jiffies());
+        let cpu1 = util::cpu_jiffies();
+        let cpu = util::busy_pct(cpu0, cpu1);
         // rsync renames the file into place just before it exits: let it finish
         // (or stop it, after a failure) before the copies are checked and removed.
         for (_, c) in running.iter_mut() {
@@ -484,6 +498,7 @@ impl Ctx<'_> {
         self.verify(&targets, method.as_str())?;
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         let mut r = report::MethodResult::new(method, arrivals, tmin, cpu);
+        r.cpu_s_per_gib = util::busy_seconds(cpu0, cpu1).map(|s| s / self.delivered_gib(n));
         r.queue_drops = drops;
         r.restarts = restarts;
         Ok(r)

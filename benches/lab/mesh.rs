@@ -34,6 +34,9 @@ pub struct QuicFigures {
     pub connections: u64,
     /// Packets sent.
     pub sent_packets: u64,
+    /// ACK frames sent (most travel alone, one packet each).
+    #[serde(default)]
+    pub ack_frames: u64,
     /// Packets QUIC declared lost (their frames went out again in new packets).
     pub lost_packets: u64,
     /// UDP datagrams per `sendmsg` (GSO batch), weighted by packets sent.
@@ -252,6 +255,11 @@ impl Mesh {
         self.nodes.iter().map(|n| n.child.as_ref().and_then(|c| util::peak_rss(c.id()))).collect()
     }
 
+    /// CPU-seconds all daemons have used so far; `None` if any is unreadable.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.nodes.iter().map(|n| n.child.as_ref().and_then(|c| util::process_cpu_seconds(c.id()))).sum()
+    }
+
     /// One counter of every daemon (e.g. `chunk_bytes_sent`), from `meshsync
     /// status --json` over the control socket; `None` where unreadable.
     pub fn counter(&self, name: &str) -> Vec<Option<u64>> {
@@ -287,6 +295,8 @@ impl Mesh {
                 f.connections += 1;
                 f.sent_packets += sent as u64;
                 f.lost_packets += lost as u64;
+                // Logged since the ACK frequency change; older daemons count none.
+                f.ack_frames += field("ack_frames").unwrap_or(0.0) as u64;
                 weighted += per_send * sent;
             }
         }

@@ -119,6 +119,13 @@ pub struct MethodResult {
     pub verified: bool,
     /// Share of all CPUs busy during the transfer.
     pub cpu_busy_pct: Option<f64>,
+    /// CPU-seconds the whole machine was busy during the transfer, per GiB
+    /// delivered (N copies of the file): every host, the kernel's network and disk.
+    #[serde(default)]
+    pub cpu_s_per_gib: Option<f64>,
+    /// meshsync: CPU-seconds the daemons themselves used, per GiB delivered.
+    #[serde(default)]
+    pub daemon_cpu_s_per_gib: Option<f64>,
     /// meshsync: VmHWM of the daemon on host 0..=N.
     pub peak_rss_bytes: Vec<Option<u64>>,
     /// meshsync: the largest of those.
@@ -170,6 +177,8 @@ impl MethodResult {
             arrivals_s,
             verified: true,
             cpu_busy_pct,
+            cpu_s_per_gib: None,
+            daemon_cpu_s_per_gib: None,
             peak_rss_bytes: Vec::new(),
             peak_rss_max_bytes: None,
             mesh_connect_s: None,
@@ -267,9 +276,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| N | method | time (s) | x min | min (s) | first / median host (s) | CPU busy | daemon peak RSS |"
+            "| N | method | time (s) | x min | min (s) | first / median host (s) | CPU busy | CPU-s/GiB machine (daemons) | daemon peak RSS |"
         );
-        let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|--:|--:|--:|");
         for r in &self.runs {
             for m in &r.methods {
                 let mut a = m.arrivals_s.clone();
@@ -278,7 +287,7 @@ impl Report {
                 let median = a.get(a.len() / 2).copied().unwrap_or(0.0);
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} | {} |",
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} | {} | {} |",
                     r.n,
                     m.method.as_str(),
                     m.time_s,
@@ -287,6 +296,11 @@ impl Report {
                     first,
                     median,
                     m.cpu_busy_pct.map(|c| format!("{c:.0} %")).unwrap_or_else(|| "-".into()),
+                    match (m.cpu_s_per_gib, m.daemon_cpu_s_per_gib) {
+                        (Some(a), Some(d)) => format!("{a:.1} ({d:.1})"),
+                        (Some(a), None) => format!("{a:.1}"),
+                        _ => "-".into(),
+                    },
                     m.peak_rss_max_bytes
                         .map(|b| format!("{:.0} MiB", b as f64 / 1048576.0))
                         .unwrap_or_else(|| "-".into()),
@@ -322,8 +336,8 @@ impl Report {
             .map(|(n, q)| {
                 let pct = 100.0 * q.lost_packets as f64 / q.sent_packets.max(1) as f64;
                 format!(
-                    "N={n} {pct:.2} % of {} packets, {:.1} datagrams per send",
-                    q.sent_packets, q.datagrams_per_send
+                    "N={n} {pct:.2} % of {} packets, {} ACK frames, {:.1} datagrams per send",
+                    q.sent_packets, q.ack_frames, q.datagrams_per_send
                 )
             })
             .collect();

@@ -88,6 +88,7 @@ pub async fn run(node: Arc<Node>, conn: quinn::Connection, dialed: bool) {
             rtt_ms = %format_args!("{:.1}", st.path.rtt.as_secs_f64() * 1000.0),
             mtu = st.path.current_mtu,
             sent_packets = st.path.sent_packets,
+            ack_frames = st.frame_tx.acks,
             lost_packets = st.path.lost_packets,
             congestion_events = st.path.congestion_events,
             sent_mib = st.udp_tx.bytes >> 20,

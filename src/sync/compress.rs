@@ -8,7 +8,7 @@
 //! (1, 3, 7, 15, 31): on incompressible data about one chunk in twenty is tried.
 
 use crate::config::Compression;
-use crate::proto::{zchunk::Compressor, MINOR_ZSTD};
+use crate::proto::{zchunk, MINOR_ZSTD};
 
 /// Bytes compressed to judge a chunk longer than [`SAMPLE`] × 4 under `auto`.
 pub const SAMPLE: usize = 4 << 10;
@@ -41,7 +41,6 @@ pub fn pays(raw: usize, z: usize) -> bool {
 /// Decides, chunk after chunk of one request, what goes compressed.
 pub struct Packer {
     mode: Compression,
-    zstd: Option<Compressor>,
     /// Chunks still to send untried.
     skip: u32,
     /// Misses in a row (under `auto`).
@@ -53,7 +52,7 @@ impl Packer {
     /// a requester older than [`MINOR_ZSTD`] gets nothing compressed.
     pub fn new(mode: Compression, their_minor: u32) -> Self {
         let mode = if their_minor < MINOR_ZSTD { Compression::Off } else { mode };
-        Self { mode, zstd: None, skip: 0, misses: 0 }
+        Self { mode, skip: 0, misses: 0 }
     }
 
     /// The chunk as it goes on the wire.
@@ -90,7 +89,7 @@ impl Packer {
     }
 
     fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        self.zstd.get_or_insert_with(Compressor::default).compress(data)
+        zchunk::compress_on_this_thread(data)
     }
 }
 

@@ -203,7 +203,7 @@ fn main() -> ExitCode {
     if matches!(cli.cmd, Cmd::Run) {
         meshsync::daemon::limit_arenas();
     }
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match meshsync::daemon::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

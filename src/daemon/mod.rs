@@ -10,6 +10,7 @@ mod join;
 mod membership;
 mod memory;
 mod reload;
+pub mod runtime;
 mod service;
 mod session;
 mod share;

@@ -23,7 +23,7 @@ use daemon::{Daemon, NodeSpec};
 use measure::{fmt_secs, load, wait_idle, wait_in_sync, wait_scanned, Scanned};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "bigtree", about = "meshsync on one share of a big generated tree")]
@@ -217,6 +217,17 @@ async fn run(a: &Args) -> anyhow::Result<()> {
             d.rss_mib()?,
             hwm(d),
             du_mib(&d.home.join("index")),
+            load()
+        );
+    }
+    // At rest means after the daemon's periodic give-back too: until then glibc
+    // holds what the exchange freed (resident, not in use).
+    tokio::time::sleep(meshsync::daemon::GIVE_BACK_EVERY + Duration::from_secs(2)).await;
+    for (name, d) in [("a", &node_a), ("b", &node_b)] {
+        println!(
+            "{name}: RSS {:.1} MiB {} s later, after the daemon gave freed memory back [{}]",
+            d.rss_mib()?,
+            meshsync::daemon::GIVE_BACK_EVERY.as_secs() + 2,
             load()
         );
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often freed memory is given back, whatever ran.
-const EVERY: Duration = Duration::from_secs(30);
+pub const EVERY: Duration = Duration::from_secs(30);
 
 /// Allocator arenas the daemon uses at most (glibc's default is 8 per core).
 /// Memory a thread frees goes back to the arena it came from, so with one arena

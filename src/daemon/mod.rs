@@ -20,7 +20,7 @@ mod trust;
 pub use handle::{Handle, NodeSnapshot, PeerSnapshot, ShareOpError, ShareSnapshot, Unreachable};
 pub use join::{join, JoinError, JoinOutcome};
 pub use membership::{ForgetError, LeaveReport};
-pub use memory::limit_arenas;
+pub use memory::{limit_arenas, EVERY as GIVE_BACK_EVERY};
 pub use reload::{ReloadError, ReloadReport};
 pub use service::{run, Signals};
 pub use summary::{ShareSummary, LISTED_PATHS};

@@ -14,6 +14,8 @@
 #[path = "../common/daemon.rs"]
 mod daemon;
 mod measure;
+#[path = "../common/procfs.rs"]
+mod procfs;
 mod reference;
 mod tree;
 

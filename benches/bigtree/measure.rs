@@ -45,15 +45,7 @@ pub fn load() -> String {
 
 /// CPU seconds a process has used (user + system).
 pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after its ')'.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line; 12 and 13 after the name.
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok((ticks(11) + ticks(12)) / hz)
+    crate::procfs::cpu_seconds(pid).ok_or_else(|| anyhow::anyhow!("no CPU figures in /proc/{pid}/stat"))
 }
 
 /// Waits until the daemon has been nearly without CPU for [`QUIET`]; returns when

@@ -327,6 +327,13 @@ impl Ctx<'_> {
         (n as u64 * self.size) as f64 / (1u64 << 30) as f64
     }
 
+    /// The machine's CPU since `cpu0`: the share of all cores busy, and the
+    /// CPU-seconds per GiB delivered to N receivers.
+    fn machine_cpu(&self, n: usize, cpu0: Option<(u64, u64)>) -> (Option<f64>, Option<f64>) {
+        let cpu1 = util::cpu_jiffies();
+        (util::busy_pct(cpu0, cpu1), util::busy_seconds(cpu0, cpu1).map(|s| s / self.delivered_gib(n)))
+    }
+
     fn meshsync(&mut self, topo: &Topology, n: usize, tmin: f64) -> anyhow::Result<report::MethodResult> {
         let tag = format!("n{n}-meshsync");
         let dir = self.work.join(&tag);
@@ -379,9 +386,8 @@ impl Ctx<'_> {
             mesh.check_alive()
         })
         .map_err(|e| util::with_logs(e, || format!("daemon logs:\n{}", mesh.log_tails(15))))?;
-        let cpu1 = util::cpu_jiffies();
+        let (cpu, cpu_per_gib) = self.machine_cpu(n, cpu0);
         let daemons_cpu = mesh.cpu_seconds().zip(daemons_cpu0).map(|(b, a)| b - a);
-        let cpu = util::busy_pct(cpu0, cpu1);
         // VmHWM is only readable while the process lives: read it just before stopping.
         let rss = mesh.peak_rss();
         let sent = mesh.counter("chunk_bytes_sent");
@@ -399,7 +405,7 @@ impl Ctx<'_> {
         drop(mesh);
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         let mut r = report::MethodResult::new(Method::Meshsync, arrivals, tmin, cpu);
-        r.cpu_s_per_gib = util::busy_seconds(cpu0, cpu1).map(|s| s / self.delivered_gib(n));
+        r.cpu_s_per_gib = cpu_per_gib;
         r.daemon_cpu_s_per_gib = daemons_cpu.map(|s| s / self.delivered_gib(n));
         r.peak_rss_max_bytes = rss.iter().flatten().copied().max();
         r.peak_rss_bytes = rss;
@@ -483,8 +489,7 @@ impl Ctx<'_> {
         };
         tick()?;
         let arrivals = poll_arrivals(&targets, self.size, t0, self.timeout(n), &mut tick);
-        let cpu1 = util::cpu_jiffies();
-        let cpu = util::busy_pct(cpu0, cpu1);
+        let (cpu, cpu_per_gib) = self.machine_cpu(n, cpu0);
         // rsync renames the file into place just before it exits: let it finish
         // (or stop it, after a failure) before the copies are checked and removed.
         for (_, c) in running.iter_mut() {
@@ -498,7 +503,7 @@ impl Ctx<'_> {
         self.verify(&targets, method.as_str())?;
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         let mut r = report::MethodResult::new(method, arrivals, tmin, cpu);
-        r.cpu_s_per_gib = util::busy_seconds(cpu0, cpu1).map(|s| s / self.delivered_gib(n));
+        r.cpu_s_per_gib = cpu_per_gib;
         r.queue_drops = drops;
         r.restarts = restarts;
         Ok(r)

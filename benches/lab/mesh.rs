@@ -257,7 +257,7 @@ impl Mesh {
 
     /// CPU-seconds all daemons have used so far; `None` if any is unreadable.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        self.nodes.iter().map(|n| n.child.as_ref().and_then(|c| util::process_cpu_seconds(c.id()))).sum()
+        self.nodes.iter().map(|n| n.child.as_ref().and_then(|c| util::procfs::cpu_seconds(c.id()))).sum()
     }
 
     /// One counter of every daemon (e.g. `chunk_bytes_sent`), from `meshsync

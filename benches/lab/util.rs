@@ -1,5 +1,8 @@
 //! Small helpers shared by the lab's modules: running commands, interrupts, log tails.
 
+#[path = "../common/procfs.rs"]
+pub mod procfs;
+
 use anyhow::{bail, Context};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -155,32 +158,10 @@ pub fn cpu_jiffies() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// Clock ticks per second of /proc's CPU figures.
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a constant of the running system.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
 /// CPU-seconds all cores were busy over an interval.
 pub fn busy_seconds(start: Option<(u64, u64)>, end: Option<(u64, u64)>) -> Option<f64> {
     let ((b0, _), (b1, _)) = (start?, end?);
-    Some(b1.saturating_sub(b0) as f64 / clock_ticks())
-}
-
-/// CPU-seconds (user + system) a process has used so far, from /proc/PID/stat.
-pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = s.rsplit_once(") ")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks())
+    Some(b1.saturating_sub(b0) as f64 / procfs::clock_ticks())
 }
 
 /// CPU use over an interval, as a percentage of all cores.

@@ -97,6 +97,9 @@ pub fn transport() -> quinn::TransportConfig {
     // Protocol 4 uses none.
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_AFTER_PACKETS));
     t.ack_frequency_config(Some(ack));

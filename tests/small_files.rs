@@ -116,3 +116,35 @@ fn walkdir_count(dir: &std::path::Path) -> usize {
         .map(|e| if e.path().is_dir() { walkdir_count(&e.path()) } else { 1 })
         .sum()
 }
+
+/// More paths than one plan takes at a time (`pass::PLAN_PAGE`, 4096) arrive whole
+/// and go whole: a directory sorts before its files, so its delete can come a page
+/// before theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tree_larger_than_a_plan_page_arrives_and_goes_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    let files: Vec<(String, Vec<u8>)> =
+        (0..5000u32).map(|i| (format!("top/d{:02}/e{}/f{i:05}", i % 40, i % 3), i.to_le_bytes().to_vec())).collect();
+    for (rel, body) in &files {
+        let p = nodes[0].path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+    }
+    wait("beta has every file", || files.iter().all(|(rel, body)| read(&nodes[1].path(rel)).as_ref() == Some(body)))
+        .await;
+    wait_in_sync(&nodes).await;
+    // All of the share gone at once stops the scan until the user confirms.
+    std::fs::remove_dir_all(nodes[0].path("top")).unwrap();
+    wait("alpha pauses on the delete brake", || nodes[0].status().shares[0].paused.is_some()).await;
+    meshsync::ops::control::confirm_deletes(&nodes[0].home, SHARE.into()).await.unwrap();
+    wait("beta deleted the whole tree", || !nodes[1].path("top").exists()).await;
+    wait_in_sync(&nodes).await;
+    for n in &nodes {
+        let st = n.status();
+        assert_eq!(st.shares[0].files, 0, "{}: no file left in the index", n.name);
+        assert_eq!(st.shares[0].local_changes, 0, "{}: nothing came back as a local change", n.name);
+        assert_eq!(st.counters.conflicts, 0, "{}: no conflict", n.name);
+    }
+    stop_all(&mut nodes).await;
+}

@@ -92,8 +92,16 @@ impl ShareCtx {
                 match std::fs::symlink_metadata(&abs) {
                     Ok(m) if m.is_dir() => {
                         if let Err(e) = std::fs::remove_dir(&abs) {
-                            // Unknown or ignored files inside: keep the directory.
-                            warn!(share = %self.name, path = %target.path, error = %e, "directory not removed");
+                            // Files the index tracks inside: their deletes come
+                            // later (the pass plans the directory again after them).
+                            // Unknown or ignored files: the directory stays.
+                            if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                                && self.holds_only_tracked(&target.path, &abs)
+                            {
+                                debug!(share = %self.name, path = %target.path, "directory not removed yet: its files go first");
+                            } else {
+                                warn!(share = %self.name, path = %target.path, error = %e, "directory not removed");
+                            }
                             return Ok(());
                         }
                     }
@@ -119,6 +127,20 @@ impl ShareCtx {
             }
         }
         Ok(())
+    }
+
+    /// True if everything in the directory `dir` (at `abs`) is a path the index
+    /// holds as present.
+    fn holds_only_tracked(&self, dir: &RelPath, abs: &Path) -> bool {
+        let Ok(children) = std::fs::read_dir(abs) else { return false };
+        children.into_iter().all(|c| {
+            let Ok(c) = c else { return false };
+            let name = c.file_name();
+            let Some(child) = name.to_str().and_then(|n| RelPath::parse(&format!("{}/{n}", dir.as_str())).ok()) else {
+                return false;
+            };
+            matches!(self.index.get(&child), Ok(Some(r)) if !r.entry.deleted)
+        })
     }
 
     /// True when the disk still shows what the index recorded (nothing new to scan).

@@ -65,6 +65,11 @@ impl PartialStore {
         self.lock().forget(file);
     }
 
+    /// The temp files of the downloads it holds.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.lock().files.keys().cloned().collect()
+    }
+
     /// Forgets the downloads whose temp file `keep` refuses; returns their paths.
     pub fn retain(&self, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
         let mut m = self.lock();

@@ -43,32 +43,51 @@ impl ShareCtx {
         self.temp_dirs().filter(|d| !d.is_dir()).try_for_each(|d| self.create_below_root(&d))
     }
 
+    /// The download temp files there are now: those on disk and those a kept
+    /// download holds open. Usually none, and then no plan is needed to know which
+    /// to keep.
+    pub fn temp_files(&self) -> std::io::Result<HashSet<PathBuf>> {
+        let mut found: HashSet<PathBuf> = self.partial.paths().into_iter().collect();
+        for d in self.temp_dirs_and_legacy() {
+            found.extend(temp_files_in(&d)?);
+        }
+        Ok(found)
+    }
+
+    /// The spread folders, and the folder itself (where older versions put them).
+    fn temp_dirs_and_legacy(&self) -> impl Iterator<Item = PathBuf> {
+        std::iter::once(self.private_dir()).chain(self.temp_dirs())
+    }
+
     /// Removes the temp files of downloads that are not in `planned` (the temp
     /// files of every download the share would start now), and forgets what they
     /// served: versions replaced or deleted since, or no longer wanted here. Run
     /// while no download of the share runs. Returns the count and bytes removed.
     pub fn remove_stale_temp(&self, planned: &HashSet<PathBuf>) -> std::io::Result<(usize, u64)> {
         self.partial.retain(|p| planned.contains(p));
-        // The spread folders, and the folder itself (where older versions put them).
-        let dirs = std::iter::once(self.private_dir()).chain(self.temp_dirs());
         let (mut count, mut bytes) = (0, 0);
-        for d in dirs {
-            let (c, b) = remove_stale_in(&d, planned)?;
-            (count, bytes) = (count + c, bytes + b);
+        for d in self.temp_dirs_and_legacy() {
+            for path in temp_files_in(&d)? {
+                if planned.contains(&path) {
+                    continue;
+                }
+                let size = allocated(&path);
+                std::fs::remove_file(&path)?;
+                (count, bytes) = (count + 1, bytes + size);
+            }
         }
         Ok((count, bytes))
     }
 }
 
-/// Removes the download temp files in `dir` that are not in `planned`; returns
-/// the count and bytes removed.
-fn remove_stale_in(dir: &Path, planned: &HashSet<PathBuf>) -> std::io::Result<(usize, u64)> {
+/// The download temp files in `dir` (none if it is not there).
+fn temp_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let (mut count, mut bytes) = (0, 0);
+    let mut out = Vec::new();
     for e in entries {
         let path = e?.path();
         // Only download temp files: a restore's copy in progress is named otherwise.
@@ -77,14 +96,11 @@ fn remove_stale_in(dir: &Path, planned: &HashSet<PathBuf>) -> std::io::Result<(u
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".part"))
             .is_some_and(|stem| stem.len() == TEMP_NAME_LEN && stem.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !ours || planned.contains(&path) {
-            continue;
+        if ours {
+            out.push(path);
         }
-        let size = allocated(&path);
-        std::fs::remove_file(&path)?;
-        (count, bytes) = (count + 1, bytes + size);
     }
-    Ok((count, bytes))
+    Ok(out)
 }
 
 /// The byte ranges (offset, length) of `target` that hold data, in file order,
@@ -155,5 +171,21 @@ mod tests {
         let twice = entry(vec![a, a]);
         assert_eq!(data_runs(&twice), vec![(0, 10)]);
         assert!(data_runs(&entry(vec![])).is_empty());
+    }
+
+    #[test]
+    fn only_download_temp_files_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(temp_files_in(&dir.path().join("absent")).unwrap().is_empty());
+        let ours = dir.path().join(format!("{}.part", "0a".repeat(TEMP_NAME_LEN / 2)));
+        for name in [
+            ours.file_name().unwrap().to_str().unwrap(),
+            "restore-copy.part",
+            "0123456789abcdef0123456789abcdeg.part",
+            "0123456789abcdef0123456789abcdef.tmp",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(temp_files_in(dir.path()).unwrap(), vec![ours]);
     }
 }

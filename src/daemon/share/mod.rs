@@ -307,8 +307,22 @@ impl Share {
         self.participants.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn take_dirty(&self) -> Vec<RelPath> {
-        std::mem::take(&mut self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths).into_iter().collect()
+    /// Up to `limit` of the paths to re-plan, in order; if more are left, the
+    /// worker is woken again for them. A page at a time: while two nodes exchange
+    /// the index of a million files, paths come in faster than they are planned,
+    /// and each page's plan holds its paths' entries (see `pass::run_pass`).
+    fn take_dirty(&self, limit: usize) -> Vec<RelPath> {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let page: Vec<RelPath> = std::iter::from_fn(|| dirty.paths.pop_first()).take(limit).collect();
+        if !dirty.paths.is_empty() {
+            self.wake.notify_one();
+        }
+        page
+    }
+
+    /// Forgets the paths to re-plan (a full plan follows).
+    fn clear_dirty(&self) {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).paths.clear();
     }
 
     fn scanner<'a>(&'a self, me: crate::ids::ShortId, ignore: &'a Ignore, defer: &'a dyn Fn(RelPath)) -> Scanner<'a> {

@@ -2,7 +2,7 @@
 //! the actions out (directories first, files in parallel, deletes last).
 
 use super::Share;
-use crate::index::LocalRecord;
+use crate::index::{IndexError, LocalRecord};
 use crate::relpath::RelPath;
 use crate::sync::batch::{self, Job};
 use crate::sync::planner::plan_revert;
@@ -61,30 +61,78 @@ pub(super) async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> V
     run_pass(share, paths, Pass::Sync).await
 }
 
-/// Plans `paths` with the planner of `pass` and applies the plan; returns the
-/// paths whose action failed, to be tried again.
+/// Plans `paths` with the planner of `pass` and applies the plan, a page of
+/// [`PLAN_PAGE`] paths at a time; returns the paths whose action failed, to be
+/// tried again.
+///
+/// A page at a time because a plan holds each path's entries: two nodes that
+/// exchanged the index of a million files had 100,000s of paths to plan, and all
+/// their actions at once made most of a 930-990 MiB peak (heaptrack), which the
+/// allocator did not give back afterwards. Paths come in order, so a directory is
+/// planned in the page of its first file or before it.
 pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass) -> Vec<RelPath> {
     let mut failed = Vec::new();
-    if paths.is_empty() {
-        return failed;
+    let mut disk_full = None;
+    let mut round = paths;
+    // Each round plans again the directories whose files the one before deleted:
+    // a directory sorts before its files, so its delete may have come in an
+    // earlier page or pass (its peer's index batch came first) and found them
+    // still there. Parents are shallower than their files, so the rounds end.
+    while !round.is_empty() {
+        let mut parents = BTreeSet::new();
+        let mut paths = round.into_iter().peekable();
+        while paths.peek().is_some() {
+            // Nothing is written into a folder that is not known to be the share's
+            // (an empty mount point would take the files and hide them under the
+            // disk). Nor while a scan found more deletions than it may record:
+            // whatever caused them (a half-mounted disk, a script gone astray) is
+            // the user's to judge first.
+            if !share.root_ready() || share.brake_paused() {
+                failed.extend(paths);
+                return failed;
+            }
+            // The transfer window closed: the rest waits for it.
+            if !share.may_download() {
+                failed.extend(paths);
+                failed.extend(std::mem::take(&mut parents));
+                break;
+            }
+            let page: Vec<RelPath> = paths.by_ref().take(PLAN_PAGE).collect();
+            let mut out = PageOutcome { failed: &mut failed, disk_full: &mut disk_full, parents: &mut parents };
+            run_page(share, page, pass, &mut out).await;
+        }
+        round = parents.into_iter().collect();
     }
-    // Nothing is written into a folder that is not known to be the share's (an
-    // empty mount point would take the files and hide them under the disk).
-    // Nor while a scan found more deletions than it may record: whatever caused
-    // them (a half-mounted disk, a script gone astray) is the user's to judge first.
-    if !share.root_ready() || share.brake_paused() {
-        return paths;
+    let mut pauses = share.pauses.lock().unwrap_or_else(|e| e.into_inner());
+    match (&disk_full, pauses.disk_full.is_some()) {
+        (Some(m), false) => warn!(reason = %m, "share paused until space is free"),
+        (None, true) => info!("space is free again; share resumed"),
+        _ => {}
     }
+    pauses.disk_full = disk_full;
+    failed
+}
+
+/// What the pages of one pass gather.
+struct PageOutcome<'a> {
+    /// Paths whose action failed, to be tried again.
+    failed: &'a mut Vec<RelPath>,
+    /// Why the disk took no more, if it did not.
+    disk_full: &'a mut Option<String>,
+    /// The directories of paths deleted.
+    parents: &'a mut BTreeSet<RelPath>,
+}
+
+/// Plans and applies one page of paths.
+async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut PageOutcome<'_>) {
     let s2 = share.clone();
-    let actions = match tokio::task::spawn_blocking(move || plan(&s2, &paths, pass)).await {
-        Ok(a) => a,
-        Err(_) => return failed,
-    };
+    let Ok(actions) = tokio::task::spawn_blocking(move || plan(&s2, &paths, pass)).await else { return };
     if actions.is_empty() {
-        return failed;
+        return;
     }
     debug!(count = actions.len(), "applying");
-    let mut disk_full = None;
+    let deletes: HashSet<RelPath> =
+        actions.iter().filter(|a| matches!(a, Action::Delete { .. })).map(|a| a.path().clone()).collect();
     let mut actions = actions.into_iter().peekable();
     while let Some(first) = actions.next() {
         let class = first.order_key().0;
@@ -98,7 +146,7 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
         if class == 1 {
             let (fetches, local): (Vec<Action>, Vec<Action>) =
                 steps.into_iter().partition(|a| matches!(a, Action::Fetch { .. }));
-            run_local(share, local, &mut failed, &mut disk_full).await;
+            run_local(share, local, out.failed, out.disk_full).await;
             for job in batch::jobs(fetches) {
                 match job {
                     Job::One(_) => singles.push_back(job),
@@ -117,7 +165,7 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
                 while running[kind] < limits[kind] && !queue.is_empty() {
                     // The transfer window closed: what has started finishes, the rest waits.
                     if !share.may_download() {
-                        failed.extend(queue.drain(..).flat_map(job_paths));
+                        out.failed.extend(queue.drain(..).flat_map(job_paths));
                         break;
                     }
                     let Some(job) = queue.pop_front() else { break };
@@ -151,18 +199,13 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
                 share.publish_seq();
             }
             for (path, res) in outcomes {
-                note(share, path, res, &mut failed, &mut disk_full);
+                if res.is_ok() && deletes.contains(&path) {
+                    out.parents.extend(path.parent());
+                }
+                note(share, path, res, out.failed, out.disk_full);
             }
         }
     }
-    let mut pauses = share.pauses.lock().unwrap_or_else(|e| e.into_inner());
-    match (&disk_full, pauses.disk_full.is_some()) {
-        (Some(m), false) => warn!(reason = %m, "share paused until space is free"),
-        (None, true) => info!("space is free again; share resumed"),
-        _ => {}
-    }
-    pauses.disk_full = disk_full;
-    failed
 }
 
 /// Carries out actions that need no peer (adopting or merging a version, a link)
@@ -226,23 +269,47 @@ fn note(
     failed.push(path);
 }
 
-/// Every path a peer has an entry for, once each, in order.
-pub(super) fn all_remote_paths(share: &Share) -> Vec<RelPath> {
-    let mut set: BTreeSet<RelPath> = BTreeSet::new();
-    match share.ctx.index.all_remote() {
-        Ok(all) => set.extend(all.into_iter().map(|(_, e)| e.path)),
-        Err(e) => warn!(error = %e, "index read failed"),
-    }
-    set.into_iter().collect()
+/// Paths planned at once: see [`run_pass`].
+pub(super) const PLAN_PAGE: usize = 4096;
+
+/// Why stale temp files could not be cleaned.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TempCleanError {
+    /// Listing or removing them failed.
+    #[error("temp files: {0}")]
+    Disk(#[from] std::io::Error),
+    /// Planning which to keep failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
 }
 
-/// The temp files of every download a full pass would start now.
-pub(super) fn planned_temp_files(share: &Share) -> HashSet<PathBuf> {
-    plan(share, &all_remote_paths(share), Pass::Sync)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Fetch { target, .. } => Some(share.ctx.temp_path(&target)),
-            _ => None,
-        })
-        .collect()
+/// Removes the temp files of downloads no longer planned; returns the count and
+/// bytes removed. Run while no download of the share runs.
+pub(super) fn remove_stale_temp(share: &Share) -> Result<(usize, u64), TempCleanError> {
+    let present = share.ctx.temp_files()?;
+    let planned = planned_temp_files(share, &present)?;
+    Ok(share.ctx.remove_stale_temp(&planned)?)
+}
+
+/// Of the temp files `present`, those of a download a full pass would start now.
+/// The plan goes a page of paths at a time, and only when there is a temp file
+/// to judge (usually there is none): planned all at once, a million paths' entries
+/// were held at the same time.
+fn planned_temp_files(share: &Share, present: &HashSet<PathBuf>) -> Result<HashSet<PathBuf>, IndexError> {
+    let mut planned = HashSet::new();
+    let mut after: Option<RelPath> = None;
+    while !present.is_empty() {
+        let page = share.ctx.index.remote_paths(after.as_ref(), PLAN_PAGE)?;
+        let Some(last) = page.last().cloned() else { break };
+        for a in plan(share, &page, Pass::Sync) {
+            if let Action::Fetch { target, .. } = a {
+                let temp = share.ctx.temp_path(&target);
+                if present.contains(&temp) {
+                    planned.insert(temp);
+                }
+            }
+        }
+        after = Some(last);
+    }
+    Ok(planned)
 }

@@ -2,7 +2,7 @@
 //! quiet, peers' changes as they come, failed actions again after a while, and the
 //! transfer window's opening.
 
-use super::pass::{plan_and_apply, planned_temp_files, run_pass, Pass};
+use super::pass::{plan_and_apply, remove_stale_temp, run_pass, Pass, PLAN_PAGE};
 use super::root::ROOT_RECHECK;
 use super::{Node, Share};
 use crate::config::schedule::Window;
@@ -144,7 +144,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
             let open = downloads_open(&window);
             if open && !was_open {
                 info!("transfer window open");
-                share.take_dirty();
+                share.clear_dirty();
                 retry = Retry::default();
                 retry.failed(plan_everything(&share).await);
             }
@@ -159,7 +159,7 @@ async fn work(node: Arc<Node>, share: Arc<Share>) {
                 // Outside the transfer window peers' changes wait (still marked
                 // dirty); the window's opening plans everything.
                 _ = share.wake.notified(), if open => {
-                    let paths = share.take_dirty();
+                    let paths = share.take_dirty(PLAN_PAGE);
                     retry.failed(plan_and_apply(&share, paths).await);
                 }
                 _ = share.revert_now.notified() => {
@@ -380,7 +380,7 @@ async fn clean_temp(share: &Arc<Share>) {
         return;
     }
     let s2 = share.clone();
-    let cleaned = tokio::task::spawn_blocking(move || s2.ctx.remove_stale_temp(&planned_temp_files(&s2))).await;
+    let cleaned = tokio::task::spawn_blocking(move || remove_stale_temp(&s2)).await;
     match cleaned {
         Ok(Ok((0, _))) | Err(_) => {}
         Ok(Ok((n, bytes))) => info!(removed = n, bytes, "temp files of downloads no longer planned removed"),
@@ -412,9 +412,6 @@ fn local_change_paths(share: &Share) -> Vec<RelPath> {
         }
     }
 }
-
-/// Paths planned at once by [`plan_everything`].
-const PLAN_PAGE: usize = 4096;
 
 /// Plans and applies every path a peer holds an entry of, a page at a time (a
 /// million paths are not held at once); returns the paths whose action failed.

@@ -14,8 +14,13 @@ pub const EVERY: Duration = Duration::from_secs(30);
 /// Memory a thread frees goes back to the arena it came from, so with one arena
 /// per thread (the scan, the index database's flushers, the runtime's workers)
 /// each keeps its own peak. At a million files and a 64 MiB index cache: 276 MiB
-/// resident after the initial index with 2 arenas, against about 440 MiB.
-const ARENAS: i32 = 2;
+/// resident after the initial index with 2 arenas, against about 440 MiB. One
+/// arena: two nodes that exchanged the index of a million files rest at 274 and
+/// 305 MiB against 352 and 392 MiB with two (glibc counted 225 and 208 MB in use,
+/// the rest lies free between live allocations); the index, the small-file pair
+/// and the N = 8 lab's CPU per GiB measured the same or better (threads mostly
+/// allocate from their own tcache, not the arena).
+const ARENAS: i32 = 1;
 
 /// Caps the allocator's arenas (see [`ARENAS`]); call it before the runtime
 /// starts its threads. glibc only: others keep their own counsel.

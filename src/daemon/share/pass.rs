@@ -67,12 +67,14 @@ pub(super) async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> V
 ///
 /// A page at a time because a plan holds each path's entries: two nodes that
 /// exchanged the index of a million files had 100,000s of paths to plan, and all
-/// their actions at once made most of a 930-990 MiB peak (heaptrack), which the
+/// their actions at once made most of an 860-997 MiB peak (heaptrack), which the
 /// allocator did not give back afterwards. Paths come in order, so a directory is
 /// planned in the page of its first file or before it.
 pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass) -> Vec<RelPath> {
     let mut failed = Vec::new();
     let mut disk_full = None;
+    // Whether anything was tried: only then does the pass say if the disk is full.
+    let mut acted = false;
     let mut round = paths;
     // Each round plans again the directories whose files the one before deleted:
     // a directory sorts before its files, so its delete may have come in an
@@ -99,9 +101,12 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
             }
             let page: Vec<RelPath> = paths.by_ref().take(PLAN_PAGE).collect();
             let mut out = PageOutcome { failed: &mut failed, disk_full: &mut disk_full, parents: &mut parents };
-            run_page(share, page, pass, &mut out).await;
+            acted |= run_page(share, page, pass, &mut out).await;
         }
         round = parents.into_iter().collect();
+    }
+    if !acted {
+        return failed;
     }
     let mut pauses = share.pauses.lock().unwrap_or_else(|e| e.into_inner());
     match (&disk_full, pauses.disk_full.is_some()) {
@@ -123,12 +128,12 @@ struct PageOutcome<'a> {
     parents: &'a mut BTreeSet<RelPath>,
 }
 
-/// Plans and applies one page of paths.
-async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut PageOutcome<'_>) {
+/// Plans and applies one page of paths; false if there was nothing to do.
+async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut PageOutcome<'_>) -> bool {
     let s2 = share.clone();
-    let Ok(actions) = tokio::task::spawn_blocking(move || plan(&s2, &paths, pass)).await else { return };
+    let Ok(actions) = tokio::task::spawn_blocking(move || plan(&s2, &paths, pass)).await else { return false };
     if actions.is_empty() {
-        return;
+        return false;
     }
     debug!(count = actions.len(), "applying");
     let deletes: HashSet<RelPath> =
@@ -206,6 +211,7 @@ async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut
             }
         }
     }
+    true
 }
 
 /// Carries out actions that need no peer (adopting or merging a version, a link)

@@ -48,32 +48,32 @@ impl ShareCtx {
     /// to keep.
     pub fn temp_files(&self) -> std::io::Result<HashSet<PathBuf>> {
         let mut found: HashSet<PathBuf> = self.partial.paths().into_iter().collect();
-        for d in self.temp_dirs_and_legacy() {
+        // The spread folders, and the folder itself (where older versions put them).
+        for d in std::iter::once(self.private_dir()).chain(self.temp_dirs()) {
             found.extend(temp_files_in(&d)?);
         }
         Ok(found)
     }
 
-    /// The spread folders, and the folder itself (where older versions put them).
-    fn temp_dirs_and_legacy(&self) -> impl Iterator<Item = PathBuf> {
-        std::iter::once(self.private_dir()).chain(self.temp_dirs())
-    }
-
-    /// Removes the temp files of downloads that are not in `planned` (the temp
-    /// files of every download the share would start now), and forgets what they
-    /// served: versions replaced or deleted since, or no longer wanted here. Run
-    /// while no download of the share runs. Returns the count and bytes removed.
-    pub fn remove_stale_temp(&self, planned: &HashSet<PathBuf>) -> std::io::Result<(usize, u64)> {
+    /// Removes the temp files of `present` (see [`Self::temp_files`]) that are not
+    /// in `planned` (those of a download the share would start now), and forgets
+    /// what they served: versions replaced or deleted since, or no longer wanted
+    /// here. Run while no download of the share runs. Returns the count and bytes
+    /// removed.
+    pub fn remove_stale_temp(
+        &self,
+        present: &HashSet<PathBuf>,
+        planned: &HashSet<PathBuf>,
+    ) -> std::io::Result<(usize, u64)> {
         self.partial.retain(|p| planned.contains(p));
         let (mut count, mut bytes) = (0, 0);
-        for d in self.temp_dirs_and_legacy() {
-            for path in temp_files_in(&d)? {
-                if planned.contains(&path) {
-                    continue;
-                }
-                let size = allocated(&path);
-                std::fs::remove_file(&path)?;
-                (count, bytes) = (count + 1, bytes + size);
+        for path in present.difference(planned) {
+            let size = allocated(path);
+            match std::fs::remove_file(path) {
+                Ok(()) => (count, bytes) = (count + 1, bytes + size),
+                // A kept download's file that is gone already.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok((count, bytes))

@@ -2,7 +2,7 @@
 //! the actions out (directories first, files in parallel, deletes last).
 
 use super::Share;
-use crate::index::{IndexError, LocalRecord};
+use crate::index::{IndexError, LocalRecord, ShareIndex};
 use crate::relpath::RelPath;
 use crate::sync::batch::{self, Job};
 use crate::sync::planner::plan_revert;
@@ -71,8 +71,7 @@ pub(super) async fn plan_and_apply(share: &Arc<Share>, paths: Vec<RelPath>) -> V
 /// allocator did not give back afterwards. Paths come in order, so a directory is
 /// planned in the page of its first file or before it.
 pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass) -> Vec<RelPath> {
-    let mut failed = Vec::new();
-    let mut disk_full = None;
+    let mut out = PassOutcome::default();
     // Whether anything was tried: only then does the pass say if the disk is full.
     let mut acted = false;
     let mut round = paths;
@@ -81,7 +80,6 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
     // earlier page or pass (its peer's index batch came first) and found them
     // still there. Parents are shallower than their files, so the rounds end.
     while !round.is_empty() {
-        let mut parents = BTreeSet::new();
         let mut paths = round.into_iter().peekable();
         while paths.peek().is_some() {
             // Nothing is written into a folder that is not known to be the share's
@@ -90,57 +88,58 @@ pub(super) async fn run_pass(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass
             // whatever caused them (a half-mounted disk, a script gone astray) is
             // the user's to judge first.
             if !share.root_ready() || share.brake_paused() {
-                failed.extend(paths);
-                return failed;
+                out.failed.extend(paths);
+                return out.failed;
             }
             // The transfer window closed: the rest waits for it.
             if !share.may_download() {
-                failed.extend(paths);
-                failed.extend(std::mem::take(&mut parents));
+                out.failed.extend(paths);
+                let parents = std::mem::take(&mut out.parents);
+                out.failed.extend(parents);
                 break;
             }
             let page: Vec<RelPath> = paths.by_ref().take(PLAN_PAGE).collect();
-            let mut out = PageOutcome { failed: &mut failed, disk_full: &mut disk_full, parents: &mut parents };
             acted |= run_page(share, page, pass, &mut out).await;
         }
-        round = parents.into_iter().collect();
+        round = std::mem::take(&mut out.parents).into_iter().collect();
     }
     if !acted {
-        return failed;
+        return out.failed;
     }
     let mut pauses = share.pauses.lock().unwrap_or_else(|e| e.into_inner());
-    match (&disk_full, pauses.disk_full.is_some()) {
+    match (&out.disk_full, pauses.disk_full.is_some()) {
         (Some(m), false) => warn!(reason = %m, "share paused until space is free"),
         (None, true) => info!("space is free again; share resumed"),
         _ => {}
     }
-    pauses.disk_full = disk_full;
-    failed
+    pauses.disk_full = out.disk_full;
+    out.failed
 }
 
 /// What the pages of one pass gather.
-struct PageOutcome<'a> {
+#[derive(Default)]
+struct PassOutcome {
     /// Paths whose action failed, to be tried again.
-    failed: &'a mut Vec<RelPath>,
+    failed: Vec<RelPath>,
     /// Why the disk took no more, if it did not.
-    disk_full: &'a mut Option<String>,
-    /// The directories of paths deleted.
-    parents: &'a mut BTreeSet<RelPath>,
+    disk_full: Option<String>,
+    /// The directories of paths deleted, planned again in the next round.
+    parents: BTreeSet<RelPath>,
 }
 
 /// Plans and applies one page of paths; false if there was nothing to do.
-async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut PageOutcome<'_>) -> bool {
+async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut PassOutcome) -> bool {
     let s2 = share.clone();
     let Ok(actions) = tokio::task::spawn_blocking(move || plan(&s2, &paths, pass)).await else { return false };
     if actions.is_empty() {
         return false;
     }
     debug!(count = actions.len(), "applying");
-    let deletes: HashSet<RelPath> =
-        actions.iter().filter(|a| matches!(a, Action::Delete { .. })).map(|a| a.path().clone()).collect();
     let mut actions = actions.into_iter().peekable();
     while let Some(first) = actions.next() {
         let class = first.order_key().0;
+        // Deletes sort into classes of their own.
+        let deleting = matches!(first, Action::Delete { .. });
         let mut steps = vec![first];
         while let Some(a) = actions.next_if(|a| a.order_key().0 == class) {
             steps.push(a);
@@ -151,7 +150,7 @@ async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut
         if class == 1 {
             let (fetches, local): (Vec<Action>, Vec<Action>) =
                 steps.into_iter().partition(|a| matches!(a, Action::Fetch { .. }));
-            run_local(share, local, out.failed, out.disk_full).await;
+            run_local(share, local, &mut out.failed, &mut out.disk_full).await;
             for job in batch::jobs(fetches) {
                 match job {
                     Job::One(_) => singles.push_back(job),
@@ -204,10 +203,10 @@ async fn run_page(share: &Arc<Share>, paths: Vec<RelPath>, pass: Pass, out: &mut
                 share.publish_seq();
             }
             for (path, res) in outcomes {
-                if res.is_ok() && deletes.contains(&path) {
+                if deleting && res.is_ok() {
                     out.parents.extend(path.parent());
                 }
-                note(share, path, res, out.failed, out.disk_full);
+                note(share, path, res, &mut out.failed, &mut out.disk_full);
             }
         }
     }
@@ -278,6 +277,23 @@ fn note(
 /// Paths planned at once: see [`run_pass`].
 pub(super) const PLAN_PAGE: usize = 4096;
 
+/// Pages of [`PLAN_PAGE`] of the paths a peer holds an entry of, in order (a
+/// million paths are not held at once).
+#[derive(Default)]
+pub(super) struct RemotePages {
+    /// The last path of the page before.
+    after: Option<RelPath>,
+}
+
+impl RemotePages {
+    /// The next page; `None` after the last.
+    pub(super) fn next(&mut self, index: &ShareIndex) -> Result<Option<Vec<RelPath>>, IndexError> {
+        let page = index.remote_paths(self.after.as_ref(), PLAN_PAGE)?;
+        self.after = page.last().cloned();
+        Ok(self.after.is_some().then_some(page))
+    }
+}
+
 /// Why stale temp files could not be cleaned.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum TempCleanError {
@@ -294,7 +310,7 @@ pub(super) enum TempCleanError {
 pub(super) fn remove_stale_temp(share: &Share) -> Result<(usize, u64), TempCleanError> {
     let present = share.ctx.temp_files()?;
     let planned = planned_temp_files(share, &present)?;
-    Ok(share.ctx.remove_stale_temp(&planned)?)
+    Ok(share.ctx.remove_stale_temp(&present, &planned)?)
 }
 
 /// Of the temp files `present`, those of a download a full pass would start now.
@@ -303,10 +319,11 @@ pub(super) fn remove_stale_temp(share: &Share) -> Result<(usize, u64), TempClean
 /// were held at the same time.
 fn planned_temp_files(share: &Share, present: &HashSet<PathBuf>) -> Result<HashSet<PathBuf>, IndexError> {
     let mut planned = HashSet::new();
-    let mut after: Option<RelPath> = None;
-    while !present.is_empty() {
-        let page = share.ctx.index.remote_paths(after.as_ref(), PLAN_PAGE)?;
-        let Some(last) = page.last().cloned() else { break };
+    let mut pages = RemotePages::default();
+    if present.is_empty() {
+        return Ok(planned);
+    }
+    while let Some(page) = pages.next(&share.ctx.index)? {
         for a in plan(share, &page, Pass::Sync) {
             if let Action::Fetch { target, .. } = a {
                 let temp = share.ctx.temp_path(&target);
@@ -315,7 +332,6 @@ fn planned_temp_files(share: &Share, present: &HashSet<PathBuf>) -> Result<HashS
                 }
             }
         }
-        after = Some(last);
     }
     Ok(planned)
 }

@@ -2,7 +2,7 @@
 //! quiet, peers' changes as they come, failed actions again after a while, and the
 //! transfer window's opening.
 
-use super::pass::{plan_and_apply, remove_stale_temp, run_pass, Pass, PLAN_PAGE};
+use super::pass::{plan_and_apply, remove_stale_temp, run_pass, Pass, RemotePages, PLAN_PAGE};
 use super::root::ROOT_RECHECK;
 use super::{Node, Share};
 use crate::config::schedule::Window;
@@ -413,23 +413,24 @@ fn local_change_paths(share: &Share) -> Vec<RelPath> {
     }
 }
 
-/// Plans and applies every path a peer holds an entry of, a page at a time (a
-/// million paths are not held at once); returns the paths whose action failed.
+/// Plans and applies every path a peer holds an entry of, a page at a time;
+/// returns the paths whose action failed.
 async fn plan_everything(share: &Arc<Share>) -> Vec<RelPath> {
     let mut failed = Vec::new();
-    let mut after: Option<RelPath> = None;
+    let mut pages = RemotePages::default();
     loop {
-        let (idx, from) = (share.ctx.index.clone(), after.take());
-        let page = match tokio::task::spawn_blocking(move || idx.remote_paths(from.as_ref(), PLAN_PAGE)).await {
-            Ok(Ok(page)) => page,
+        let idx = share.ctx.index.clone();
+        let page = match tokio::task::spawn_blocking(move || pages.next(&idx).map(|p| (pages, p))).await {
+            Ok(Ok((rest, Some(page)))) => {
+                pages = rest;
+                page
+            }
+            Ok(Ok((_, None))) | Err(_) => return failed,
             Ok(Err(e)) => {
                 warn!(error = %e, "index read failed");
                 return failed;
             }
-            Err(_) => return failed,
         };
-        let Some(last) = page.last().cloned() else { return failed };
         failed.extend(plan_and_apply(share, page).await);
-        after = Some(last);
     }
 }

@@ -3,6 +3,7 @@
 //! the wire (the shaped links' own counters) and time.
 
 use crate::cases::{remove, wait_file, Bench, BigPair, BIG};
+use crate::mesh::Mesh;
 use crate::report::Outcome;
 use crate::{util, Case};
 use anyhow::{bail, Context};
@@ -72,6 +73,9 @@ impl Bench {
         let hash = write_inserted(&src, &staged, size / 2, insert)?;
         let new_size = size + insert;
         let received0 = mesh.counter("chunk_bytes_received")[1];
+        // The new entry crosses in both directions (host 1 announces the version it
+        // now holds): its block list is the other part of what crosses besides chunks.
+        let index0 = index_bytes(&mesh);
         let bytes0 = self.topo.link_bytes();
         let t0 = Instant::now();
         std::fs::rename(&staged, &src).context("renaming the new version into host 0's share")?;
@@ -81,6 +85,7 @@ impl Bench {
         util::sleep(SETTLE)?;
         let wire = self.wire_since(bytes0);
         let chunks = received0.zip(mesh.counter("chunk_bytes_received")[1]).map(|(a, b)| b.saturating_sub(a));
+        let index = index0.zip(index_bytes(&mesh)).map(|(a, b)| b.saturating_sub(a));
         check_hash(&dst, hash, "meshsync")?;
         drop(mesh);
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -90,10 +95,13 @@ impl Bench {
             "{} on the wire{}, {took:.2} s",
             wire.map(|(up, down)| format!("{:.2} MiB ({:.2} down, {:.2} up)", mib(up + down), mib(down), mib(up)))
                 .unwrap_or_else(|| "? MiB".into()),
-            chunks.map(|c| format!(" ({:.2} MiB of chunks)", mib(c))).unwrap_or_default(),
+            chunks
+                .map(|c| format!(" ({:.2} MiB of chunks, {:.2} MiB of index entries)", mib(c), mib(index.unwrap_or(0))))
+                .unwrap_or_default(),
         );
         out.figures = json!({"size_bytes": size, "insert_bytes": insert, "meshsync_s": took,
-                             "meshsync_wire_bytes": wire.map(|(u, d)| u + d), "meshsync_chunk_bytes": chunks});
+                             "meshsync_wire_bytes": wire.map(|(u, d)| u + d), "meshsync_chunk_bytes": chunks,
+                             "meshsync_index_bytes": index});
         if let Some(dest) = rsync_dest.filter(|_| self.sshd().is_some()) {
             let bytes0 = self.topo.link_bytes();
             // The delta algorithm against the old version in place (no --whole-file).
@@ -117,6 +125,12 @@ impl Bench {
         let (b, a) = (before?, self.topo.link_bytes()?);
         Some((a[1].0.saturating_sub(b[1].0), a[1].1.saturating_sub(b[1].1)))
     }
+}
+
+/// Index bytes host 1 sent and received so far, together.
+fn index_bytes(mesh: &Mesh) -> Option<u64> {
+    let sent = mesh.counter("index_bytes_sent")[1]?;
+    Some(sent + mesh.counter("index_bytes_received")[1]?)
 }
 
 /// Writes to `out` the file `old` with `len` random bytes put in at `at`; returns

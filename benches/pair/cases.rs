@@ -37,6 +37,8 @@ pub struct Sizes {
     pub big: u64,
     /// Bytes inserted in its middle.
     pub insert: u64,
+    /// The cap case's rate, Mbit/s.
+    pub cap_mbit: u64,
 }
 
 /// The copy case's pair, kept for the insert case: both daemons hold the big file,
@@ -77,6 +79,7 @@ impl Bench {
             Case::Copy => self.copy(s.big),
             Case::Insert => self.insert(s.big, s.insert),
             Case::Zstd => self.zstd(s.big),
+            Case::Cap => self.cap(s.big, s.cap_mbit),
         }
     }
 

@@ -18,6 +18,7 @@ mod ssh;
 mod util;
 
 mod big;
+mod cap;
 mod cases;
 mod report;
 mod tree;
@@ -43,12 +44,15 @@ pub enum Case {
     /// (5) A log-like and a random file of the big file's size, compression auto
     /// and off: bytes on the wire and time.
     Zstd,
+    /// (6) A random file of the big file's size under a download cap, beside the
+    /// same upload cap: the file's rate against the cap.
+    Cap,
 }
 
 #[derive(Parser)]
 #[command(name = "pair", about = "meshsync pair benchmark: two shaped hosts, meshsync beside rsync over ssh")]
 struct Args {
-    /// Cases to run, in this order: small, latency, insert, copy, zstd.
+    /// Cases to run, in this order: small, latency, insert, copy, zstd, cap.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "small,latency,copy,insert")]
     cases: Vec<Case>,
     /// Rate of both host links, per direction, in Mbit/s.
@@ -66,6 +70,9 @@ struct Args {
     /// Bytes inserted in the middle of the big file, KiB.
     #[arg(long, default_value_t = 1024)]
     insert_kib: u64,
+    /// The rate of the cap case's download and upload caps, Mbit/s.
+    #[arg(long, default_value_t = 200)]
+    cap_mbit: u64,
     /// Leave rsync out (the meshsync figures only).
     #[arg(long)]
     no_rsync: bool,
@@ -101,10 +108,10 @@ fn main() -> ExitCode {
 
 fn run(a: Args) -> anyhow::Result<()> {
     if a.cases.is_empty() {
-        anyhow::bail!("--cases needs at least one of small, latency, insert, copy, zstd");
+        anyhow::bail!("--cases needs at least one of small, latency, insert, copy, zstd, cap");
     }
-    if a.files == 0 || a.latency_files == 0 || a.size_mib == 0 || a.insert_kib == 0 {
-        anyhow::bail!("--files, --latency-files, --size-mib and --insert-kib must each be at least 1");
+    if a.files == 0 || a.latency_files == 0 || a.size_mib == 0 || a.insert_kib == 0 || a.cap_mbit == 0 {
+        anyhow::bail!("--files, --latency-files, --size-mib, --insert-kib and --cap-mbit must each be at least 1");
     }
     if !(a.rate_mbit > 0.0 && a.rate_mbit <= 100_000.0) {
         anyhow::bail!("--rate-mbit must be above 0 and at most 100000");
@@ -149,6 +156,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         latency_files: a.latency_files,
         big: a.size_mib << 20,
         insert: a.insert_kib << 10,
+        cap_mbit: a.cap_mbit,
     };
     let mut results = Vec::new();
     for case in &a.cases {

@@ -34,6 +34,7 @@ impl Outcome {
             Case::Insert => 3,
             Case::Copy => 4,
             Case::Zstd => 5,
+            Case::Cap => 6,
         }
     }
 

@@ -299,8 +299,13 @@ impl Mesh {
     /// host 0. `options` are `[node]` settings every node gets before its first
     /// start. All daemons run and are connected to each other on return.
     pub fn new(n: usize, shaping: &Shaping, options: &[(&str, &str)]) -> Result<Mesh> {
-        let tmp = tempfile::Builder::new().prefix("meshsync-bb").tempdir()?;
+        // MESHSYNC_TEST_KEEP keeps the homes and logs of every run, to read a rare failure.
+        let keep = std::env::var_os("MESHSYNC_TEST_KEEP").is_some();
+        let tmp = tempfile::Builder::new().prefix("meshsync-bb").disable_cleanup(keep).tempdir()?;
         let dir = tmp.path().to_path_buf();
+        if keep {
+            println!("MESHSYNC_TEST_KEEP: the mesh's files stay in {}", dir.display());
+        }
         let topo = Topology::create(n, shaping, &dir)?;
         let hosts = (0..n)
             .map(|i| {

@@ -30,8 +30,17 @@ async fn rename_moves_no_chunk_data_and_an_edit_only_the_changed_chunks() {
     edited.extend_from_slice(&body[2 << 20..]);
     std::fs::write(a.path("renamed.bin"), &edited).unwrap();
     wait_content(&nodes, "renamed.bin", &edited).await;
-    let moved = b.status().counters.chunk_bytes_received - after.chunk_bytes_received;
+    let now = b.status().counters;
+    let moved = now.chunk_bytes_received - after.chunk_bytes_received;
     assert!(moved > 0 && moved < 1 << 20, "an insert moved {moved} bytes");
+    // ... and its entry went as runs of the version b holds (protocol minor 5),
+    // not every block again as when the file was new.
+    let told = now.index_bytes_received - after.index_bytes_received;
+    assert!(
+        told * 2 < before.index_bytes_received,
+        "the edit's entry took {told} bytes, the new file's {}",
+        before.index_bytes_received
+    );
     for mut n in nodes {
         n.stop().await;
     }
@@ -147,4 +156,62 @@ async fn a_full_disk_pauses_the_share_writes_nothing_and_resumes_when_space_is_f
     for mut n in nodes {
         n.stop().await;
     }
+}
+
+/// A peer's entry sent as runs of a version this node does not hold (it changed
+/// the file meanwhile) is asked for whole, and taken in when it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delta_of_a_version_not_held_is_asked_for_whole() {
+    use meshsync::proto::{self, BlockRun, Control, DeltaEntry, WireBlock, WireEntry, WireKind, WireMtime};
+    use meshsync::relpath::RelPath;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = mesh(dir.path(), &[SendReceive, SendReceive]).await;
+    nodes[1].stop().await;
+    // beta, by hand, with its index of id 1.
+    let mut s = raw_session(&nodes[1].home, nodes[0].listen, &[SHARE]).await;
+    let blocks: Vec<WireBlock> =
+        (0..40u32).map(|i| WireBlock { hash: meshsync::ids::ChunkHash::of(&i.to_le_bytes()), len: 100 }).collect();
+    let whole = WireEntry {
+        path: RelPath::parse("big.bin").unwrap(),
+        kind: WireKind::File,
+        size: 4000,
+        mode: 0o644,
+        mtime: WireMtime { secs: 1_700_000_000, nanos: 0 },
+        version: vec![(77, 2)],
+        modified_by: 77,
+        deleted: false,
+        blocks,
+    };
+    let delta = DeltaEntry {
+        entry: WireEntry { blocks: Vec::new(), ..whole.clone() },
+        base: meshsync::ids::ContentId([9; 32]),
+        runs: vec![BlockRun::Base { start: 0, len: 40 }],
+    };
+    let batch = Control::IndexDelta {
+        share: SHARE.into(),
+        index_id: 1,
+        entries: vec![],
+        same: vec![],
+        deltas: vec![delta],
+        upto_seq: 5,
+    };
+    proto::write_frame(&mut s.send, &batch).await.unwrap();
+    let asked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match proto::read_frame::<_, Control>(&mut s.recv).await {
+                Ok(Some(Control::EntriesWanted { share, index_id, paths })) => return (share, index_id, paths),
+                Ok(Some(_)) => continue,
+                other => panic!("the session ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("alpha asks for the entry whole");
+    assert_eq!(asked, (SHARE.to_string(), 1, vec![whole.path.clone()]));
+    let needed = |n: &TestNode| n.status().shares[0].needed_paths.clone();
+    assert!(needed(&nodes[0]).is_empty(), "nothing is known of the new version yet");
+    let reply = Control::EntriesReply { share: SHARE.into(), index_id: 1, entries: vec![whole], absent: vec![] };
+    proto::write_frame(&mut s.send, &reply).await.unwrap();
+    wait("alpha knows beta's version", || needed(&nodes[0]) == ["big.bin"]).await;
+    stop_all(&mut nodes).await;
 }

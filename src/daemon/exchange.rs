@@ -8,7 +8,8 @@ use super::{Node, Share};
 use crate::gossip;
 use crate::ids::NodeId;
 use crate::index::IndexError;
-use crate::proto::{Control, ShareHello};
+use crate::proto::{Control, ShareHello, MAX_BATCH_ENTRIES, MINOR_DELTA};
+use crate::relpath::RelPath;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -227,11 +228,74 @@ impl Exchange {
     }
 }
 
+impl Exchange {
+    /// Asks the peer for the entries of `name` that came as deltas this node could
+    /// not read (protocol minor 5), if any, and if what this node holds of the
+    /// peer's index is of its index of now (else all of it comes again anyway).
+    pub(super) async fn ask_wanted(&self, name: &str) -> Result<(), IndexError> {
+        let (Some(share), Some(theirs)) = (self.node.share(name), self.theirs.get(name)) else { return Ok(()) };
+        if self.minor < MINOR_DELTA {
+            return Ok(());
+        }
+        let (idx, peer, their_id) = (share.ctx.index.clone(), self.peer, theirs.index_id);
+        let paths = tokio::task::spawn_blocking(move || match idx.remote_state(&peer)? {
+            Some((id, _)) if id == their_id => idx.wanted(&peer, MAX_BATCH_ENTRIES),
+            _ => Ok(Vec::new()),
+        })
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))??;
+        if !paths.is_empty() {
+            tracing::debug!(share = name, paths = paths.len(), "asking for entries whole");
+            let _ = self.tx.send(Control::EntriesWanted { share: name.to_string(), index_id: their_id, paths }).await;
+        }
+        Ok(())
+    }
+
+    /// [`Exchange::ask_wanted`] for every share exchanged (at the session's start:
+    /// asks left over from an earlier one).
+    pub(super) async fn ask_all_wanted(&self) -> Result<(), IndexError> {
+        let names: Vec<String> = self.theirs.keys().cloned().collect();
+        for name in names {
+            self.ask_wanted(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers the peer's ask for entries of `name` whole, if it takes part in the
+    /// share and asks of this node's index of now. False if the ask is refused.
+    pub(super) async fn answer_wanted(
+        &self,
+        name: &str,
+        index_id: u64,
+        paths: Vec<RelPath>,
+    ) -> Result<bool, IndexError> {
+        let Some(share) = self.node.share(name).filter(|_| self.takes_part(name)) else { return Ok(false) };
+        if paths.len() > MAX_BATCH_ENTRIES {
+            return Ok(false);
+        }
+        let idx = share.ctx.index.clone();
+        if idx.index_id()? != index_id {
+            // Asked of an index this node has replaced: the peer reads it all again.
+            return Ok(true);
+        }
+        let name = name.to_string();
+        let reply = tokio::task::spawn_blocking(move || gossip::index::answer_wanted(&idx, name, paths))
+            .await
+            .map_err(|e| IndexError::Task(e.to_string()))??;
+        let _ = self.tx.send(reply).await;
+        Ok(true)
+    }
+}
+
 /// True if a frame may go to `peer`: nothing of a share it is not admitted to,
 /// whatever raced with a membership change.
 pub(super) fn may_send(node: &Node, peer: &NodeId, msg: &Control) -> bool {
     match msg {
-        Control::Index { share, .. } | Control::IndexBatch { share, .. } => node.admits(share, peer),
+        Control::Index { share, .. }
+        | Control::IndexBatch { share, .. }
+        | Control::IndexDelta { share, .. }
+        | Control::EntriesWanted { share, .. }
+        | Control::EntriesReply { share, .. } => node.admits(share, peer),
         Control::ShareAdded(sh) => node.admits(&sh.name, peer),
         Control::Have(m) => node.admits(&m.share, peer),
         _ => true,

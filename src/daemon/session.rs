@@ -172,7 +172,10 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                 continue;
             }
             let index_entries = match &msg {
-                Control::Index { entries, .. } | Control::IndexBatch { entries, .. } => Some(entries.len() as u64),
+                Control::Index { entries, .. }
+                | Control::IndexBatch { entries, .. }
+                | Control::EntriesReply { entries, .. } => Some(entries.len() as u64),
+                Control::IndexDelta { entries, deltas, .. } => Some((entries.len() + deltas.len()) as u64),
                 _ => None,
             };
             match proto::write_frame_sized(&mut send, &msg).await {
@@ -206,6 +209,7 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
 
     let mut shares = Exchange::new(node.clone(), peer, theirs_minor, tx.clone(), theirs.shares, whole)?;
     shares.start_senders(&mut tasks);
+    shares.ask_all_wanted().await?;
     // In the peer's span, like everything else of the session: a log line of a
     // served request says whom it served.
     let lookup_node = node.clone();
@@ -312,20 +316,45 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
                         break Err(SessionError::Net(NetError::from(e)));
                     }
                 };
-                if matches!(msg, Control::Index { .. } | Control::IndexBatch { .. }) {
+                if matches!(
+                    msg,
+                    Control::Index { .. }
+                        | Control::IndexBatch { .. }
+                        | Control::IndexDelta { .. }
+                        | Control::EntriesReply { .. }
+                ) {
                     Counters::add(&node.counters.index_batches_received, 1);
                     Counters::add(&node.counters.index_bytes_received, wire_len);
                 }
                 match msg {
                     Control::Index { share, index_id, entries, upto_seq } => {
-                        let batch = gossip::index::Batch { index_id, entries, same: Vec::new(), upto: upto_seq };
+                        let batch =
+                            gossip::index::Batch { index_id, entries, same: Vec::new(), deltas: Vec::new(), upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
                         shares.received(&share, upto_seq).await?;
                     }
                     Control::IndexBatch { share, index_id, entries, same, upto_seq } => {
-                        let batch = gossip::index::Batch { index_id, entries, same, upto: upto_seq };
+                        let batch = gossip::index::Batch { index_id, entries, same, deltas: Vec::new(), upto: upto_seq };
                         receive_index(node, peer, &share, batch).await?;
                         shares.received(&share, upto_seq).await?;
+                    }
+                    Control::IndexDelta { share, index_id, entries, same, deltas, upto_seq } => {
+                        let batch = gossip::index::Batch { index_id, entries, same, deltas, upto: upto_seq };
+                        if receive_index(node, peer, &share, batch).await? {
+                            shares.ask_wanted(&share).await?;
+                        }
+                        shares.received(&share, upto_seq).await?;
+                    }
+                    Control::EntriesWanted { share, index_id, paths } => {
+                        if !shares.answer_wanted(&share, index_id, paths).await? {
+                            Counters::add(&node.counters.refused, 1);
+                            debug!(share, "refused an ask for entries of a share not exchanged, or of too many");
+                        }
+                    }
+                    Control::EntriesReply { share, index_id, entries, absent } => {
+                        if receive_answer(node, peer, &share, (index_id, entries, absent)).await? {
+                            shares.ask_wanted(&share).await?;
+                        }
                     }
                     Control::Removed(r) => {
                         if let Err(e) = node.take_removal(r).await {
@@ -393,22 +422,47 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
 }
 
 /// Stores a peer's index batch of one share (if this node has the share and the
-/// peer is a member of it) and plans its paths again.
+/// peer is a member of it) and plans its paths again. True if entries are now
+/// wanted whole (deltas this node could not read).
 async fn receive_index(
     node: &Node,
     peer: NodeId,
     share: &str,
     batch: gossip::index::Batch,
-) -> Result<(), SessionError> {
-    let Some(sh) = node.share(share) else { return Ok(()) };
+) -> Result<bool, SessionError> {
+    let Some(sh) = node.share(share) else { return Ok(false) };
     if !node.admits(share, &peer) {
         Counters::add(&node.counters.refused, 1);
         debug!(share, "refused an index batch of a share the peer is not a member of");
-        return Ok(());
+        return Ok(false);
     }
-    debug!(share, entries = batch.entries.len(), upto = batch.upto, "index batch received");
-    let paths = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
+    debug!(
+        share,
+        entries = batch.entries.len(),
+        deltas = batch.deltas.len(),
+        upto = batch.upto,
+        "index batch received"
+    );
+    let got = gossip::index::receive(sh.ctx.index.clone(), &node.counters, peer, share, batch).await?;
     sh.ctx.index.note_contact(&peer, crate::index::unix_now())?;
-    sh.mark_dirty(paths);
-    Ok(())
+    sh.mark_dirty(got.paths);
+    Ok(got.wanted)
+}
+
+/// Stores a peer's answer to this node's ask for entries whole, like
+/// [`receive_index`]. True if the rest is to be asked for.
+async fn receive_answer(
+    node: &Node,
+    peer: NodeId,
+    share: &str,
+    answer: (u64, Vec<proto::WireEntry>, Vec<crate::relpath::RelPath>),
+) -> Result<bool, SessionError> {
+    let Some(sh) = node.share(share) else { return Ok(false) };
+    if !node.admits(share, &peer) {
+        Counters::add(&node.counters.refused, 1);
+        return Ok(false);
+    }
+    let got = gossip::index::receive_answer(sh.ctx.index.clone(), &node.counters, peer, share, answer).await?;
+    sh.mark_dirty(got.paths);
+    Ok(got.wanted)
 }

@@ -2,6 +2,7 @@
 //! become storage types (`index`) and back.
 
 pub mod announced;
+pub mod delta;
 pub mod index;
 pub mod trust;
 pub mod wire;

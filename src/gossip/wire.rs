@@ -19,21 +19,26 @@ impl From<KnownPeer> for PeerInfo {
 
 impl From<&Entry> for WireEntry {
     fn from(e: &Entry) -> Self {
-        WireEntry {
-            path: e.path.clone(),
-            kind: match &e.kind {
-                EntryKind::File => WireKind::File,
-                EntryKind::Dir => WireKind::Dir,
-                EntryKind::Symlink { target } => WireKind::Symlink { target: target.clone() },
-            },
-            size: e.size,
-            mode: e.mode,
-            mtime: WireMtime { secs: e.mtime.secs, nanos: e.mtime.nanos },
-            version: e.version.pairs().iter().map(|(id, c)| (id.0, *c)).collect(),
-            modified_by: e.modified_by.0,
-            deleted: e.deleted,
-            blocks: e.blocks.iter().map(|b| WireBlock { hash: b.hash, len: b.len }).collect(),
-        }
+        WireEntry { blocks: e.blocks.iter().map(|b| WireBlock { hash: b.hash, len: b.len }).collect(), ..head(e) }
+    }
+}
+
+/// `e` on the wire without its blocks (a delta's entry carries runs instead).
+pub fn head(e: &Entry) -> WireEntry {
+    WireEntry {
+        path: e.path.clone(),
+        kind: match &e.kind {
+            EntryKind::File => WireKind::File,
+            EntryKind::Dir => WireKind::Dir,
+            EntryKind::Symlink { target } => WireKind::Symlink { target: target.clone() },
+        },
+        size: e.size,
+        mode: e.mode,
+        mtime: WireMtime { secs: e.mtime.secs, nanos: e.mtime.nanos },
+        version: e.version.pairs().iter().map(|(id, c)| (id.0, *c)).collect(),
+        modified_by: e.modified_by.0,
+        deleted: e.deleted,
+        blocks: Vec::new(),
     }
 }
 
@@ -41,26 +46,33 @@ impl TryFrom<WireEntry> for Entry {
     type Error = EntryError;
 
     /// Takes a peer's entry in, refusing one that does not hold together.
-    fn try_from(w: WireEntry) -> Result<Self, EntryError> {
-        let pairs = w.version.into_iter().map(|(id, c)| (ShortId(id), c)).collect();
-        let e = Entry {
-            path: w.path,
-            kind: match w.kind {
-                WireKind::File => EntryKind::File,
-                WireKind::Dir => EntryKind::Dir,
-                WireKind::Symlink { target } => EntryKind::Symlink { target },
-            },
-            size: w.size,
-            mode: w.mode,
-            mtime: Mtime { secs: w.mtime.secs, nanos: w.mtime.nanos },
-            version: VersionVector::try_from_pairs(pairs).ok_or(EntryError::BadVersion)?,
-            modified_by: ShortId(w.modified_by),
-            deleted: w.deleted,
-            blocks: w.blocks.into_iter().map(|b| Block { hash: b.hash, len: b.len }).collect(),
-        };
-        e.validate()?;
-        Ok(e)
+    fn try_from(mut w: WireEntry) -> Result<Self, EntryError> {
+        let blocks = std::mem::take(&mut w.blocks).into_iter().map(|b| Block { hash: b.hash, len: b.len }).collect();
+        entry_of(w, blocks)
     }
+}
+
+/// A peer's entry with `blocks` (read from a delta, or its own), refused if it does
+/// not hold together; `w.blocks` is not read.
+pub fn entry_of(w: WireEntry, blocks: Vec<Block>) -> Result<Entry, EntryError> {
+    let pairs = w.version.into_iter().map(|(id, c)| (ShortId(id), c)).collect();
+    let e = Entry {
+        path: w.path,
+        kind: match w.kind {
+            WireKind::File => EntryKind::File,
+            WireKind::Dir => EntryKind::Dir,
+            WireKind::Symlink { target } => EntryKind::Symlink { target },
+        },
+        size: w.size,
+        mode: w.mode,
+        mtime: Mtime { secs: w.mtime.secs, nanos: w.mtime.nanos },
+        version: VersionVector::try_from_pairs(pairs).ok_or(EntryError::BadVersion)?,
+        modified_by: ShortId(w.modified_by),
+        deleted: w.deleted,
+        blocks,
+    };
+    e.validate()?;
+    Ok(e)
 }
 
 #[cfg(test)]

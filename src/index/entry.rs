@@ -226,6 +226,22 @@ pub fn conflict_name(loser: &Entry) -> Result<RelPath, PathError> {
     loser.path.with_file_name(&format!("{stem}.sync-conflict-{stamp}-{}{ext}", loser.modified_by))
 }
 
+/// A one-block file entry at `path`, at version `counter` of node 9 (for tests).
+#[cfg(test)]
+pub(crate) fn sample_file(path: &str, counter: u64) -> Entry {
+    Entry {
+        path: RelPath::parse(path).unwrap(),
+        kind: EntryKind::File,
+        size: 1,
+        mode: 0o644,
+        mtime: Mtime { secs: 1, nanos: 0 },
+        version: VersionVector::from_pairs([(crate::ids::ShortId(9), counter)]),
+        modified_by: crate::ids::ShortId(9),
+        deleted: false,
+        blocks: vec![Block { hash: ChunkHash::of(b"x"), len: 1 }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,10 @@ mod peers;
 mod tombstones;
 mod trust;
 mod vv;
+mod wanted;
 
+#[cfg(test)]
+pub(crate) use entry::sample_file;
 pub use entry::{conflict_name, pick_winner, Block, Entry, EntryError, EntryKind, FileStamp, Mtime};
 pub use listing::Child;
 pub use peers::{AddrOrigin, KnownPeer};
@@ -123,6 +126,7 @@ impl Index {
                 meta: t("meta")?,
                 deleted_at: t("deleted_at")?,
                 contact: t("contact")?,
+                wanted: t("wanted")?,
                 seq_lock: Mutex::new(()),
                 remote_gen: Default::default(),
             }),
@@ -136,7 +140,7 @@ impl Index {
 
     /// Deletes every tree of a share (a finished bench blob).
     pub fn drop_share(&self, name: &str) -> Result<(), IndexError> {
-        for kind in ["local", "seq", "remote", "remote_state", "chunks", "meta", "deleted_at", "contact"] {
+        for kind in ["local", "seq", "remote", "remote_state", "chunks", "meta", "deleted_at", "contact", "wanted"] {
             self.db.drop_tree(format!("share/{name}/{kind}"))?;
         }
         Ok(())
@@ -160,11 +164,25 @@ struct ShareTrees {
     deleted_at: sled::Tree,
     /// Peer -> when this node last heard from it about the share (Unix seconds).
     contact: sled::Tree,
+    /// (path, peer) -> nothing: the peer's entry for the path came as a delta of a
+    /// version this node no longer held, and is to be asked for whole.
+    wanted: sled::Tree,
     seq_lock: Mutex<()>,
     /// Bumped by every change to peers' entries (also by one that failed half-way),
     /// so a download can tell cheaply whether to look for new sources and status
     /// whether its summary still holds. Per handle: the daemon opens one per share.
     remote_gen: std::sync::atomic::AtomicU64,
+}
+
+/// What a peer's index batch brings besides the sequence it reaches.
+#[derive(Clone, Copy, Default)]
+pub struct RemoteBatch<'a> {
+    /// Its entries.
+    pub entries: &'a [Entry],
+    /// Paths where it holds this node's version.
+    pub same: &'a [(RelPath, VersionVector)],
+    /// Paths whose entries it sent as deltas this node could not read.
+    pub wanted: &'a [RelPath],
 }
 
 /// One share's part of the index.
@@ -394,20 +412,21 @@ impl ShareIndex {
     ///
     /// A batch under a different index id than before replaces everything of that peer.
     pub fn apply_remote(&self, peer: &NodeId, index_id: u64, entries: &[Entry], upto: u64) -> Result<(), IndexError> {
-        self.apply_remote_batch(peer, index_id, entries, &[], upto)
+        self.apply_remote_batch(peer, index_id, &RemoteBatch { entries, same: &[], wanted: &[] }, upto)
     }
 
     /// Like [`ShareIndex::apply_remote`], with paths where the peer holds exactly
-    /// this node's version: this node's own entry is stored as the peer's. One that
-    /// this node has changed since is left as it was (the peer will say again).
+    /// this node's version (this node's own entry is stored as the peer's; one that
+    /// this node has changed since is left as it was: the peer will say again) and
+    /// paths whose entries are to be asked for whole (see [`ShareIndex::wanted`]).
     pub fn apply_remote_batch(
         &self,
         peer: &NodeId,
         index_id: u64,
-        entries: &[Entry],
-        same: &[(RelPath, VersionVector)],
+        batch: &RemoteBatch<'_>,
         upto: u64,
     ) -> Result<(), IndexError> {
+        let RemoteBatch { entries, same, wanted } = *batch;
         self.changing_remote(|| {
             if let Some((old_id, _)) = self.remote_state(peer)? {
                 if old_id != index_id {
@@ -424,6 +443,8 @@ impl ShareIndex {
                 }
             }
             self.inner.remote.apply_batch(batch)?;
+            // Before the sequence moves past them: a crash in between asks again.
+            self.want(peer, wanted, entries.iter().map(|e| &e.path))?;
             let mut st = index_id.to_be_bytes().to_vec();
             st.extend_from_slice(&upto.to_be_bytes());
             self.inner.remote_state.insert(peer.0, st)?;
@@ -454,6 +475,7 @@ impl ShareIndex {
                 }
             }
             self.inner.remote_state.remove(peer.0)?;
+            self.unwant_all(peer)?;
             Ok(())
         })
     }

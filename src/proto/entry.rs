@@ -2,7 +2,7 @@
 //! the path's own checks. `gossip::wire` turns them into the index's `Entry`,
 //! refusing what does not hold together.
 
-use crate::ids::ChunkHash;
+use crate::ids::{ChunkHash, ContentId};
 use crate::relpath::RelPath;
 use serde::{Deserialize, Serialize};
 
@@ -59,4 +59,32 @@ pub struct WireBlock {
     pub hash: ChunkHash,
     /// Length in bytes.
     pub len: u32,
+}
+
+/// Minor 5: a file's entry whose blocks are told as runs of another content of the
+/// same path the receiver holds (its own, or a peer's): a change in the middle of a
+/// big file costs the blocks that changed, not the whole list again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaEntry {
+    /// The entry, with `blocks` empty.
+    pub entry: WireEntry,
+    /// The content whose blocks the runs refer to: the receiver reads them against
+    /// an entry of the same path with this content (its own, or a peer's).
+    pub base: ContentId,
+    /// The blocks in order: runs of the base's blocks, and new ones.
+    pub runs: Vec<BlockRun>,
+}
+
+/// A stretch of a [`DeltaEntry`]'s blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockRun {
+    /// `len` blocks of the base, from block `start` on.
+    Base {
+        /// First block of the base.
+        start: u32,
+        /// How many.
+        len: u32,
+    },
+    /// Blocks the base does not hold at this place.
+    New(Vec<WireBlock>),
 }

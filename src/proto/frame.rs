@@ -62,8 +62,9 @@ impl Framed for Control {
     const MAX: usize = MAX_FRAME;
     fn max_frame(tag: u32) -> usize {
         match tag {
-            // Index, BenchOffer (an entry), IndexBatch: entries of any file.
-            0 | 4 | 7 => MAX_FRAME,
+            // Index, BenchOffer (an entry), IndexBatch, IndexDelta, EntriesWanted,
+            // EntriesReply: entries of any file.
+            0 | 4 | 7 | 14..=16 => MAX_FRAME,
             1 => MAX_PEERS_FRAME,
             3 => MAX_HAVE_FRAME,
             11 => MAX_MEMBERS_FRAME,
@@ -129,7 +130,12 @@ mod tests {
     /// name the same variants (an exhaustive match, so a new variant is placed).
     fn limit_of(c: &Control) -> usize {
         match c {
-            Control::Index { .. } | Control::IndexBatch { .. } | Control::BenchOffer { .. } => MAX_FRAME,
+            Control::Index { .. }
+            | Control::IndexBatch { .. }
+            | Control::BenchOffer { .. }
+            | Control::IndexDelta { .. }
+            | Control::EntriesWanted { .. }
+            | Control::EntriesReply { .. } => MAX_FRAME,
             Control::Peers(_) => MAX_PEERS_FRAME,
             Control::Have(_) => MAX_HAVE_FRAME,
             Control::ShareAdded(_)
@@ -163,6 +169,16 @@ mod tests {
             Control::Members(full_members()),
             Control::CertRequest { id: 1, want: CertWant::Renew },
             Control::CertReply { id: 1, reply: CertReply::NotAdmin },
+            Control::IndexDelta {
+                share: "s".into(),
+                index_id: 1,
+                entries: vec![],
+                same: vec![],
+                deltas: vec![],
+                upto_seq: 1,
+            },
+            Control::EntriesWanted { share: "s".into(), index_id: 1, paths: vec![] },
+            Control::EntriesReply { share: "s".into(), index_id: 1, entries: vec![], absent: vec![] },
         ];
         for c in &all {
             let tag = tag_of(&encode(c).unwrap()).unwrap();

@@ -15,7 +15,7 @@ pub mod zchunk;
 
 pub use crate::codec::{decode, encode, CodecError, FrameHead, MAX_FRAME};
 pub use crate::ids::MAX_CHUNK;
-pub use entry::{WireBlock, WireEntry, WireKind, WireMtime};
+pub use entry::{BlockRun, DeltaEntry, WireBlock, WireEntry, WireKind, WireMtime};
 pub use frame::{
     read_frame, read_head, write_frame, write_frame_sized, Framed, MAX_CHUNK_REPLY, MAX_HAVE_FRAME, MAX_HELLO,
     MAX_JOIN_REPLY, MAX_JOIN_REQUEST, MAX_MEMBERS_FRAME, MAX_PEERS_FRAME, MAX_SMALL_CONTROL, MAX_STREAM_REQUEST,
@@ -30,7 +30,7 @@ pub const ALPN_MESH: &[u8] = b"meshsync/4";
 /// ALPN for the one-off connection a joining node makes to its inviter.
 pub const ALPN_JOIN: &[u8] = b"meshsync-join/1";
 /// Minor protocol version carried in [`Hello`]; peers use the smaller of both.
-pub const PROTOCOL_MINOR: u32 = MINOR_ZSTD;
+pub const PROTOCOL_MINOR: u32 = MINOR_DELTA;
 /// The first minor protocol version that takes [`ChunkReply::Zstd`].
 pub const MINOR_ZSTD: u32 = MINOR_TRUST + 1;
 /// Most peers in one [`Control::Peers`]; a longer list is sent in pieces, and a
@@ -164,7 +164,53 @@ pub enum Control {
         /// The certificate, or why not.
         reply: CertReply,
     },
+    /// Minor 5: [`Control::IndexBatch`], plus entries told as changes of a version
+    /// the receiver holds.
+    IndexDelta {
+        /// Share name.
+        share: String,
+        /// Sender's index id for the share.
+        index_id: u64,
+        /// Entries changed since the last batch, whole.
+        entries: Vec<WireEntry>,
+        /// Paths the sender holds at the receiver's own version.
+        same: Vec<SameVersion>,
+        /// Entries changed since the last batch, as changes of a version.
+        deltas: Vec<DeltaEntry>,
+        /// Highest sequence included.
+        upto_seq: u64,
+    },
+    /// Minor 5: the sender holds no longer the base of these paths'
+    /// [`DeltaEntry`]s (it changed them meanwhile): it asks for them whole.
+    EntriesWanted {
+        /// Share name.
+        share: String,
+        /// The receiver's index id the deltas came under.
+        index_id: u64,
+        /// The paths, at most [`MAX_BATCH_ENTRIES`].
+        paths: Vec<RelPath>,
+    },
+    /// Minor 5: the answer to [`Control::EntriesWanted`]: the entries as the sender
+    /// holds them now.
+    EntriesReply {
+        /// Share name.
+        share: String,
+        /// Sender's index id for the share.
+        index_id: u64,
+        /// The entries, whole.
+        entries: Vec<WireEntry>,
+        /// Asked paths the sender has no entry of to tell.
+        absent: Vec<RelPath>,
+    },
 }
+
+/// The first minor protocol version with [`Control::IndexDelta`],
+/// [`Control::EntriesWanted`] and [`Control::EntriesReply`].
+pub const MINOR_DELTA: u32 = MINOR_ZSTD + 1;
+
+/// Most blocks the entries of one batch may hold once its deltas are read: what a
+/// batch of whole entries could carry in one frame.
+pub const MAX_BATCH_BLOCKS: usize = MAX_FRAME / std::mem::size_of::<WireBlock>();
 
 /// The first minor protocol version with [`Control::Leaving`] and [`Control::ShareRemoved`].
 pub const MINOR_MEMBERSHIP: u32 = 2;
@@ -506,5 +552,25 @@ mod golden {
         check("control_cert_request", &Control::CertRequest { id: 1, want });
         check("control_cert_renew", &Control::CertRequest { id: 2, want: CertWant::Renew });
         check("control_cert_reply", &Control::CertReply { id: 1, reply: CertReply::Refused("no".into()) });
+        let runs = vec![BlockRun::Base { start: 0, len: 40 }, BlockRun::New(e.blocks.clone())];
+        let delta = DeltaEntry { entry: WireEntry { blocks: Vec::new(), ..entry() }, base: ContentId([8; 32]), runs };
+        check(
+            "control_index_delta",
+            &Control::IndexDelta {
+                share: "www".into(),
+                index_id: 1,
+                entries: vec![entry()],
+                same: vec![],
+                deltas: vec![delta],
+                upto_seq: 10,
+            },
+        );
+        let paths = vec![e.path.clone()];
+        check("control_entries_wanted", &Control::EntriesWanted { share: "www".into(), index_id: 2, paths });
+        let absent = vec![RelPath::parse("gone").unwrap()];
+        check(
+            "control_entries_reply",
+            &Control::EntriesReply { share: "www".into(), index_id: 1, entries: vec![entry()], absent },
+        );
     }
 }

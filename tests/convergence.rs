@@ -1,13 +1,14 @@
 //! Randomized convergence (issue 22, item 10): real daemons on network-namespace
 //! hosts, driven through the binary's CLI. Each seed picks 3–5 of a pool of 5 hosts,
 //! gives them a new share, and runs seeded random operations on their folders
-//! (create, modify, delete, rename, the same file edited on two hosts at once, the
-//! same new path created on two) while daemons are killed and restarted and the
-//! hosts are split into random partitions. After healing, every copy must be
-//! identical, and every version ever written must be the content of some path, a
-//! conflict copy, or kept in `.meshsync/versions/` (when the daemon keeps one),
-//! unless a later operation knowingly replaced or deleted it (see
-//! `blackbox::ledger`). Lost writes are counted; the goal is 0.
+//! (create, modify, a small change of a file (patch: a big file's new entry then
+//! goes as runs of the version peers hold), delete, rename, the same file edited on
+//! two hosts at once, the same new path created on two) while daemons are killed
+//! and restarted and the hosts are split into random partitions. After healing,
+//! every copy must be identical, and every version ever written must be the
+//! content of some path, a conflict copy, or kept in `.meshsync/versions/` (when
+//! the daemon keeps one), unless a later operation knowingly replaced or deleted it
+//! (see `blackbox::ledger`). Lost writes are counted; the goal is 0.
 //!
 //! `cargo test --test convergence` runs 30 seeds (root; skipped with the reason
 //! printed otherwise). `MESHSYNC_SEED=N` runs seed N alone (what a failing seed
@@ -99,11 +100,12 @@ impl Run<'_> {
     }
 
     fn size(&mut self) -> usize {
-        // Mostly small; sometimes several chunks.
-        if self.rng.gen_bool(0.1) {
-            self.rng.gen_range(100_000..400_000)
-        } else {
-            self.rng.gen_range(10..3000)
+        // Mostly small; sometimes several chunks; now and then enough chunks (3-4
+        // MiB, about 50 of 64 KiB) that a small change goes to peers as runs.
+        match self.rng.gen_range(0..100) {
+            0..4 => self.rng.gen_range(3 << 20..4 << 20),
+            4..14 => self.rng.gen_range(100_000..400_000),
+            _ => self.rng.gen_range(10..3000),
         }
     }
 
@@ -121,6 +123,12 @@ impl Run<'_> {
         let (label, len) = (self.label(step, m, &format!("modify {rel}")), self.size());
         let done = self.ledger.modify(&self.roots[m], &self.scratch[m], rel, &label, len).expect("modify");
         self.note(format!("{step}: {} modify {rel} ({len} B){}", self.name(m), skipped(done)));
+    }
+
+    fn patch(&mut self, step: usize, m: usize, rel: &str) {
+        let label = self.label(step, m, &format!("patch {rel}"));
+        let done = self.ledger.patch(&self.roots[m], &self.scratch[m], rel, &label).expect("patch");
+        self.note(format!("{step}: {} patch {rel}{}", self.name(m), skipped(done)));
     }
 
     fn name(&self, m: usize) -> String {
@@ -142,7 +150,8 @@ impl Run<'_> {
                 let rel = self.new_name();
                 self.create(step, m, &rel);
             }
-            (30..65, Some(rel)) => self.modify(step, m, &rel),
+            (30..50, Some(rel)) => self.modify(step, m, &rel),
+            (50..65, Some(rel)) => self.patch(step, m, &rel),
             (65..80, Some(rel)) => {
                 let label = self.label(step, m, &format!("delete {rel}"));
                 let done = self.ledger.delete(&self.roots[m], &self.scratch[m], &rel, &label).expect("delete");
@@ -166,9 +175,13 @@ impl Run<'_> {
             self.files_on(a).into_iter().filter(|p| on_b.contains(p)).collect()
         };
         match shared.choose(&mut self.rng).cloned() {
-            Some(rel) if self.rng.gen_bool(0.7) => {
+            Some(rel) if self.rng.gen_bool(0.35) => {
                 self.modify(step, a, &rel);
                 self.modify(step, b, &rel);
+            }
+            Some(rel) if self.rng.gen_bool(0.55) => {
+                self.patch(step, a, &rel);
+                self.patch(step, b, &rel);
             }
             _ => {
                 let rel = self.new_name();

@@ -143,9 +143,37 @@ impl Ledger {
     /// Replaces the file at `rel` with new content in one atomic swap. False, and
     /// nothing written, if there is no file there.
     pub fn modify(&mut self, root: &Path, scratch: &Path, rel: &str, label: &str, len: usize) -> io::Result<bool> {
-        let content = body(label, len);
+        self.swap_in(root, scratch, rel, label, &body(label, len))
+    }
+
+    /// Changes a little of the file at `rel`: the label line replaces its first
+    /// line and 4 KiB of filler from the label replace 4 KiB at a place the label
+    /// picks, the rest stays (a big file's new entry goes to peers as runs of the
+    /// version they hold). Swapped in as [`Ledger::modify`] does. False, and nothing
+    /// written, if there is no file there.
+    pub fn patch(&mut self, root: &Path, scratch: &Path, rel: &str, label: &str) -> io::Result<bool> {
+        let old = match std::fs::read(root.join(rel)) {
+            Ok(b) => b,
+            Err(e) if gone(&e) || e.kind() == io::ErrorKind::IsADirectory => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let rest = old.iter().position(|b| *b == b'\n').map_or(&old[..], |i| &old[i + 1..]);
+        let mut content = format!("{label}\n").into_bytes();
+        let head = content.len();
+        content.extend_from_slice(rest);
+        let fill = body(label, 4096);
+        let seed = blake3::hash(label.as_bytes());
+        let at = head
+            + (u64::from_le_bytes(seed.as_bytes()[..8].try_into().unwrap_or_default()) as usize) % rest.len().max(1);
+        let end = (at + 4096).min(content.len());
+        content[at..end].copy_from_slice(&fill[fill.len() - (end - at)..]);
+        self.swap_in(root, scratch, rel, label, &content)
+    }
+
+    /// Swaps `content` in at `rel` (if a file is there) and retires what it replaced.
+    fn swap_in(&mut self, root: &Path, scratch: &Path, rel: &str, label: &str, content: &[u8]) -> io::Result<bool> {
         let tmp = scratch.join("new");
-        std::fs::write(&tmp, &content)?;
+        std::fs::write(&tmp, content)?;
         let at = root.join(rel);
         if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_file()) {
             std::fs::remove_file(&tmp)?;
@@ -153,7 +181,7 @@ impl Ledger {
         }
         match renameat2(&tmp, &at, libc::RENAME_EXCHANGE) {
             Ok(()) => {
-                self.record(label, rel, &content);
+                self.record(label, rel, content);
                 self.retire(&tmp, label)?;
                 Ok(true)
             }

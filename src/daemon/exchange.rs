@@ -226,9 +226,7 @@ impl Exchange {
         }
         Ok(())
     }
-}
 
-impl Exchange {
     /// Asks the peer for the entries of `name` that came as deltas this node could
     /// not read (protocol minor 5), if any, and if what this node holds of the
     /// peer's index is of its index of now (else all of it comes again anyway).

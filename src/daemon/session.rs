@@ -421,6 +421,18 @@ async fn session(node: &Arc<Node>, conn: &quinn::Connection, peer: NodeId, diale
     result
 }
 
+/// This node's `share`, if it has it and the peer is a member of it; index
+/// messages of a share the peer is not a member of are refused (counted).
+fn admitted(node: &Node, peer: NodeId, share: &str) -> Option<Arc<super::Share>> {
+    let sh = node.share(share)?;
+    if !node.admits(share, &peer) {
+        Counters::add(&node.counters.refused, 1);
+        debug!(share, "refused index entries of a share the peer is not a member of");
+        return None;
+    }
+    Some(sh)
+}
+
 /// Stores a peer's index batch of one share (if this node has the share and the
 /// peer is a member of it) and plans its paths again. True if entries are now
 /// wanted whole (deltas this node could not read).
@@ -430,12 +442,7 @@ async fn receive_index(
     share: &str,
     batch: gossip::index::Batch,
 ) -> Result<bool, SessionError> {
-    let Some(sh) = node.share(share) else { return Ok(false) };
-    if !node.admits(share, &peer) {
-        Counters::add(&node.counters.refused, 1);
-        debug!(share, "refused an index batch of a share the peer is not a member of");
-        return Ok(false);
-    }
+    let Some(sh) = admitted(node, peer, share) else { return Ok(false) };
     debug!(
         share,
         entries = batch.entries.len(),
@@ -457,11 +464,7 @@ async fn receive_answer(
     share: &str,
     answer: (u64, Vec<proto::WireEntry>, Vec<crate::relpath::RelPath>),
 ) -> Result<bool, SessionError> {
-    let Some(sh) = node.share(share) else { return Ok(false) };
-    if !node.admits(share, &peer) {
-        Counters::add(&node.counters.refused, 1);
-        return Ok(false);
-    }
+    let Some(sh) = admitted(node, peer, share) else { return Ok(false) };
     let got = gossip::index::receive_answer(sh.ctx.index.clone(), &node.counters, peer, share, answer).await?;
     sh.mark_dirty(got.paths);
     Ok(got.wanted)

@@ -3,9 +3,9 @@
 //! changed), and takes theirs in after checking every entry.
 
 use super::delta;
-use crate::ids::{ContentId, NodeId, ShortId};
-use crate::index::VersionVector;
-use crate::index::{Block, Entry, EntryKind, IndexError, RemoteBatch, ShareIndex};
+use super::wire::{self, pairs_of, version_of};
+use crate::ids::{ContentId, NodeId};
+use crate::index::{batch_cost, Block, Entry, EntryKind, IndexError, RemoteBatch, ShareIndex, BATCH_CUT};
 use crate::proto::{Control, DeltaEntry, SameVersion, WireEntry, MAX_BATCH_BLOCKS, MAX_BATCH_ENTRIES, MINOR_DELTA};
 use crate::relpath::RelPath;
 use crate::stats::Counters;
@@ -116,8 +116,7 @@ enum Told {
 fn tell(theirs: Option<&Entry>, mine: &Entry, deltas: bool) -> Told {
     match theirs {
         Some(t) if t.version == mine.version && t.same_content(mine) => {
-            let version = mine.version.pairs().iter().map(|(id, c)| (id.0, *c)).collect();
-            Told::Same(SameVersion { path: mine.path.clone(), version })
+            Told::Same(SameVersion { path: mine.path.clone(), version: pairs_of(&mine.version) })
         }
         Some(t) if deltas => delta_of(t, mine).map_or_else(|| Told::Whole(WireEntry::from(mine)), Told::Delta),
         _ => Told::Whole(WireEntry::from(mine)),
@@ -132,7 +131,7 @@ fn delta_of(theirs: &Entry, mine: &Entry) -> Option<DeltaEntry> {
         return None;
     }
     let runs = delta::diff(&theirs.blocks, &mine.blocks)?;
-    let entry = super::wire::head(mine);
+    let entry = wire::head(mine);
     Some(DeltaEntry { entry, base: theirs.content_id(), runs })
 }
 
@@ -177,14 +176,7 @@ pub async fn receive(
 ) -> Result<Received, IndexError> {
     let Batch { index_id, entries, same, deltas, upto } = batch;
     Counters::add(&counters.entries_received, (entries.len() + deltas.len()) as u64);
-    let mut good = Vec::with_capacity(entries.len() + deltas.len());
-    for w in entries {
-        let path = w.path.clone();
-        match Entry::try_from(w) {
-            Ok(e) => good.push(e),
-            Err(why) => refused(counters, share_name, &path, &why),
-        }
-    }
+    let (mut good, _) = checked(counters, share_name, entries, deltas.len());
     let mut named = Vec::with_capacity(same.len());
     for s in same {
         match version_of(s.version) {
@@ -199,9 +191,9 @@ pub async fn receive(
         for d in deltas {
             let path = d.entry.path.clone();
             match read_delta(&index, d, &mut budget)? {
-                Ok(Some(e)) => good.push(e),
-                Ok(None) => wanted.push(path),
-                Err(why) => refusals.push((path, why)),
+                DeltaRead::Entry(e) => good.push(e),
+                DeltaRead::BaseGone => wanted.push(path),
+                DeltaRead::Refused(why) => refusals.push((path, why)),
             }
         }
         let batch = RemoteBatch { entries: &good, same: &named, wanted: &wanted };
@@ -217,21 +209,26 @@ pub async fn receive(
     Ok(received)
 }
 
-/// A peer's delta read against the content it names: the entry, `None` when this
-/// node holds that content no longer (ask for the entry whole), or why it is refused.
-/// At most `budget` blocks are made, and what is made is taken from it.
-fn read_delta(
-    index: &ShareIndex,
-    d: DeltaEntry,
-    budget: &mut usize,
-) -> Result<Result<Option<Entry>, String>, IndexError> {
-    let Some(base) = base_blocks(index, &d.entry.path, &d.base)? else { return Ok(Ok(None)) };
+/// What a peer's delta gave.
+enum DeltaRead {
+    /// The entry, whole.
+    Entry(Entry),
+    /// This node holds the content it names no longer: ask for the entry whole.
+    BaseGone,
+    /// Why it is refused.
+    Refused(String),
+}
+
+/// A peer's delta read against the content it names. At most `budget` blocks are
+/// made, and what is made is taken from it.
+fn read_delta(index: &ShareIndex, d: DeltaEntry, budget: &mut usize) -> Result<DeltaRead, IndexError> {
+    let Some(base) = base_blocks(index, &d.entry.path, &d.base)? else { return Ok(DeltaRead::BaseGone) };
     let blocks = match delta::patch(&base, &d.runs, *budget) {
         Ok(b) => b,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(DeltaRead::Refused(e.to_string())),
     };
     *budget -= blocks.len();
-    Ok(super::wire::entry_of(d.entry, blocks).map(Some).map_err(|e| e.to_string()))
+    Ok(wire::entry_of(d.entry, blocks).map_or_else(|e| DeltaRead::Refused(e.to_string()), DeltaRead::Entry))
 }
 
 /// The blocks of `path` with content `content`: this node's own entry, or any
@@ -244,9 +241,21 @@ fn base_blocks(index: &ShareIndex, path: &RelPath, content: &ContentId) -> Resul
     Ok(index.remote_for(path)?.into_iter().map(|(_, e)| e).find(fits).map(|e| e.blocks))
 }
 
-/// A version vector from the wire's pairs, if canonical.
-fn version_of(pairs: Vec<(u64, u64)>) -> Option<VersionVector> {
-    VersionVector::try_from_pairs(pairs.into_iter().map(|(id, c)| (ShortId(id), c)).collect())
+/// A peer's whole entries, checked: the good ones (with room for `more`), and the
+/// paths of those refused (counted and logged).
+fn checked(counters: &Counters, share: &str, entries: Vec<WireEntry>, more: usize) -> (Vec<Entry>, Vec<RelPath>) {
+    let (mut good, mut bad) = (Vec::with_capacity(entries.len() + more), Vec::new());
+    for w in entries {
+        let path = w.path.clone();
+        match Entry::try_from(w) {
+            Ok(e) => good.push(e),
+            Err(why) => {
+                refused(counters, share, &path, &why);
+                bad.push(path);
+            }
+        }
+    }
+    (good, bad)
 }
 
 fn refused(counters: &Counters, share: &str, path: &RelPath, why: &dyn std::fmt::Display) {
@@ -261,12 +270,12 @@ fn refused(counters: &Counters, share: &str, path: &RelPath, why: &dyn std::fmt:
 pub fn answer_wanted(index: &ShareIndex, share: String, paths: Vec<RelPath>) -> Result<Control, IndexError> {
     let (mut entries, mut absent, mut bytes) = (Vec::new(), Vec::new(), 0usize);
     for path in paths.into_iter().take(MAX_BATCH_ENTRIES) {
-        if bytes >= crate::codec::MAX_FRAME / 4 {
+        if bytes >= BATCH_CUT {
             break;
         }
         match index.get(&path)?.filter(|r| !r.local_change) {
             Some(r) => {
-                bytes += 64 + r.entry.blocks.len() * std::mem::size_of::<crate::proto::WireBlock>();
+                bytes += batch_cost(&r.entry);
                 entries.push(WireEntry::from(&r.entry));
             }
             None => absent.push(path),
@@ -285,18 +294,9 @@ pub async fn receive_answer(
     share_name: &str,
     (index_id, entries, mut absent): (u64, Vec<WireEntry>, Vec<RelPath>),
 ) -> Result<Received, IndexError> {
-    let mut good = Vec::with_capacity(entries.len());
-    for w in entries {
-        let path = w.path.clone();
-        match Entry::try_from(w) {
-            Ok(e) => good.push(e),
-            Err(why) => {
-                refused(counters, share_name, &path, &why);
-                // Not asked again: the same answer would come.
-                absent.push(path);
-            }
-        }
-    }
+    let (good, bad) = checked(counters, share_name, entries, 0);
+    // A refused entry is not asked for again: the same answer would come.
+    absent.extend(bad);
     tokio::task::spawn_blocking(move || {
         let answered = !good.is_empty() || !absent.is_empty();
         let Some(paths) = index.apply_remote_reply(&peer, index_id, &good, &absent)? else {

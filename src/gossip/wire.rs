@@ -35,7 +35,7 @@ pub fn head(e: &Entry) -> WireEntry {
         size: e.size,
         mode: e.mode,
         mtime: WireMtime { secs: e.mtime.secs, nanos: e.mtime.nanos },
-        version: e.version.pairs().iter().map(|(id, c)| (id.0, *c)).collect(),
+        version: pairs_of(&e.version),
         modified_by: e.modified_by.0,
         deleted: e.deleted,
         blocks: Vec::new(),
@@ -52,10 +52,19 @@ impl TryFrom<WireEntry> for Entry {
     }
 }
 
+/// A version vector as the wire carries it: (short node id, counter) pairs.
+pub fn pairs_of(v: &VersionVector) -> Vec<(u64, u64)> {
+    v.pairs().iter().map(|(id, c)| (id.0, *c)).collect()
+}
+
+/// A version vector from the wire's pairs, if canonical.
+pub fn version_of(pairs: Vec<(u64, u64)>) -> Option<VersionVector> {
+    VersionVector::try_from_pairs(pairs.into_iter().map(|(id, c)| (ShortId(id), c)).collect())
+}
+
 /// A peer's entry with `blocks` (read from a delta, or its own), refused if it does
 /// not hold together; `w.blocks` is not read.
 pub fn entry_of(w: WireEntry, blocks: Vec<Block>) -> Result<Entry, EntryError> {
-    let pairs = w.version.into_iter().map(|(id, c)| (ShortId(id), c)).collect();
     let e = Entry {
         path: w.path,
         kind: match w.kind {
@@ -66,7 +75,7 @@ pub fn entry_of(w: WireEntry, blocks: Vec<Block>) -> Result<Entry, EntryError> {
         size: w.size,
         mode: w.mode,
         mtime: Mtime { secs: w.mtime.secs, nanos: w.mtime.nanos },
-        version: VersionVector::try_from_pairs(pairs).ok_or(EntryError::BadVersion)?,
+        version: version_of(w.version).ok_or(EntryError::BadVersion)?,
         modified_by: ShortId(w.modified_by),
         deleted: w.deleted,
         blocks,

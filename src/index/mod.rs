@@ -174,6 +174,15 @@ struct ShareTrees {
     remote_gen: std::sync::atomic::AtomicU64,
 }
 
+/// Bytes after which a batch of entries ends: well under the frame limit, however
+/// large the files.
+pub const BATCH_CUT: usize = codec::MAX_FRAME / 4;
+
+/// About what `e` takes in a batch on the wire (its blocks, 36 bytes each, and the rest).
+pub fn batch_cost(e: &Entry) -> usize {
+    64 + e.blocks.len() * 36
+}
+
 /// What a peer's index batch brings besides the sequence it reaches.
 #[derive(Clone, Copy, Default)]
 pub struct RemoteBatch<'a> {
@@ -360,10 +369,9 @@ impl ShareIndex {
             if rec.seq != u64_at(&k) {
                 continue;
             }
-            bytes += 64 + rec.entry.blocks.len() * 36;
+            bytes += batch_cost(&rec.entry);
             out.push(rec);
-            // Keep a batch well under the frame limit, however large the files.
-            if out.len() >= limit || bytes >= codec::MAX_FRAME / 4 {
+            if out.len() >= limit || bytes >= BATCH_CUT {
                 break;
             }
         }

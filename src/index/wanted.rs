@@ -1,4 +1,4 @@
-//! Peers' entries to ask for whole: a delta (protocol minor 5) names the version
+//! Peers' entries to ask for whole: a delta (protocol minor 5) names the content
 //! its runs refer to, and this node may have moved past it before the delta came.
 //! Such a path is noted here in the same step that stores the batch, so the ask
 //! survives a restart, and is cleared by the entry whenever it comes.
@@ -15,6 +15,11 @@ impl ShareIndex {
         wanted: &[RelPath],
         came: impl Iterator<Item = &'a RelPath>,
     ) -> Result<(), IndexError> {
+        // Every batch of an exchange passes here: nothing to write unless an ask
+        // is noted or pending (the tree is nearly always empty).
+        if wanted.is_empty() && self.inner.wanted.is_empty() {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         for path in came {
             batch.remove(remote_key(path, peer));

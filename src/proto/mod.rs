@@ -208,9 +208,12 @@ pub enum Control {
 /// [`Control::EntriesWanted`] and [`Control::EntriesReply`].
 pub const MINOR_DELTA: u32 = MINOR_ZSTD + 1;
 
-/// Most blocks the entries of one batch may hold once its deltas are read: what a
-/// batch of whole entries could carry in one frame.
-pub const MAX_BATCH_BLOCKS: usize = MAX_FRAME / std::mem::size_of::<WireBlock>();
+/// Most blocks the entries of one batch may hold once its deltas are read: twice
+/// what one frame of whole entries holds. A sender cuts a batch once its entries'
+/// blocks pass a quarter frame ([`crate::index::BATCH_CUT`]), so its last entry,
+/// itself at most a frame, can take it to 1.25 frames; more is a peer making this
+/// node allocate for nothing.
+pub const MAX_BATCH_BLOCKS: usize = 2 * MAX_FRAME / std::mem::size_of::<WireBlock>();
 
 /// The first minor protocol version with [`Control::Leaving`] and [`Control::ShareRemoved`].
 pub const MINOR_MEMBERSHIP: u32 = 2;
